@@ -1,0 +1,38 @@
+# Clarion — two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: install, migrate, and serve the API + workers on 127.0.0.1:8000 (SQLite under ./var, file providers)
+run: $(STAMP)
+	$(BIN)/clarion serve
+
+## test: install the dev extras and run the whole suite (SQLite and PostgreSQL), then lint
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+## bench: the triggered-send benchmark (prints one JSON line)
+bench: $(STAMP)
+	$(BIN)/python bench/triggered.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""The HTTP API's application factory. Routes are thin: parse, call a use case, serialise."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clarion import __version__, bootstrap
+from clarion.api.responses import JSON
+from clarion.api.routes import inbox, messages, providers, system, templates, users
+from clarion.domain import errors
+from clarion.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, whether or not Content-Length is declared."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                return await self._refuse(send)
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSON(
+            error_body("payload_too_large", f"request body exceeds {self.limit} bytes", {"limit": self.limit}),
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Any:
+    return {"type": "http.disconnect"}
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
+        details.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
+    return details
+
+
+def create_app(
+    settings: Settings | None = None, *, clarion: bootstrap.Clarion | None = None, workers: int | None = None
+) -> FastAPI:
+    """Build the API. With ``clarion`` given the caller owns its lifecycle; otherwise the app builds one from
+    ``settings`` and runs ``workers`` delivery workers in-process (``settings.workers`` by default)."""
+    settings = settings or (clarion.settings if clarion else Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if clarion is not None:
+            app.state.clarion = clarion
+            yield
+            return
+        services = bootstrap.build(settings)
+        await services.start(workers=workers)
+        app.state.clarion = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="Clarion",
+        version=__version__,
+        description="Message push platform: triggered sends, templates, inbox, delivery timeline.",
+        default_response_class=JSON,
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(errors.InvalidInput)
+    async def _invalid(_: Request, exc: errors.InvalidInput) -> JSON:
+        return JSON(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSON:
+        details = _validation_details(exc)
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        return JSON(error_body("invalid_input", f"{first['field']}: {first['message']}", details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
+        code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSON(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    for module in (users, inbox, templates, messages, providers, system):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,61 @@
+"""The in-app message center: what the apps show a signed-in user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Path, Query
+
+from clarion.api import deps
+from clarion.domain import errors
+from clarion.store import history
+from clarion.store import tables as t
+
+router = APIRouter(prefix="/v1/users/{user_id}/inbox", tags=["inbox"], dependencies=deps.AUTH)
+UserId = Path(min_length=1, max_length=128)
+
+
+@router.get("")
+async def list_inbox(
+    clarion: deps.Services,
+    user_id: str = UserId,
+    unread: bool = False,
+    limit: int = Query(default=20, ge=1, le=200),
+    cursor: str | None = Query(default=None, max_length=32),
+) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        return await history.inbox(conn, user_id, unread=unread, limit=limit, before=cursor)
+
+
+@router.get("/count")
+async def count_inbox(clarion: deps.Services, user_id: str = UserId) -> dict[str, int]:
+    async with clarion.db.read() as conn:
+        return await history.inbox_count(conn, user_id)
+
+
+@router.post("/read-all")
+async def read_all(clarion: deps.Services, user_id: str = UserId) -> dict[str, int]:
+    now = datetime.now(UTC)
+    return {"updated": await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now))}
+
+
+@router.post("/{message_id}/read")
+async def read_one(
+    clarion: deps.Services, user_id: str = UserId, message_id: str = Path(max_length=32)
+) -> dict[str, Any]:
+    """Mark one item read (reading it again is harmless); 404 when the user has no such item."""
+    now = datetime.now(UTC)
+    updated = await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now, message_id))
+    if not updated:
+        i = t.inbox_items
+        async with clarion.db.read() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(i.c.message_id).where(i.c.user_id == user_id, i.c.message_id == message_id)
+                )
+            ).first()
+        if found is None:
+            raise errors.NotFound("inbox item", message_id)
+    return {"message_id": message_id, "read": True}

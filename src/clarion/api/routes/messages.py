@@ -1,0 +1,67 @@
+"""Sending: a template to users, or an event that trigger rules turn into messages; and what became of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Response
+
+from clarion.api import deps, schemas
+from clarion.domain import errors
+from clarion.pipeline import intake
+from clarion.store import history
+
+router = APIRouter(prefix="/v1", tags=["messages"], dependencies=deps.AUTH)
+
+
+def _count(clarion: Any, accepted: intake.Accepted) -> None:
+    if not accepted.replayed:
+        for message in accepted.response["messages"]:
+            clarion.metrics.accepted.labels(message["status"]).inc()
+
+
+@router.post("/messages", status_code=202)
+async def send(body: schemas.SendIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+    """Send a template to one or more users. Durable before the answer: the messages are stored and queued.
+    The same ``idempotency_key`` within 24 h returns the first answer and sends nothing again."""
+    recipients = body.recipients()
+    if not recipients or len(recipients) > clarion.settings.max_recipients:
+        raise errors.InvalidInput(
+            f"to: between 1 and {clarion.settings.max_recipients} recipients",
+            details={"field": "to", "count": len(recipients)},
+        )
+    accepted = await clarion.intake.send(
+        intake.SendCommand(
+            template=body.template,
+            to=recipients,
+            data=body.data,
+            channels=body.channels,
+            idempotency_key=body.idempotency_key,
+        )
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    _count(clarion, accepted)
+    return accepted.response
+
+
+@router.post("/events", status_code=202)
+async def event(body: schemas.EventIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+    """Report something that happened; trigger rules decide which messages (possibly none) it produces."""
+    accepted = await clarion.intake.event(
+        intake.EventCommand(name=body.name, user_id=body.user_id, data=body.data, idempotency_key=body.idempotency_key)
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    _count(clarion, accepted)
+    return accepted.response
+
+
+@router.get("/messages/{message_id}")
+async def get_message(clarion: deps.Services, message_id: str = Path(max_length=32)) -> dict[str, Any]:
+    """A message, its deliveries, and every status change each went through, with reasons."""
+    async with clarion.db.read() as conn:
+        found = await history.message_detail(conn, message_id)
+    if found is None:
+        raise errors.NotFound("message", message_id)
+    return found

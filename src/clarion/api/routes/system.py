@@ -1,0 +1,34 @@
+"""Health and metrics: for load balancers and Prometheus, no API key needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from clarion.api import deps
+from clarion.api.responses import JSON
+from clarion.store import outbox
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+async def healthz(clarion: deps.Services) -> Any:
+    try:
+        async with clarion.db.read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        return JSON({"status": "unavailable", "database": repr(exc)}, status_code=503)
+    return {"status": "ok", "database": clarion.db.dialect}
+
+
+@router.get("/metrics")
+async def metrics(clarion: deps.Services) -> Response:
+    async with clarion.db.read() as conn:
+        depth = await outbox.queue_depth(conn)
+    for lane in range(4):
+        clarion.metrics.queue_depth.labels(str(lane)).set(depth.get(lane, 0))
+    return Response(generate_latest(clarion.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,96 @@
+"""Users: who Clarion reaches, where, and what it sent them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Path, Query, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.api import deps, schemas
+from clarion.domain import errors
+from clarion.store import history, records
+from clarion.store import tables as t
+
+router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=deps.AUTH)
+UserId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+
+
+def user_json(row: Any) -> dict[str, Any]:
+    return {
+        "user_id": row.user_id,
+        "attributes": row.attributes,
+        "tags": row.tags,
+        "timezone": row.timezone,
+        "locale": row.locale,
+        "addresses": row.addresses,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+@router.put("/{user_id}")
+async def put_user(
+    body: schemas.UserIn, clarion: deps.Services, response: Response, user_id: str = UserId
+) -> dict[str, Any]:
+    """Create or replace a user's profile and addresses."""
+    values = body.model_dump()
+    values["addresses"] = body.addresses.model_dump(exclude_none=True)
+    values["tags"] = list(dict.fromkeys(body.tags))
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        return await records.upsert(clarion.db, conn, t.users, user_id, values, now)
+
+    created = await clarion.db.write(job)
+    response.status_code = 201 if created else 200
+    return user_json(await records.get_one(clarion.db, t.users, user_id))
+
+
+@router.get("/{user_id}")
+async def get_user(clarion: deps.Services, user_id: str = UserId) -> dict[str, Any]:
+    row = await records.get_one(clarion.db, t.users, user_id)
+    if row is None:
+        raise errors.NotFound("user", user_id)
+    return user_json(row)
+
+
+@router.delete("/{user_id}", status_code=204)
+async def delete_user(clarion: deps.Services, user_id: str = UserId) -> Response:
+    """Remove the user and their personal data: profile, addresses, inbox, and the addresses, content and
+    data kept on their messages. Message ids and statuses stay, so counts and audits still add up."""
+
+    async def job(conn: AsyncConnection) -> bool:
+        gone = (await conn.execute(t.users.delete().where(t.users.c.user_id == user_id))).rowcount
+        await conn.execute(t.inbox_items.delete().where(t.inbox_items.c.user_id == user_id))
+        await conn.execute(
+            t.deliveries.update().where(t.deliveries.c.user_id == user_id).values(address=None, content=None)
+        )
+        await conn.execute(t.messages.update().where(t.messages.c.user_id == user_id).values(data={}))
+        return bool(gone)
+
+    if not await clarion.db.write(job):
+        raise errors.NotFound("user", user_id)
+    return Response(status_code=204)
+
+
+@router.get("/{user_id}/messages")
+async def user_messages(
+    clarion: deps.Services,
+    user_id: str = UserId,
+    status: schemas.MessageStatusFilter | None = None,
+    channel: schemas.model.Channel | None = None,
+    template: str | None = Query(default=None, max_length=128),
+    since: datetime | None = Query(default=None, description="ISO time, inclusive"),
+    until: datetime | None = Query(default=None, description="ISO time, exclusive"),
+    limit: int = Query(default=50, ge=1, le=500),
+    cursor: str | None = Query(default=None, max_length=32, description="next_cursor of the previous page"),
+) -> dict[str, Any]:
+    """The send record: every message sent to the user, newest first, with each delivery's status."""
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise errors.InvalidInput(f"{name} needs a time zone (e.g. 2026-01-01T00:00:00Z)", details={"field": name})
+    flt = history.RecordFilter(status, channel.value if channel else None, template, since, until)
+    async with clarion.db.read() as conn:
+        return await history.send_record(conn, user_id, flt, limit=limit, before=cursor)

@@ -1,0 +1,164 @@
+"""The HTTP API's request bodies. Validation lives here, at the edge; inside, values are plain dataclasses."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from clarion.domain import model
+
+Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Addresses(Strict):
+    email: str | None = Field(default=None, max_length=254)
+    sms: str | None = Field(default=None, description="E.164 phone number, e.g. +8613800138000")
+    push: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] | None = Field(
+        default=None, max_length=20
+    )
+    webhook: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.match(v):
+            raise ValueError("not an e-mail address")
+        return v
+
+    @field_validator("sms")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            number = phonenumbers.parse(v, None)
+        except phonenumbers.NumberParseException:
+            raise ValueError("not an E.164 phone number (expected +<country code><number>)") from None
+        if not phonenumbers.is_valid_number(number):
+            raise ValueError("not a valid phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/?#]+[^\s]*$", v):
+            raise ValueError("not an http(s) URL")
+        return v
+
+
+class UserIn(Strict):
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    timezone: str | None = None
+    locale: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+    addresses: Addresses = Field(default_factory=Addresses)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r}") from None
+        return v
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+
+
+class EmailContent(Strict):
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
+    text: Text | None = None
+    html: Text | None = None
+
+    @model_validator(mode="after")
+    def _body(self) -> EmailContent:
+        if self.text is None and self.html is None:
+            raise ValueError("email needs text and/or html")
+        return self
+
+
+class SmsContent(Strict):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class CardContent(Strict):
+    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    body: Text
+    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+
+
+class WebhookContent(Strict):
+    body: Any = Field(description="any JSON value; placeholders are filled inside its strings")
+
+
+class Channels(Strict):
+    email: EmailContent | None = None
+    sms: SmsContent | None = None
+    push: CardContent | None = None
+    inbox: CardContent | None = None
+    webhook: WebhookContent | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Channels:
+        if not self.model_dump(exclude_none=True):
+            raise ValueError("a template needs content for at least one channel")
+        return self
+
+
+class TemplateIn(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    category: model.Category
+    priority: model.Priority = model.Priority.NORMAL
+    department: str | None = Field(default=None, max_length=100)
+    owner: str | None = Field(default=None, max_length=100)
+    channels: Channels
+
+
+class SendIn(Strict):
+    template: Key
+    to: Key | list[Key]
+    data: dict[str, Any] = Field(default_factory=dict)
+    channels: list[model.Channel] | None = None
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+    def recipients(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else self.to
+
+
+class EventIn(Strict):
+    name: Key
+    user_id: Key
+    data: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class RuleIn(Strict):
+    event: Key
+    template: Key
+    condition: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    channels: list[model.Channel] | None = None
+    enabled: bool = True
+
+
+class ProviderIn(Strict):
+    channel: model.Channel
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    config: dict[str, Any] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+MessageStatusFilter = Literal["accepted", "queued", "sent", "delivered", "filtered", "deferred", "failed"]

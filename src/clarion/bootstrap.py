@@ -1,0 +1,102 @@
+"""The one place Clarion's parts are constructed and wired: ``build(settings)`` returns the running app's
+services. Tests wire the same way, with their own settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from clarion import apikeys, metrics, worker
+from clarion.channels import registry
+from clarion.domain import retry
+from clarion.pipeline import catalog, intake
+from clarion.settings import Settings
+from clarion.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Clarion:
+    settings: Settings
+    db: Database
+    catalog: catalog.Catalog
+    intake: intake.Intake
+    providers: registry.ProviderRegistry
+    dispatcher: worker.Dispatcher
+    metrics: metrics.Metrics
+    keys: apikeys.ApiKeys
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def invalidate(self) -> None:
+        """Configuration changed through this process: forget cached templates, rules and providers."""
+        self.catalog.invalidate()
+        self.providers.invalidate()
+
+    async def start(self, *, workers: int | None = None) -> None:
+        if self.settings.api_key is not None:
+            await self.keys.create("bootstrap", key=self.settings.api_key.get_secret_value())
+        count = self.settings.workers if workers is None else workers
+        self._stop.clear()
+        self._workers = [
+            asyncio.create_task(self.dispatcher.run(self._stop, index=i), name=f"clarion-worker-{i}")
+            for i in range(count)
+        ]
+
+    async def close(self) -> None:
+        self._stop.set()
+        self.dispatcher.wakeup.set()
+        if self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*self._workers)
+        self._workers = []
+        await self.providers.close()
+        await self.db.close()
+
+
+def secret_key(settings: Settings) -> str:
+    """The signing secret: configured, or generated once into the data directory (mode 0600)."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = Path(settings.data_dir) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def build(settings: Settings | None = None) -> Clarion:
+    settings = settings or Settings()
+    db = Database(settings.database_url, batch_max=settings.write_batch_max)
+    the_catalog = catalog.Catalog(db)
+    the_metrics = metrics.Metrics()
+    builtins = [
+        registry.Account("file", None, "file", {"directory": settings.outbox_dir}),
+        registry.Account("inbox", None, "inbox", {}),
+        registry.Account("webhook", None, "webhook", {"secret": secret_key(settings)}),
+    ]
+    providers = registry.ProviderRegistry(db, builtins)
+    dispatcher = worker.Dispatcher(
+        db,
+        providers,
+        the_metrics,
+        retry_policy=retry.RetryPolicy(settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds),
+        batch_size=settings.claim_batch,
+        lease=timedelta(seconds=settings.lease_seconds),
+        poll_interval=settings.poll_interval,
+    )
+
+    the_intake = intake.Intake(
+        db,
+        the_catalog,
+        idempotency_window=timedelta(hours=settings.idempotency_hours),
+        on_queued=dispatcher.notify,
+    )
+    return Clarion(settings, db, the_catalog, the_intake, providers, dispatcher, the_metrics, apikeys.ApiKeys(db))

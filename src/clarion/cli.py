@@ -1,0 +1,166 @@
+"""``clarion``: run the service, migrate, manage API keys, send from the shell. Thin over the same use cases
+as the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+import uvicorn
+from rich.console import Console
+
+from clarion import bootstrap
+from clarion.domain import errors, model
+from clarion.pipeline import intake
+from clarion.settings import Settings
+from clarion.store import migrate as migrations
+
+app = typer.Typer(help="Clarion message push platform.", no_args_is_help=True, add_completion=False)
+apikey = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(apikey, name="apikey")
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_services(settings: Settings, fn: Any) -> Any:
+    services = bootstrap.build(settings)
+    try:
+        return await fn(services)
+    finally:
+        await services.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (safe to run repeatedly)."""
+    settings = Settings()
+    migrations.upgrade(settings.database_url)
+    console.print(f"[green]database is up to date[/] ({settings.database_url.split('@')[-1]})")
+
+
+def _demo_key(settings: Settings) -> str | None:
+    """On the embedded default with no key configured, make one the first time and keep it in the data dir
+    (mode 0600) so ``make run`` can always print a key that works."""
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    path = Path(settings.data_dir) / "api_key"
+    if path.exists():
+        return path.read_text().strip()
+    key: str = _run(_with_services(settings, lambda s: s.keys.create("demo")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
+def _serve(workers: int | None, host: str | None, port: int | None, access_log: bool, log_level: str) -> None:
+    from clarion.api.app import create_app
+
+    _logging(log_level)
+    settings = Settings()
+    migrations.upgrade(settings.database_url)
+    host, port = host or settings.host, port or settings.port
+    if workers != 0:
+        key = _demo_key(settings)
+        console.print(f"[bold]Clarion[/] on http://{host}:{port}  —  API docs: http://{host}:{port}/docs")
+        if key:
+            console.print(f"API key: [bold]{key}[/]  (send it as 'Authorization: Bearer <key>')")
+    uvicorn.run(
+        create_app(settings, workers=workers),
+        host=host,
+        port=port,
+        access_log=access_log,
+        log_level=log_level.lower(),
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+HostOpt = Annotated[str | None, typer.Option(help="listen address (CLARION_HOST)")]
+PortOpt = Annotated[int | None, typer.Option(help="listen port (CLARION_PORT)")]
+AccessLog = Annotated[bool, typer.Option(help="log every request")]
+LogLevel = Annotated[str, typer.Option(help="log level")]
+
+
+@app.command()
+def serve(
+    host: HostOpt = None, port: PortOpt = None, access_log: AccessLog = False, log_level: LogLevel = "warning"
+) -> None:
+    """Run the API and the delivery workers in one process (the embedded default)."""
+    _serve(None, host, port, access_log, log_level)
+
+
+@app.command()
+def api(
+    host: HostOpt = None, port: PortOpt = None, access_log: AccessLog = False, log_level: LogLevel = "warning"
+) -> None:
+    """Run the API only; deliveries are sent by separate ``clarion worker`` processes."""
+    _serve(0, host, port, access_log, log_level)
+
+
+@app.command()
+def worker(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="concurrent dispatch loops")] = 2,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run delivery workers only: claim from the outbox, send, record. Stops gracefully on SIGTERM/SIGINT."""
+    _logging(log_level)
+    settings = Settings()
+
+    async def main() -> None:
+        services = bootstrap.build(settings)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        await services.start(workers=workers)
+        await stopped.wait()
+        await services.close()
+
+    _run(main())
+
+
+@apikey.command("create")
+def apikey_create(name: Annotated[str, typer.Argument(help="who or what uses the key")]) -> None:
+    """Create an API key and print it. It is stored hashed: this is the only time it is shown."""
+    settings = Settings()
+    key = _run(_with_services(settings, lambda s: s.keys.create(name)))
+    typer.echo(key)
+
+
+@app.command()
+def send(
+    template: Annotated[str, typer.Argument(help="template key")],
+    users: Annotated[list[str], typer.Argument(help="user ids")],
+    data: Annotated[str, typer.Option(help="JSON object of template data")] = "{}",
+    channel: Annotated[list[str] | None, typer.Option(help="restrict to these channels")] = None,
+    idempotency_key: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Send a template to users, exactly as ``POST /v1/messages`` would; prints the messages as JSON."""
+    try:
+        payload = json.loads(data)
+        if not isinstance(payload, dict):
+            raise ValueError("not an object")
+        channels = [model.Channel(c) for c in channel] if channel else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"--data/--channel: {exc}") from None
+    command = intake.SendCommand(template, users, payload, channels, idempotency_key)
+    try:
+        accepted = _run(_with_services(Settings(), lambda s: s.intake.send(command)))
+    except errors.InvalidInput as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from None
+    typer.echo(orjson.dumps(accepted.response, option=orjson.OPT_INDENT_2).decode())

@@ -1,0 +1,97 @@
+"""Clarion's exception tree.
+
+    ClarionError
+    ├── InvalidInput            bad input from a caller; the API turns it into a 4xx
+    │   └── NotFound            the named object does not exist (404)
+    ├── RenderError             a template could not be filled for one message (the message fails, nothing crashes)
+    │   └── MissingVariable
+    ├── ExpressionError         a rule condition does not compile (position given) or cannot be evaluated
+    └── SendError               a provider could not hand a delivery over
+        ├── TransientSendError  worth retrying: timeouts, connection errors, 429, 5xx
+        └── PermanentSendError  retrying cannot help: invalid address, rejected content, 4xx
+
+Providers translate their vendor's errors into ``SendError`` at their edge, keeping the vendor's own code in
+``code`` so the delivery timeline can show it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClarionError(Exception):
+    """Base of every error Clarion raises on purpose."""
+
+
+class InvalidInput(ClarionError):
+    """Input that Clarion refuses; ``code`` is machine readable, ``details`` names the offending fields."""
+
+    status = 422
+
+    def __init__(self, message: str, *, code: str = "invalid_input", details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details
+
+
+class NotFound(InvalidInput):
+    status = 404
+
+    def __init__(self, what: str, key: str) -> None:
+        super().__init__(f"{what} {key!r} not found", code="not_found", details={"kind": what, "key": key})
+
+
+class Conflict(InvalidInput):
+    status = 409
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message, code="conflict", details=details)
+
+
+class RenderError(ClarionError):
+    """A template could not be rendered for one message; ``reason`` goes into the timeline."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class MissingVariable(RenderError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"missing_variable: {name}")
+        self.name = name
+
+
+class ExpressionError(ClarionError):
+    """A condition expression that does not compile, with where it went wrong (1-based line and column)."""
+
+    def __init__(self, message: str, *, position: int = 0, line: int = 1, column: int = 1) -> None:
+        super().__init__(f"{message} at line {line}, column {column}")
+        self.message = message
+        self.position = position
+        self.line = line
+        self.column = column
+
+
+class SendError(ClarionError):
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}" if self.code else self.message
+
+
+class TransientSendError(SendError):
+    """Retry later; ``retry_after`` (seconds) is honoured when the vendor gave one."""
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentSendError(SendError):
+    """Fail the delivery now."""

@@ -1,0 +1,154 @@
+"""Clarion's vocabulary as values (see DESIGN.md). Pure: no I/O here."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Category(enum.StrEnum):
+    VERIFICATION = "verification"
+    TRANSACTIONAL = "transactional"
+    NOTIFICATION = "notification"
+    MARKETING = "marketing"
+
+
+class Priority(enum.StrEnum):
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def lane(self) -> int:
+        """Claim order in the outbox: lower lanes are claimed first."""
+        return _LANES[self]
+
+
+_LANES = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+class Channel(enum.StrEnum):
+    INBOX = "inbox"
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"
+    WEBHOOK = "webhook"
+
+
+class MessageStatus(enum.StrEnum):
+    """What the user perceives of one message: the best of its deliveries."""
+
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FILTERED = "filtered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+
+class DeliveryStatus(enum.StrEnum):
+    ACCEPTED = "accepted"
+    FILTERED = "filtered"
+    DEFERRED = "deferred"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+FINAL_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.FILTERED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    timezone: str | None = None
+    locale: str | None = None
+    addresses: dict[str, Any] = field(default_factory=dict)
+
+    def address_for(self, channel: Channel) -> Any:
+        """The address a channel reaches this user at; inbox needs none but the user id."""
+        if channel is Channel.INBOX:
+            return self.user_id
+        value = self.addresses.get(channel.value)
+        return value or None
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    key: str
+    name: str
+    category: Category
+    priority: Priority
+    channels: dict[Channel, dict[str, Any]]
+    department: str | None = None
+    owner: str | None = None
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    key: str
+    event: str
+    template: str
+    condition: str | None = None
+    channels: tuple[Channel, ...] | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One delivery handed to a provider: everything it needs, nothing it must look up."""
+
+    delivery_id: str
+    message_id: str
+    user_id: str
+    channel: Channel
+    address: Any
+    content: dict[str, Any]
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What a provider reports for one ``Outgoing``: a provider message id, or an error from our tree."""
+
+    delivery_id: str
+    provider_message_id: str | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    status: str
+    reason: str | None
+    at: datetime
+    detail: dict[str, Any] | None = None
+
+
+def message_status(delivery_statuses: list[str]) -> MessageStatus:
+    """What a message is to its user, from its deliveries: the furthest any channel got.
+
+    Delivered beats sent beats in-flight; a message is filtered or failed only when no channel is left that
+    could still reach the user."""
+    s = set(delivery_statuses)
+    if DeliveryStatus.DELIVERED in s:
+        return MessageStatus.DELIVERED
+    if DeliveryStatus.SENT in s:
+        return MessageStatus.SENT
+    if s & {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.ACCEPTED}:
+        return MessageStatus.QUEUED
+    if DeliveryStatus.DEFERRED in s:
+        return MessageStatus.DEFERRED
+    if s and s <= {DeliveryStatus.FILTERED}:
+        return MessageStatus.FILTERED
+    return MessageStatus.FAILED

@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per running Clarion (built in bootstrap, never at import)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "clarion_messages_accepted", "Messages accepted by intake", ["status"], registry=self.registry
+        )
+        self.sent = Counter(
+            "clarion_deliveries_sent",
+            "Deliveries handed to a provider",
+            ["channel", "provider"],
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "clarion_deliveries_failed",
+            "Deliveries failed for good",
+            ["channel", "provider"],
+            registry=self.registry,
+        )
+        self.retried = Counter(
+            "clarion_deliveries_retried",
+            "Transient failures scheduled for retry",
+            ["channel", "provider"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "clarion_queue_depth",
+            "Deliveries waiting in the outbox, by lane",
+            ["lane"],
+            registry=self.registry,
+        )
+        self.send_seconds = Histogram(
+            "clarion_provider_send_seconds",
+            "Time a provider took for one batch",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.accepted_to_sent = Histogram(
+            "clarion_accepted_to_sent_seconds",
+            "From intake to a provider's acceptance",
+            ["channel"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )

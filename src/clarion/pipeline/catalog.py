@@ -1,0 +1,69 @@
+"""What intake needs to know on every request — templates, rules, the providers per channel — read through a
+short-lived cache so the hot path does not query for them each time.
+
+Writes made through this process invalidate the cache at once; other processes see a change within
+``ttl`` seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from clarion.domain import model, routing
+from clarion.store import records
+from clarion.store import tables as t
+from clarion.store.db import Database
+
+
+class Catalog:
+    def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    async def _cached(self, kind: str, key: str, load: Any) -> Any:
+        hit = self._cache.get((kind, key))
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = await load()
+        self._cache[(kind, key)] = (now + self.ttl, value)
+        return value
+
+    async def template(self, key: str) -> model.Template | None:
+        async def load() -> model.Template | None:
+            row = await records.get_one(self.db, t.templates, key)
+            return records.template_from_row(row) if row else None
+
+        return await self._cached("template", key, load)
+
+    async def templates(self, keys: Sequence[str]) -> dict[str, model.Template]:
+        found = {}
+        for key in set(keys):
+            template = await self.template(key)
+            if template is not None:
+                found[key] = template
+        return found
+
+    async def rules(self, event: str) -> list[model.Rule]:
+        async def load() -> list[model.Rule]:
+            async with self.db.read() as conn:
+                return await records.rules_for_event(conn, event)
+
+        return await self._cached("rules", event, load)
+
+    async def provider_choices(self) -> list[routing.ProviderChoice]:
+        async def load() -> list[routing.ProviderChoice]:
+            async with self.db.read() as conn:
+                rows = (
+                    await conn.execute(sa.select(t.providers.c.name, t.providers.c.channel, t.providers.c.enabled))
+                ).all()
+            return [routing.ProviderChoice(r.name, model.Channel(r.channel), r.enabled) for r in rows]
+
+        return await self._cached("providers", "*", load)

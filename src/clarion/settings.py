@@ -1,0 +1,44 @@
+"""Clarion's configuration: ``CLARION_*`` environment variables. The defaults give the embedded mode:
+SQLite under ./var, API and workers in one process, the file provider for email, sms and push."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///var/clarion.db"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    #: a bootstrap API key (automation, the demo); stored hashed like any other
+    api_key: SecretStr | None = None
+    #: signs webhooks of the built-in webhook provider, unsubscribe links …; generated into ./var when unset
+    secret_key: SecretStr | None = None
+    data_dir: str = "var"
+    outbox_dir: str = "var/outbox"
+
+    #: delivery workers in this process (serve runs API + workers)
+    workers: int = Field(default=1, ge=0, le=64)
+    claim_batch: int = Field(default=200, ge=1, le=5000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_interval: float = Field(default=0.05, gt=0)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    retry_base_seconds: float = Field(default=2.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+
+    #: request bodies larger than this are refused with 413
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_recipients: int = Field(default=1000, ge=1)
+    idempotency_hours: float = Field(default=24.0, gt=0)
+    #: how long intake may wait to group concurrent writes into one transaction (seconds)
+    write_batch_window: float = Field(default=0.002, ge=0)
+    write_batch_max: int = Field(default=256, ge=1)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,234 @@
+"""The outbox is the queue: deliveries are rows that workers claim with a lease, send, and complete.
+
+Claiming flips a batch of due rows to ``sending`` with ``lease_until`` in one statement (``UPDATE … RETURNING``;
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers in several processes never take the same row). A worker
+that dies leaves its leases to expire; ``reap_expired`` puts those rows back in the queue. Completion only
+touches rows still leased to the completing worker, so a worker whose lease was taken over cannot overwrite
+the newer attempt's outcome.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.domain import model
+from clarion.store import tables as t
+
+S = model.DeliveryStatus
+CLAIMABLE = (S.QUEUED.value, S.DEFERRED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    message_id: str
+    user_id: str
+    channel: str
+    provider: str | None
+    address: Any
+    content: Any
+    attempts: int
+    lane: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to record for one claimed delivery after its send."""
+
+    delivery_id: str
+    message_id: str
+    status: model.DeliveryStatus
+    reason: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    run_at: datetime | None = None
+    detail: dict[str, Any] | None = None
+
+
+def event_row(
+    message_id: str,
+    delivery_id: str | None,
+    status: str,
+    reason: str | None,
+    at: datetime,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "delivery_id": delivery_id,
+        "status": status,
+        "reason": reason,
+        "detail": detail,
+        "at": at,
+    }
+
+
+async def claim(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int, is_sqlite: bool
+) -> list[Claimed]:
+    d = t.deliveries
+    due = (
+        sa.select(d.c.id)
+        .where(d.c.status.in_(CLAIMABLE), d.c.run_at <= now)
+        .order_by(d.c.lane, d.c.run_at)
+        .limit(limit)
+    )
+    if not is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        d.update()
+        .where(d.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=S.SENDING.value,
+            lease_owner=owner,
+            lease_until=lease_until,
+            attempts=d.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            d.c.id,
+            d.c.message_id,
+            d.c.user_id,
+            d.c.channel,
+            d.c.provider,
+            d.c.address,
+            d.c.content,
+            d.c.attempts,
+            d.c.lane,
+            d.c.created_at,
+        )
+    )
+    rows = (await conn.execute(stmt)).all()
+    claimed = [Claimed(*row) for row in rows]
+    claimed.sort(key=lambda c: (c.lane, c.id))
+    if claimed:
+        await conn.execute(
+            t.delivery_events.insert(),
+            [
+                event_row(c.message_id, c.id, S.SENDING, f"attempt {c.attempts}", now, {"worker": owner})
+                for c in claimed
+            ],
+        )
+    return claimed
+
+
+async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
+    """Record each outcome (only for rows this worker still holds) and refresh the messages' statuses."""
+    d = t.deliveries
+    held = {
+        row.id
+        for row in (
+            await conn.execute(
+                sa.select(d.c.id).where(
+                    d.c.id.in_([o.delivery_id for o in outcomes]),
+                    d.c.lease_owner == owner,
+                    d.c.status == S.SENDING.value,
+                )
+            )
+        ).all()
+    }
+    mine = [o for o in outcomes if o.delivery_id in held]
+    if not mine:
+        return 0
+    stmt = (
+        d.update()
+        .where(d.c.id == sa.bindparam("b_id"))
+        .values(
+            status=sa.bindparam("b_status"),
+            provider=sa.func.coalesce(sa.bindparam("b_provider"), d.c.provider),
+            provider_message_id=sa.func.coalesce(sa.bindparam("b_pmid"), d.c.provider_message_id),
+            last_error=sa.bindparam("b_error"),
+            run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=t.UTCDateTime()), d.c.run_at),
+            sent_at=sa.bindparam("b_sent_at", type_=t.UTCDateTime()),
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    params = [
+        {
+            "b_id": o.delivery_id,
+            "b_status": o.status.value,
+            "b_provider": o.provider,
+            "b_pmid": o.provider_message_id,
+            "b_error": o.reason if o.status in (S.FAILED, S.QUEUED) else None,
+            "b_run_at": o.run_at,
+            "b_sent_at": now if o.status is S.SENT else None,
+        }
+        for o in mine
+    ]
+    await conn.execute(stmt, params)
+    await conn.execute(
+        t.delivery_events.insert(),
+        [event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail) for o in mine],
+    )
+    await refresh_messages(conn, {o.message_id for o in mine}, now)
+    return len(mine)
+
+
+async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], now: datetime) -> None:
+    """Set each message's status from its deliveries (see ``model.message_status``)."""
+    ids = list(message_ids)
+    if not ids:
+        return
+    d, m = t.deliveries, t.messages
+    rows = (
+        await conn.execute(
+            sa.select(d.c.message_id, d.c.status, m.c.status.label("current"))
+            .join(m, m.c.id == d.c.message_id)
+            .where(d.c.message_id.in_(ids))
+        )
+    ).all()
+    statuses: dict[str, list[str]] = defaultdict(list)
+    current: dict[str, str] = {}
+    for row in rows:
+        statuses[row.message_id].append(row.status)
+        current[row.message_id] = row.current
+    changes = [
+        {"b_id": mid, "b_status": new.value}
+        for mid, sts in statuses.items()
+        if (new := model.message_status(sts)).value != current[mid]
+    ]
+    if changes:
+        await conn.execute(
+            m.update().where(m.c.id == sa.bindparam("b_id")).values(status=sa.bindparam("b_status"), updated_at=now),
+            changes,
+        )
+
+
+async def reap_expired(conn: AsyncConnection, *, now: datetime) -> int:
+    """Return deliveries whose worker's lease ran out to the queue (the worker died or hung)."""
+    d = t.deliveries
+    rows = (
+        await conn.execute(
+            d.update()
+            .where(d.c.status == S.SENDING.value, d.c.lease_until < now)
+            .values(status=S.QUEUED.value, lease_owner=None, lease_until=None, run_at=now, updated_at=now)
+            .returning(d.c.id, d.c.message_id)
+        )
+    ).all()
+    if rows:
+        await conn.execute(
+            t.delivery_events.insert(),
+            [
+                event_row(r.message_id, r.id, S.QUEUED, "lease_expired: worker stopped before completing", now)
+                for r in rows
+            ],
+        )
+    return len(rows)
+
+
+async def queue_depth(conn: AsyncConnection) -> dict[int, int]:
+    d = t.deliveries
+    rows = (
+        await conn.execute(sa.select(d.c.lane, sa.func.count()).where(d.c.status.in_(CLAIMABLE)).group_by(d.c.lane))
+    ).all()
+    return {int(lane): int(n) for lane, n in rows}

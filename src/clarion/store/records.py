@@ -1,0 +1,109 @@
+"""Reads and writes of the things operators and business systems configure: users, templates, rules,
+providers, API keys. Thin: SQL in, domain values out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.domain import model
+from clarion.store import tables as t
+from clarion.store.db import Database
+
+
+def user_from_row(row: Any) -> model.User:
+    return model.User(
+        user_id=row.user_id,
+        attributes=row.attributes or {},
+        tags=tuple(row.tags or ()),
+        timezone=row.timezone,
+        locale=row.locale,
+        addresses=row.addresses or {},
+    )
+
+
+def template_from_row(row: Any) -> model.Template:
+    return model.Template(
+        key=row.key,
+        name=row.name,
+        category=model.Category(row.category),
+        priority=model.Priority(row.priority),
+        channels={model.Channel(k): v for k, v in row.channels.items()},
+        department=row.department,
+        owner=row.owner,
+        version=row.version,
+    )
+
+
+def rule_from_row(row: Any) -> model.Rule:
+    return model.Rule(
+        key=row.key,
+        event=row.event,
+        template=row.template_key,
+        condition=row.condition,
+        channels=tuple(model.Channel(c) for c in row.channels) if row.channels else None,
+        enabled=row.enabled,
+    )
+
+
+async def upsert(
+    db: Database, conn: AsyncConnection, table: sa.Table, key: str, values: dict[str, Any], now: datetime
+) -> bool:
+    """Insert or update by primary key; returns True when the row was created."""
+    pk = next(iter(table.primary_key.columns)).name
+    existing = (await conn.execute(sa.select(table.c[pk]).where(table.c[pk] == key))).first()
+    if existing is None:
+        await conn.execute(table.insert().values({pk: key, **values, "created_at": now, "updated_at": now}))
+        return True
+    await conn.execute(table.update().where(table.c[pk] == key).values({**values, "updated_at": now}))
+    return False
+
+
+async def get_one(db: Database, table: sa.Table, key: str) -> Any:
+    pk = next(iter(table.primary_key.columns))
+    async with db.read() as conn:
+        return (await conn.execute(sa.select(table).where(pk == key))).first()
+
+
+async def list_all(db: Database, table: sa.Table, *, limit: int = 1000, after: str | None = None) -> list[Any]:
+    pk = next(iter(table.primary_key.columns))
+    query = sa.select(table).order_by(pk).limit(limit)
+    if after is not None:
+        query = query.where(pk > after)
+    async with db.read() as conn:
+        return list((await conn.execute(query)).all())
+
+
+async def delete_one(db: Database, table: sa.Table, key: str) -> bool:
+    pk = next(iter(table.primary_key.columns))
+
+    async def job(conn: AsyncConnection) -> bool:
+        return bool((await conn.execute(table.delete().where(pk == key))).rowcount)
+
+    return await db.write(job)
+
+
+async def users_by_id(conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, model.User]:
+    ids = list(set(user_ids))
+    if not ids:
+        return {}
+    rows = (await conn.execute(sa.select(t.users).where(t.users.c.user_id.in_(ids)))).all()
+    return {row.user_id: user_from_row(row) for row in rows}
+
+
+async def rules_for_event(conn: AsyncConnection, event: str) -> list[model.Rule]:
+    rows = (
+        await conn.execute(
+            sa.select(t.rules).where(t.rules.c.event == event, t.rules.c.enabled.is_(True)).order_by(t.rules.c.key)
+        )
+    ).all()
+    return [rule_from_row(r) for r in rows]
+
+
+async def templates_by_key(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, model.Template]:
+    rows = (await conn.execute(sa.select(t.templates).where(t.templates.c.key.in_(list(set(keys)))))).all()
+    return {row.key: template_from_row(row) for row in rows}

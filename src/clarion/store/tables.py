@@ -1,0 +1,190 @@
+"""Clarion's schema: the one MetaData that Alembic migrations must reproduce (tests check they do)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamps are always UTC: stored without zone on SQLite, as timestamptz on PostgreSQL, read back aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+Id = sa.String(32)
+Key = sa.String(128)
+Serial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def _timestamps() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", Key, nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("roles", JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime()),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", Key, primary_key=True),
+    sa.Column("attributes", JSON, nullable=False),
+    sa.Column("tags", JSON, nullable=False),
+    sa.Column("timezone", sa.String(64)),
+    sa.Column("locale", sa.String(35)),
+    sa.Column("addresses", JSON, nullable=False),
+    *_timestamps(),
+)
+
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
+    sa.Column("priority", sa.String(10), nullable=False),
+    sa.Column("department", sa.String(100)),
+    sa.Column("owner", sa.String(100)),
+    sa.Column("channels", JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    *_timestamps(),
+)
+
+rules = sa.Table(
+    "rules",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("event", Key, nullable=False, index=True),
+    sa.Column("template_key", Key, nullable=False),
+    sa.Column("condition", sa.Text),
+    sa.Column("channels", JSON),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    *_timestamps(),
+)
+
+providers = sa.Table(
+    "providers",
+    metadata,
+    sa.Column("name", Key, primary_key=True),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("config", JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    *_timestamps(),
+)
+
+send_requests = sa.Table(
+    "send_requests",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("kind", sa.String(10), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), unique=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("response", JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("request_id", Id, nullable=False, index=True),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("template_key", Key, nullable=False),
+    sa.Column("template_version", sa.Integer, nullable=False),
+    sa.Column("category", sa.String(20), nullable=False),
+    sa.Column("priority", sa.String(10), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("data", JSON, nullable=False),
+    *_timestamps(),
+    sa.Index(None, "user_id", "created_at"),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("message_id", Id, nullable=False, index=True),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("provider", Key),
+    sa.Column("address", JSON),
+    sa.Column("content", JSON),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("lane", sa.SmallInteger, nullable=False),
+    sa.Column("run_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("provider_message_id", sa.String(300)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("sent_at", UTCDateTime()),
+    *_timestamps(),
+    # the outbox: what workers claim, in lane order
+    sa.Index("ix_deliveries_claim", "status", "lane", "run_at"),
+)
+
+delivery_events = sa.Table(
+    "delivery_events",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("delivery_id", Id, index=True),
+    sa.Column("message_id", Id, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", JSON),
+    sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+inbox_items = sa.Table(
+    "inbox_items",
+    metadata,
+    sa.Column("message_id", Id, primary_key=True),
+    sa.Column("delivery_id", Id, nullable=False),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("url", sa.Text),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("read_at", UTCDateTime()),
+    sa.Index(None, "user_id", "created_at"),
+)

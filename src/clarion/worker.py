@@ -1,0 +1,175 @@
+"""The dispatch loop: claim a batch from the outbox → send through providers → record outcomes.
+
+No transaction is held across a network call: the claim commits, providers run, then one write records every
+outcome. A worker stopped gracefully finishes its batch; a worker killed leaves leases that expire and are
+reaped, so each delivery is sent at least once, and always under the same delivery id."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.channels.registry import ProviderRegistry
+from clarion.domain import errors, model, retry
+from clarion.metrics import Metrics
+from clarion.store import outbox
+from clarion.store.db import Database
+
+log = logging.getLogger(__name__)
+S = model.DeliveryStatus
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        providers: ProviderRegistry,
+        metrics: Metrics,
+        *,
+        retry_policy: retry.RetryPolicy,
+        batch_size: int = 200,
+        lease: timedelta = timedelta(seconds=60),
+        poll_interval: float = 0.05,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.db = db
+        self.providers = providers
+        self.metrics = metrics
+        self.retry_policy = retry_policy
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.wakeup = asyncio.Event()
+        self._last_reap = 0.0
+
+    def notify(self, _count: int = 1) -> None:
+        """Intake calls this when it queued deliveries, so idle workers wake without waiting a poll."""
+        self.wakeup.set()
+
+    async def run_once(self, owner: str) -> int:
+        """One claim → send → complete cycle; returns how many deliveries it handled."""
+        now = self.clock()
+        if time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
+            self._last_reap = time.monotonic()
+            await self.db.write(lambda conn: outbox.reap_expired(conn, now=now))
+
+        async def claim(conn: AsyncConnection) -> list[outbox.Claimed]:
+            return await outbox.claim(
+                conn,
+                owner=owner,
+                now=now,
+                lease_until=now + self.lease,
+                limit=self.batch_size,
+                is_sqlite=self.db.is_sqlite,
+            )
+
+        batch = await self.db.write(claim)
+        if not batch:
+            return 0
+        outcomes = await self._send(batch)
+        done = self.clock()
+        await self.db.write(lambda conn: outbox.complete(conn, owner=owner, now=done, outcomes=outcomes))
+        return len(batch)
+
+    async def _send(self, batch: list[outbox.Claimed]) -> list[outbox.Outcome]:
+        groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
+        outcomes: list[outbox.Outcome] = []
+        for claimed in batch:
+            channel = model.Channel(claimed.channel)
+            name = await self.providers.resolve(claimed.provider, channel)
+            groups[name].append(
+                (
+                    claimed,
+                    model.Outgoing(
+                        delivery_id=claimed.id,
+                        message_id=claimed.message_id,
+                        user_id=claimed.user_id,
+                        channel=channel,
+                        address=claimed.address,
+                        content=claimed.content or {},
+                        attempt=claimed.attempts,
+                    ),
+                )
+            )
+        results = await asyncio.gather(*(self._send_group(name, items) for name, items in groups.items()))
+        for group_outcomes in results:
+            outcomes.extend(group_outcomes)
+        return outcomes
+
+    async def _send_group(self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]]) -> list[outbox.Outcome]:
+        started = time.perf_counter()
+        by_id = {claimed.id: claimed for claimed, _ in items}
+        try:
+            provider = await self.providers.get(name)
+            results = {r.delivery_id: r for r in await provider.send([o for _, o in items])}
+        except Exception as exc:  # a provider bug or outage: never lose the batch, retry it
+            log.warning("provider %s failed a whole batch: %r", name, exc)
+            error = (
+                exc
+                if isinstance(exc, errors.SendError)
+                else errors.TransientSendError(repr(exc), code="provider_error")
+            )
+            results = {cid: model.SendResult(cid, error=error) for cid in by_id}
+        self.metrics.send_seconds.labels(name).observe(time.perf_counter() - started)
+        now = self.clock()
+        outcomes = []
+        for delivery_id, claimed in by_id.items():
+            result = results.get(delivery_id) or model.SendResult(
+                delivery_id, error=errors.TransientSendError("provider returned no result", code="no_result")
+            )
+            outcomes.append(self._outcome(name, claimed, result, now))
+        return outcomes
+
+    def _outcome(self, name: str, claimed: outbox.Claimed, result: model.SendResult, now: datetime) -> outbox.Outcome:
+        base = {"delivery_id": claimed.id, "message_id": claimed.message_id, "provider": name}
+        if result.error is None:
+            self.metrics.sent.labels(claimed.channel, name).inc()
+            self.metrics.accepted_to_sent.labels(claimed.channel).observe((now - claimed.created_at).total_seconds())
+            return outbox.Outcome(
+                **base,
+                status=S.SENT,
+                provider_message_id=result.provider_message_id,
+                reason=f"accepted by {name}",
+            )
+        error = result.error
+        reason = error.reason if isinstance(error, errors.SendError) else repr(error)
+        decision = self.retry_policy.decide(claimed.attempts, error)
+        if decision.retry:
+            self.metrics.retried.labels(claimed.channel, name).inc()
+            return outbox.Outcome(
+                **base,
+                status=S.QUEUED,
+                run_at=now + timedelta(seconds=decision.delay),
+                reason=f"retry in {decision.delay:.1f}s after attempt {claimed.attempts}: {reason}",
+            )
+        self.metrics.failed.labels(claimed.channel, name).inc()
+        kind = "permanent" if isinstance(error, errors.PermanentSendError) else "attempts exhausted"
+        return outbox.Outcome(**base, status=S.FAILED, reason=f"{kind}: {reason}")
+
+    async def run(self, stop: asyncio.Event, *, index: int = 0) -> None:
+        owner = f"{socket.gethostname()}:{os.getpid()}:{index}"
+        log.info("worker %s started", owner)
+        while not stop.is_set():
+            try:
+                handled = await self.run_once(owner)
+            except Exception:
+                log.exception("worker %s: cycle failed", owner)
+                handled = 0
+                await asyncio.sleep(1)
+            if handled == 0:
+                self.wakeup.clear()
+                stopping = asyncio.ensure_future(stop.wait())
+                woken = asyncio.ensure_future(self.wakeup.wait())
+                await asyncio.wait({stopping, woken}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                woken.cancel()
+        log.info("worker %s stopped", owner)
