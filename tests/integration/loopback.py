@@ -3,6 +3,8 @@
 Tests talk to a real socket instead of mocking the HTTP client, so headers, bodies, timeouts and status
 handling are exercised exactly as in production. Usage::
 
+    from tests.integration.loopback import LoopbackServer, Reply
+
     async with LoopbackServer(Reply(503, headers={"Retry-After": "7"}), Reply(200, {"id": "x"})) as server:
         ...  # call server.url + "/path"; inspect server.requests afterwards
 

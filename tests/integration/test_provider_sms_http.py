@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from loopback import LoopbackServer, Recorded, Reply
 
 from clarion.channels import sms_http
 from clarion.channels.base import redact
 from clarion.channels.sms_http import SmsHttpProvider, dig, fill
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
+from tests.integration.loopback import LoopbackServer, Recorded, Reply
 
 TEMPLATE = {
     "account": "acme",

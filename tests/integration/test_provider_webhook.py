@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 
 import orjson
 import pytest
-from loopback import LoopbackServer, Recorded, Reply
 
 from clarion.channels.webhook import WebhookProvider, parse_retry_after, sign, validate_url, verify
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
+from tests.integration.loopback import LoopbackServer, Recorded, Reply
 
 SECRET = "whsec-test"
 
@@ -165,7 +167,8 @@ def test_sign_and_verify() -> None:
     body = orjson.dumps({"a": 1})
     now = 1_700_000_000
     signature = sign(SECRET, str(now), body)
-    assert signature.startswith("v1=") and len(signature) == 3 + 64
+    # the documented scheme, computed independently of sign(): HMAC-SHA256 over "<timestamp>." + body
+    assert signature == "v1=" + hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
     assert verify(SECRET, str(now), body, signature, now=now)
     assert verify(SECRET, str(now), body, f"v1=deadbeef, {signature}", now=now)  # rotated secrets
     assert not verify(SECRET, str(now + 1), body, signature, now=now)  # tampered timestamp

@@ -88,7 +88,6 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if clarion is not None:
-            app.state.clarion = clarion
             yield
             return
         services = bootstrap.build(settings)
@@ -126,6 +125,8 @@ def create_app(
             headers=getattr(exc, "headers", None),
         )
 
+    if clarion is not None:
+        app.state.clarion = clarion
     for module in (users, inbox, templates, messages, providers, system):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -264,8 +264,11 @@ def _round(x: Any, digits: Any = None) -> Any:
         raise _Fail(f"round() needs a number, not {_kind(x)}")
     if digits is not None and (isinstance(digits, bool) or not isinstance(digits, int)):
         raise _Fail(f"round() needs an integer number of digits, not {_kind(digits)}")
-    exact = Decimal(str(x)) if isinstance(x, float) else Decimal(x)
-    rounded = exact.quantize(Decimal(1).scaleb(-(digits or 0)), rounding=ROUND_HALF_UP)
+    exact = Decimal(str(x)) if isinstance(x, float) else Decimal(x)  # str(): round(2.675, 2) is 2.68
+    try:
+        rounded = exact.quantize(Decimal(1).scaleb(-(digits or 0)), rounding=ROUND_HALF_UP)
+    except ArithmeticError:
+        raise _Fail(f"round() cannot round {_short(x)} to {digits or 0} digits") from None
     return int(rounded) if digits is None or isinstance(x, int) else type(x)(rounded)
 
 
@@ -288,7 +291,7 @@ def _int(x: Any) -> Any:
 def _float(x: Any) -> Any:
     if x is None:
         return None
-    if _is_number(x) or isinstance(x, bool):
+    if isinstance(x, int | float | Decimal):  # booleans become 0.0 / 1.0
         return float(x)
     if isinstance(x, str):
         try:
@@ -365,7 +368,7 @@ def _lookup(root: str, keys: tuple[Any, ...]) -> Fn:
     return lookup
 
 
-def _guarded(apply: Callable[..., Any], arguments: list[Fn], position: int) -> Fn:
+def _guarded(apply: Callable[..., Any], arguments: list[Fn], position: int, label: str = "") -> Fn:
     """Call ``apply`` on the evaluated arguments, pinning any failure to ``position``."""
 
     def call(ctx: Mapping[str, Any]) -> Any:
@@ -375,7 +378,7 @@ def _guarded(apply: Callable[..., Any], arguments: list[Fn], position: int) -> F
         except _Fail as exc:
             raise exc.at(position) from None
         except (TypeError, ValueError, ArithmeticError) as exc:
-            raise _Fail(str(exc), position) from None
+            raise _Fail(f"{label}{exc}", position) from None
 
     return call
 
@@ -705,7 +708,7 @@ class _Parser:
             value, fallback = arguments
             return _Node(lambda ctx: fallback(ctx) if (v := value(ctx)) is None else v)
         assert apply is not None
-        return _Node(_guarded(apply, arguments, name.pos))
+        return _Node(_guarded(apply, arguments, name.pos, f"{name.value}(): "))
 
     def infix(self, left: _Node, token: _Token, power: int) -> _Node:
         value, position = token.value, token.pos

@@ -1,0 +1,148 @@
+"""Fixtures shared by the whole suite.
+
+Storage-facing tests run twice: on SQLite (a fresh migrated file per test) and on PostgreSQL (one migrated
+database per session, emptied between tests). With ``CI=true`` a missing PostgreSQL fails the run instead
+of skipping it, so CI can never go green without the PostgreSQL half."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from clarion import bootstrap
+from clarion.api.app import create_app
+from clarion.settings import Settings
+from clarion.store import migrate
+from clarion.store import tables as t
+
+PG_ADMIN_URL = os.environ.get("CLARION_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+API_KEY = "clk_test_key_for_the_suite"
+
+
+def _unavailable(what: str, exc: BaseException) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but unavailable: {exc!r}", pytrace=False)
+    pytest.skip(f"{what} unavailable: {exc!r}")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "clarion.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    import asyncpg
+
+    name = f"clarion_t_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        _unavailable("PostgreSQL", exc)
+    base = sa.make_url(PG_ADMIN_URL)
+    url = base.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate(url: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        names = ", ".join(table.name for table in t.metadata.sorted_tables)
+        await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY"))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: SQLite file or PostgreSQL (emptied for this test)."""
+    if request.param == "sqlite":
+        path = tmp_path / "clarion.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite+aiosqlite:///{path}"
+    url = request.getfixturevalue("pg_database")
+    asyncio.run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url,
+        data_dir=str(tmp_path / "var"),
+        outbox_dir=str(tmp_path / "var" / "outbox"),
+        api_key=API_KEY,
+        secret_key="test-secret-key",
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.5,
+        max_attempts=3,
+        poll_interval=0.01,
+    )
+
+
+@pytest.fixture
+async def clarion(settings: Settings) -> AsyncIterator[bootstrap.Clarion]:
+    """Clarion's services with no background workers: tests drive delivery with ``drain``."""
+    services = bootstrap.build(settings)
+    await services.start(workers=0)
+    yield services
+    await services.close()
+
+
+@pytest.fixture
+async def api(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API, authenticated with the suite's key."""
+    app = create_app(clarion=clarion)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://clarion.test", headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as client:
+        yield client
+
+
+async def drain(clarion: bootstrap.Clarion, *, rounds: int = 50) -> int:
+    """Run the dispatcher until nothing is due; returns how many deliveries it handled."""
+    total = 0
+    for _ in range(rounds):
+        handled = await clarion.dispatcher.run_once("test-worker")
+        if handled == 0:
+            break
+        total += handled
+    return total
+
+
+async def put_user(api: httpx.AsyncClient, user_id: str, **body: Any) -> dict[str, Any]:
+    response = await api.put(f"/v1/users/{user_id}", json=body)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+async def put_template(api: httpx.AsyncClient, key: str, **body: Any) -> dict[str, Any]:
+    body.setdefault("name", key)
+    body.setdefault("category", "transactional")
+    response = await api.put(f"/v1/templates/{key}", json=body)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
