@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from clarion import apikeys, bootstrap
 
 
-def services(request: Request) -> bootstrap.Clarion:
+async def services(request: Request) -> bootstrap.Clarion:
     return request.app.state.clarion
 
 

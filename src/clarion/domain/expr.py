@@ -93,7 +93,7 @@ def _short(v: Any) -> str:
 
 def _check_size(size: int) -> None:
     if size > MAX_SIZE:
-        raise _Fail(f"result too large ({size} elements, limit {MAX_SIZE})")
+        raise _Fail(f"result too large ({size} characters or elements, limit {MAX_SIZE})")
 
 
 def _step(current: Any, key: Any) -> Any:
@@ -409,7 +409,7 @@ def _logic(is_and: bool, operands: list[Fn]) -> Fn:
         return lambda ctx: True if a(ctx) else bool(b(ctx))
 
     def chain(ctx: Mapping[str, Any]) -> bool:
-        return any(f(ctx) for f in operands) if not is_and else all(f(ctx) for f in operands)
+        return all(f(ctx) for f in operands) if is_and else any(f(ctx) for f in operands)
 
     return chain
 

@@ -21,7 +21,7 @@ from clarion.pipeline import policy
 from clarion.pipeline.catalog import Catalog
 from clarion.store import outbox, records
 from clarion.store import tables as t
-from clarion.store.db import Database
+from clarion.store.db import Database, Inserts
 
 S = model.DeliveryStatus
 
@@ -86,7 +86,8 @@ class Intake:
     # -- entry points ------------------------------------------------------------------------------------
 
     async def send(self, command: SendCommand) -> Accepted:
-        replay = await self._replay(command)
+        stored = await self._stored(command.idempotency_key)
+        replay = await self._replay(command, stored) if stored else None
         if replay is not None:
             return replay
         template = await self.catalog.template(command.template)
@@ -99,10 +100,13 @@ class Intake:
         plan = _Plan(ids.new_id(), self.clock())
         for user_id in recipients:
             await self._plan_message(plan, template, channels, user_id, users.get(user_id), command.data, "api")
-        return await self._commit(command, "message", plan, {"request_id": plan.request_id})
+        return await self._commit(
+            command, "message", plan, {"request_id": plan.request_id}, stale_key=stored is not None
+        )
 
     async def event(self, command: EventCommand) -> Accepted:
-        replay = await self._replay(command)
+        stored = await self._stored(command.idempotency_key)
+        replay = await self._replay(command, stored) if stored else None
         if replay is not None:
             return replay
         rules = await self.catalog.rules(command.name)
@@ -131,7 +135,7 @@ class Intake:
                 )
             outcomes.append(outcome)
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
-        return await self._commit(command, "event", plan, extra)
+        return await self._commit(command, "event", plan, extra, stale_key=stored is not None)
 
     # -- stages ------------------------------------------------------------------------------------------
 
@@ -234,15 +238,9 @@ class Intake:
         message["status"] = status.value
         answer["status"] = status.value
 
-    async def _replay(self, command: SendCommand | EventCommand) -> Accepted | None:
-        if not command.idempotency_key:
-            return None
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.send_requests).where(t.send_requests.c.idempotency_key == command.idempotency_key)
-                )
-            ).first()
+    async def _replay(self, command: SendCommand | EventCommand, row: Any = None) -> Accepted | None:
+        """The stored answer for a repeated idempotency key (within the window), else None."""
+        row = row or await self._stored(command.idempotency_key)
         if row is None or row.created_at < self.clock() - self.idempotency_window:
             return None
         if row.fingerprint != _fingerprint(command):
@@ -252,37 +250,43 @@ class Intake:
             )
         return Accepted(row.response, replayed=True)
 
-    async def _commit(self, command: Any, kind: str, plan: _Plan, extra: dict[str, Any]) -> Accepted:
+    async def _stored(self, key: str | None) -> Any:
+        if not key:
+            return None
+        async with self.db.read() as conn:
+            query = sa.select(t.send_requests).where(t.send_requests.c.idempotency_key == key)
+            return (await conn.execute(query)).first()
+
+    async def _commit(
+        self, command: Any, kind: str, plan: _Plan, extra: dict[str, Any], *, stale_key: bool
+    ) -> Accepted:
         response = {**extra, "messages": plan.answers}
         key = command.idempotency_key
-        cutoff = plan.now - self.idempotency_window
-
-        async def write(conn: AsyncConnection) -> None:
-            if key:
-                await conn.execute(
-                    t.send_requests.delete().where(
-                        t.send_requests.c.idempotency_key == key, t.send_requests.c.created_at < cutoff
-                    )
-                )
-            await conn.execute(
-                t.send_requests.insert().values(
-                    id=plan.request_id,
-                    kind=kind,
-                    idempotency_key=key,
-                    fingerprint=_fingerprint(command),
-                    response=response,
-                    created_at=plan.now,
-                )
-            )
-            if plan.messages:
-                await conn.execute(t.messages.insert(), plan.messages)
-            if plan.deliveries:
-                await conn.execute(t.deliveries.insert(), plan.deliveries)
-            if plan.events:
-                await conn.execute(t.delivery_events.insert(), plan.events)
+        request = {
+            "id": plan.request_id,
+            "kind": kind,
+            "idempotency_key": key,
+            "fingerprint": _fingerprint(command),
+            "response": response,
+            "created_at": plan.now,
+        }
+        inserts = Inserts(
+            {
+                t.send_requests: [request],
+                t.messages: plan.messages,
+                t.deliveries: plan.deliveries,
+                t.delivery_events: plan.events,
+            }
+        )
+        job: Any = inserts
+        if key and stale_key:
+            # the key's earlier use is past the window: it is free again
+            async def job(conn: AsyncConnection) -> None:
+                await conn.execute(t.send_requests.delete().where(t.send_requests.c.idempotency_key == key))
+                await inserts(conn)
 
         try:
-            await self.db.write(write)
+            await self.db.write(job)
         except IntegrityError:
             # a concurrent request with the same idempotency key won the race: answer as it did
             replay = await self._replay(command)

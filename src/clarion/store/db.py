@@ -26,7 +26,40 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class Inserts:
+    """A write that is only inserts. Concurrent ``Inserts`` are merged: one ``executemany`` per table for the
+    whole group instead of one per job, which is what lets SQLite keep up with many small requests."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
+        self.rows = rows
+
+    async def __call__(self, conn: AsyncConnection) -> None:
+        for table, rows in self.rows.items():
+            if rows:
+                await conn.execute(table.insert(), rows)
+
+
 Job = Callable[[AsyncConnection], Awaitable[Any]]
+
+
+async def _run_merged(conn: AsyncConnection, jobs: list[Job]) -> list[Any]:
+    """Run a group's jobs in one transaction: merged inserts first (tables in declaration order), then the
+    other jobs in arrival order."""
+    merged: dict[sa.Table, list[dict[str, Any]]] = {}
+    results: list[Any] = []
+    for job in jobs:
+        if isinstance(job, Inserts):
+            for table, rows in job.rows.items():
+                merged.setdefault(table, []).extend(rows)
+    if merged:
+        await Inserts(merged)(conn)
+    for job in jobs:
+        results.append(None if isinstance(job, Inserts) else await job(conn))
+    return results
 
 
 def _json_dumps(value: Any) -> str:
@@ -127,10 +160,8 @@ class Database:
     async def _run_group(self, group: list[tuple[Job, asyncio.Future[Any]]]) -> None:
         if len(group) > 1:
             try:
-                results = []
                 async with self.writer_engine.begin() as conn:
-                    for job, _ in group:
-                        results.append(await job(conn))
+                    results = await _run_merged(conn, [job for job, _ in group])
             except Exception:
                 log.debug("grouped write failed; re-running its %d jobs one by one", len(group))
             else:

@@ -1,0 +1,398 @@
+"""The outbox as a queue, on SQLite and PostgreSQL: lanes, due times, leases, completion and concurrent claims.
+
+Deliveries are queued through ``clarion.intake`` (the API's own path) and sent to the file provider, so
+the order in ``sms.jsonl`` is the order the dispatcher handed them over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion import bootstrap
+from clarion.domain import errors, model, retry
+from clarion.pipeline import intake
+from clarion.store import outbox
+from clarion.store import tables as t
+from clarion.store.db import Database
+from tests.conftest import drain, put_template
+
+S = model.DeliveryStatus
+PHONE = "+8613800138000"
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+
+
+async def seed_users(clarion: bootstrap.Clarion, ids: list[str]) -> None:
+    now = datetime.now(UTC)
+    rows = [
+        {
+            "user_id": user_id,
+            "attributes": {},
+            "tags": [],
+            "timezone": None,
+            "locale": None,
+            "addresses": {"sms": PHONE},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for user_id in ids
+    ]
+
+    async def job(conn: AsyncConnection) -> None:
+        await conn.execute(t.users.insert(), rows)
+
+    await clarion.db.write(job)
+
+
+async def sms_template(api: httpx.AsyncClient, key: str, category: str, priority: str) -> None:
+    await put_template(api, key, category=category, priority=priority, channels={"sms": {"text": f"{key} text"}})
+
+
+async def queue(clarion: bootstrap.Clarion, template: str, users: list[str]) -> list[str]:
+    """Queue ``template`` for ``users``; returns the new deliveries' ids in recipient order."""
+    accepted = await clarion.intake.send(intake.SendCommand(template, users))
+    message_ids = [m["id"] for m in accepted.response["messages"]]
+    assert all(m["status"] == "queued" for m in accepted.response["messages"])
+    rows = await deliveries(clarion, t.deliveries.c.message_id.in_(message_ids))
+    by_message = {r.message_id: r.id for r in rows}
+    return [by_message[m] for m in message_ids]
+
+
+async def deliveries(clarion: bootstrap.Clarion, *where: Any) -> list[Any]:
+    async with clarion.db.read() as conn:
+        return list((await conn.execute(sa.select(t.deliveries).where(*where).order_by(t.deliveries.c.id))).all())
+
+
+async def delivery(clarion: bootstrap.Clarion, delivery_id: str) -> Any:
+    [row] = await deliveries(clarion, t.deliveries.c.id == delivery_id)
+    return row
+
+
+async def timeline(clarion: bootstrap.Clarion, delivery_id: str) -> list[tuple[str, str | None]]:
+    e = t.delivery_events
+    async with clarion.db.read() as conn:
+        rows = (await conn.execute(sa.select(e).where(e.c.delivery_id == delivery_id).order_by(e.c.id))).all()
+    return [(r.status, r.reason) for r in rows]
+
+
+def sink(clarion: bootstrap.Clarion) -> list[str]:
+    """Delivery ids in the order the file provider wrote them."""
+    path = Path(clarion.settings.outbox_dir) / "sms.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line)["delivery_id"] for line in path.read_text().splitlines()]
+
+
+async def claim(
+    clarion: bootstrap.Clarion, owner: str, *, now: datetime, lease: timedelta = timedelta(seconds=60), limit: int = 100
+) -> list[outbox.Claimed]:
+    async def job(conn: AsyncConnection) -> list[outbox.Claimed]:
+        return await outbox.claim(
+            conn, owner=owner, now=now, lease_until=now + lease, limit=limit, is_sqlite=clarion.db.is_sqlite
+        )
+
+    return await clarion.db.write(job)
+
+
+async def complete(clarion: bootstrap.Clarion, owner: str, *outcomes: outbox.Outcome) -> int:
+    now = datetime.now(UTC)
+    return await clarion.db.write(lambda conn: outbox.complete(conn, owner=owner, now=now, outcomes=outcomes))
+
+
+async def reap(clarion: bootstrap.Clarion, now: datetime) -> int:
+    return await clarion.db.write(lambda conn: outbox.reap_expired(conn, now=now))
+
+
+async def one_queued(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> str:
+    await sms_template(api, "note", "notification", "normal")
+    await seed_users(clarion, ["u1"])
+    [delivery_id] = await queue(clarion, "note", ["u1"])
+    return delivery_id
+
+
+# -- priority lanes ----------------------------------------------------------------------------------------
+
+
+async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    await sms_template(api, "promo", "marketing", "low")
+    await sms_template(api, "digest", "notification", "normal")
+    await sms_template(api, "code", "verification", "urgent")
+    low_users = [f"m{i:03d}" for i in range(300)]
+    normal_users = [f"n{i:02d}" for i in range(20)]
+    await seed_users(clarion, [*low_users, *normal_users, "v1"])
+    low = await queue(clarion, "promo", low_users)  # the backlog is queued first …
+    normal = await queue(clarion, "digest", normal_users)
+    [urgent] = await queue(clarion, "code", ["v1"])  # … the verification code last
+    lanes = {r.id: r.lane for r in await deliveries(clarion)}
+    assert (lanes[urgent], lanes[normal[0]], lanes[low[0]]) == (0, 2, 3)
+
+    clarion.dispatcher.batch_size = 50
+    assert await clarion.dispatcher.run_once("w1") == 50
+
+    first_batch = sink(clarion)
+    assert len(first_batch) == 50
+    assert first_batch[0] == urgent
+    assert set(first_batch[1:21]) == set(normal)
+    assert set(first_batch[21:]) <= set(low)
+    assert [s for s, _ in await timeline(clarion, urgent)] == ["queued", "sending", "sent"]
+    status = Counter(r.status for r in await deliveries(clarion))
+    assert status == {"sent": 50, "queued": 271}
+
+    assert await drain(clarion) == 271
+    assert len(sink(clarion)) == 321
+
+
+# -- due times and leases ----------------------------------------------------------------------------------
+
+
+async def test_a_delivery_due_later_is_not_claimed(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
+    delivery_id = await one_queued(api, clarion)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await clarion.db.write(
+        lambda conn: conn.execute(t.deliveries.update().where(t.deliveries.c.id == delivery_id).values(run_at=later))
+    )
+
+    assert await clarion.dispatcher.run_once("w1") == 0
+    assert await claim(clarion, "w1", now=later - timedelta(seconds=1)) == []
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.attempts, row.lease_owner) == ("queued", 0, None)
+
+    [claimed] = await claim(clarion, "w1", now=later)
+    assert (claimed.id, claimed.attempts) == (delivery_id, 1)
+
+
+async def test_an_expired_lease_is_reaped_and_sent_again(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
+    delivery_id = await one_queued(api, clarion)
+    past = datetime.now(UTC) - timedelta(seconds=60)
+    [claimed] = await claim(clarion, "dead-worker", now=past, lease=timedelta(seconds=30))
+    assert claimed.id == delivery_id
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner, row.attempts) == ("sending", "dead-worker", 1)
+
+    assert await reap(clarion, past + timedelta(seconds=10)) == 0  # lease still running: left alone
+    assert (await delivery(clarion, delivery_id)).status == "sending"
+    assert await claim(clarion, "w2", now=datetime.now(UTC)) == []  # a leased row is nobody else's
+
+    assert await reap(clarion, datetime.now(UTC)) == 1
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner, row.lease_until) == ("queued", None, None)
+    status, reason = (await timeline(clarion, delivery_id))[-1]
+    assert status == "queued" and reason is not None and reason.startswith("lease_expired")
+
+    assert await drain(clarion) == 1
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert [s for s, _ in await timeline(clarion, delivery_id)] == ["queued", "sending", "queued", "sending", "sent"]
+    assert sink(clarion) == [delivery_id]
+
+
+async def test_the_dispatcher_reaps_a_dead_workers_leases_itself(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    delivery_id = await one_queued(api, clarion)
+    past = datetime.now(UTC) - timedelta(seconds=60)
+    await claim(clarion, "dead-worker", now=past, lease=timedelta(seconds=30))
+
+    assert await drain(clarion) == 1
+
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.attempts) == ("sent", 2)
+    reasons = [r or "" for _, r in await timeline(clarion, delivery_id)]
+    assert any(r.startswith("lease_expired") for r in reasons)
+
+
+async def test_complete_by_a_worker_that_lost_its_lease_changes_nothing(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    delivery_id = await one_queued(api, clarion)
+    now = datetime.now(UTC)
+    [old] = await claim(clarion, "old", now=now - timedelta(seconds=60), lease=timedelta(seconds=30))
+    assert await reap(clarion, now) == 1
+
+    def sent(pmid: str) -> outbox.Outcome:
+        return outbox.Outcome(delivery_id, old.message_id, S.SENT, reason="accepted", provider="file", provider_message_id=pmid)
+
+    # reaped and not yet taken again: the old worker cannot complete it either
+    assert await complete(clarion, "old", sent("old-1")) == 0
+    assert (await delivery(clarion, delivery_id)).status == "queued"
+
+    [new] = await claim(clarion, "new", now=datetime.now(UTC))
+    assert (new.id, new.attempts) == (delivery_id, 2)
+
+    assert await complete(clarion, "old", sent("old-2")) == 0
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner, row.provider_message_id, row.sent_at) == ("sending", "new", None, None)
+
+    assert await complete(clarion, "new", sent("new-1")) == 1
+    assert await complete(clarion, "old", sent("old-3")) == 0  # nor after the new owner finished
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner, row.provider_message_id) == ("sent", None, "new-1")
+    assert [s for s, _ in await timeline(clarion, delivery_id)].count("sent") == 1
+    async with clarion.db.read() as conn:
+        message_status = (
+            await conn.execute(sa.select(t.messages.c.status).where(t.messages.c.id == old.message_id))
+        ).scalar_one()
+    assert message_status == "sent"
+
+
+# -- concurrent claimers -----------------------------------------------------------------------------------
+
+
+async def claim_until_empty(
+    write: Any, owner: str, *, is_sqlite: bool, limit: int, hold: float = 0.0
+) -> list[str]:
+    """Claim batches until none is left; ``hold`` keeps each claim's transaction (and row locks) open."""
+    got: list[str] = []
+    while True:
+
+        async def job(conn: AsyncConnection) -> list[outbox.Claimed]:
+            now = datetime.now(UTC)
+            batch = await outbox.claim(
+                conn, owner=owner, now=now, lease_until=now + timedelta(seconds=60), limit=limit, is_sqlite=is_sqlite
+            )
+            if hold and batch and not is_sqlite:
+                await conn.execute(sa.text("SELECT pg_sleep(:s)"), {"s": hold})
+            return batch
+
+        batch = await write(job)
+        if not batch:
+            return got
+        got.extend(c.id for c in batch)
+        await asyncio.sleep(0)
+
+
+async def assert_each_claimed_once(clarion: bootstrap.Clarion, everything: list[str], claims: list[list[str]]) -> None:
+    flat = [i for ids in claims for i in ids]
+    duplicates = [i for i, n in Counter(flat).items() if n > 1]
+    assert duplicates == [], f"{len(duplicates)} deliveries claimed twice"
+    assert set(flat) == set(everything)
+    assert sum(1 for ids in claims if ids) >= 2, "the claimers did not share the work"
+    rows = await deliveries(clarion)
+    assert {r.status for r in rows} == {"sending"}
+    assert {r.attempts for r in rows} == {1}
+    owners = {r.id: r.lease_owner for r in rows}
+    for index, ids in enumerate(claims):
+        assert all(owners[i] == f"c{index}" for i in ids)
+    e = t.delivery_events
+    async with clarion.db.read() as conn:
+        sending = (await conn.execute(sa.select(e.c.delivery_id).where(e.c.status == "sending"))).scalars().all()
+    assert sorted(sending) == sorted(everything)
+
+
+async def queue_many(api: httpx.AsyncClient, clarion: bootstrap.Clarion, n: int) -> list[str]:
+    await sms_template(api, "bulk", "notification", "normal")
+    users = [f"u{i:03d}" for i in range(n)]
+    await seed_users(clarion, users)
+    return await queue(clarion, "bulk", users)
+
+
+async def test_concurrent_claims_through_the_shared_writer_are_disjoint(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    everything = await queue_many(api, clarion, 150)
+    claims = await asyncio.gather(
+        *(claim_until_empty(clarion.db.write, f"c{i}", is_sqlite=clarion.db.is_sqlite, limit=7) for i in range(6))
+    )
+    await assert_each_claimed_once(clarion, everything, list(claims))
+
+
+async def test_concurrent_claims_on_separate_connections_are_disjoint(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """Each claimer has its own Database (engine, pool, writer), as separate worker processes have."""
+    everything = await queue_many(api, clarion, 200)
+    others = [Database(clarion.settings.database_url) for _ in range(5)]
+    try:
+        claims = await asyncio.gather(
+            *(
+                claim_until_empty(db.write, f"c{i}", is_sqlite=db.is_sqlite, limit=9, hold=0.02)
+                for i, db in enumerate(others)
+            )
+        )
+    finally:
+        for db in others:
+            await db.close()
+    await assert_each_claimed_once(clarion, everything, list(claims))
+
+
+async def test_postgres_claim_skips_rows_locked_by_an_open_claim(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    if clarion.db.is_sqlite:
+        pytest.skip("SQLite has a single writer: there is no concurrent claim to skip past")
+    everything = await queue_many(api, clarion, 30)
+    engine = clarion.db.writer_engine
+    now = datetime.now(UTC)
+    lease = now + timedelta(seconds=60)
+    async with engine.connect() as first, engine.connect() as second:
+        await first.begin()
+        held = await outbox.claim(first, owner="c0", now=now, lease_until=lease, limit=10, is_sqlite=False)
+        assert len(held) == 10
+        await second.begin()
+        # must not wait for the first transaction: locked rows are skipped, not queued behind
+        rest = await asyncio.wait_for(
+            outbox.claim(second, owner="c1", now=now, lease_until=lease, limit=100, is_sqlite=False), timeout=5
+        )
+        await second.commit()
+        await first.commit()
+    await assert_each_claimed_once(clarion, everything, [[c.id for c in held], [c.id for c in rest]])
+
+
+# -- retry policy ------------------------------------------------------------------------------------------
+
+POLICY = retry.RetryPolicy(max_attempts=6, base_seconds=2.0, max_seconds=30.0)
+
+
+def test_permanent_errors_are_never_retried() -> None:
+    decision = POLICY.decide(1, errors.PermanentSendError("HTTP 400", code="http_400"))
+    assert decision.retry is False
+
+
+def test_no_retry_once_attempts_are_exhausted() -> None:
+    transient = errors.TransientSendError("HTTP 503", code="http_503")
+    assert POLICY.decide(5, transient).retry is True
+    assert POLICY.decide(6, transient).retry is False
+    assert POLICY.decide(7, transient).retry is False
+
+
+def test_unknown_exceptions_are_retried() -> None:
+    assert POLICY.decide(1, RuntimeError("provider bug")).retry is True
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_delays_grow_with_equal_jitter_and_are_capped(seed: int) -> None:
+    rand = random.Random(seed)
+    transient = errors.TransientSendError("HTTP 503", code="http_503")
+    delays = []
+    for attempt in range(1, 6):
+        decision = POLICY.decide(attempt, transient, rand)
+        nominal = min(30.0, 2.0 * 2 ** (attempt - 1))
+        assert decision.retry is True
+        assert nominal / 2 <= decision.delay <= nominal
+        delays.append(decision.delay)
+    # each nominal delay doubles, so even the worst jitter never goes backwards before the cap
+    assert delays[0] <= delays[1] <= delays[2] <= delays[3]
+    assert delays[4] <= 30.0
+
+
+def test_retry_after_is_respected_up_to_the_cap() -> None:
+    rand = random.Random(1)
+    longer = POLICY.decide(1, errors.TransientSendError("429", code="http_429", retry_after=12), rand)
+    assert longer.delay == 12
+    shorter = POLICY.decide(3, errors.TransientSendError("429", code="http_429", retry_after=0.5), rand)
+    assert 4.0 <= shorter.delay <= 8.0  # a short Retry-After does not cut the backoff
+    huge = POLICY.decide(1, errors.TransientSendError("429", code="http_429", retry_after=3600), rand)
+    assert huge.delay == 30.0
