@@ -1,12 +1,17 @@
-"""The one seam to the database: engines, read transactions, and the group-committing writer.
+"""The one seam to the database: engines, read connections, and the group-committing writer.
 
-SQLite has one writer. Rather than let connections queue on its lock (busy waits of whole milliseconds),
-every write in a process goes through ``Database.write``: a single writer task drains the jobs waiting,
-runs them in one ``BEGIN IMMEDIATE`` transaction and commits once (group commit). A caller's ``await``
+Every write in a process goes through ``Database.write``: one writer task drains the jobs waiting, runs them
+in one transaction (``BEGIN IMMEDIATE`` on SQLite) and commits once — group commit. A caller's ``await``
 returns only after its job is committed, so an API answer is never ahead of the disk. If a grouped
-transaction fails, its jobs are re-run one by one so that one bad job fails alone.
+transaction fails, its jobs are re-run one by one so that one bad job fails alone. Concurrent ``Inserts``
+are merged into one ``executemany`` per table.
 
-PostgreSQL takes the same path (one transaction per group cuts commits), with its own pool for reads.
+SQLite is embedded: a query on a warm page cache takes microseconds, far less than handing it to a driver
+thread and back. So on SQLite, reads run synchronously on the event loop's thread, and each write group runs
+in one hop on a dedicated writer thread (which keeps a waiting lock off the loop). Job code is the same on
+both databases: it awaits ``conn.execute``; on SQLite that await completes without suspending
+(``InlineConnection``), which is what lets the writer thread drive a group's jobs to completion itself.
+SQLite mode is for one process; several processes share PostgreSQL.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,76 +28,102 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class InlineConnection:
+    """The part of ``AsyncConnection`` Clarion uses, over a synchronous SQLite connection."""
+
+    __slots__ = ("sync",)
+
+    def __init__(self, sync: sa.Connection) -> None:
+        self.sync = sync
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync.execute(statement, parameters)
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self.sync.dialect
+
+
+Conn = AsyncConnection | InlineConnection
+Job = Callable[[Any], Awaitable[Any]]
+
+
 class Inserts:
-    """A write that is only inserts. Concurrent ``Inserts`` are merged: one ``executemany`` per table for the
-    whole group instead of one per job, which is what lets SQLite keep up with many small requests."""
+    """A write that is only inserts; see the module docstring on merging."""
 
     __slots__ = ("rows",)
 
     def __init__(self, rows: dict[sa.Table, list[dict[str, Any]]]) -> None:
         self.rows = rows
 
-    async def __call__(self, conn: AsyncConnection) -> None:
+    async def __call__(self, conn: Conn) -> None:
         for table, rows in self.rows.items():
             if rows:
                 await conn.execute(table.insert(), rows)
 
 
-Job = Callable[[AsyncConnection], Awaitable[Any]]
-
-
-async def _run_merged(conn: AsyncConnection, jobs: list[Job]) -> list[Any]:
-    """Run a group's jobs in one transaction: merged inserts first (tables in declaration order), then the
-    other jobs in arrival order."""
+async def _run_merged(conn: Conn, jobs: list[Job]) -> list[Any]:
+    """A group's jobs in one transaction: merged inserts first, then the other jobs in arrival order."""
     merged: dict[sa.Table, list[dict[str, Any]]] = {}
-    results: list[Any] = []
     for job in jobs:
         if isinstance(job, Inserts):
             for table, rows in job.rows.items():
                 merged.setdefault(table, []).extend(rows)
     if merged:
         await Inserts(merged)(conn)
-    for job in jobs:
-        results.append(None if isinstance(job, Inserts) else await job(conn))
-    return results
+    return [None if isinstance(job, Inserts) else await job(conn) for job in jobs]
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (it only awaits ``InlineConnection``) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a SQLite write job awaited something other than the database")
 
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
-    path = sa.make_url(url).database
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(
-        url,
+def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url.set(drivername="sqlite+pysqlite"),
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        pool_size=pool_size,
-        max_overflow=0,
+        connect_args={"check_same_thread": False},
+        poolclass=sa.pool.QueuePool,
+        pool_size=1 if immediate else 4,
+        max_overflow=0 if immediate else 8,
     )
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.execute("PRAGMA temp_store=MEMORY")
-        cur.execute("PRAGMA cache_size=-65536")
-        cur.close()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "busy_timeout=10000",
+            "temp_store=MEMORY",
+            "cache_size=-65536",
+        ):
+            dbapi_conn.execute(f"PRAGMA {pragma}")
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if immediate:  # readers stay in autocommit: each SELECT sees one consistent snapshot, and costs no BEGIN
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -99,22 +131,19 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> AsyncEngine:
 class Database:
     def __init__(self, url: str, *, batch_max: int = 256) -> None:
         self.url = url
-        self.dialect = sa.make_url(url).get_backend_name()
-        if self.dialect == "sqlite":
-            self.writer_engine = _sqlite_engine(url, immediate=True, pool_size=1)
-            self.reader_engine = _sqlite_engine(url, immediate=False, pool_size=4)
-        else:
-            self.writer_engine = create_async_engine(
-                url,
-                json_serializer=_json_dumps,
-                json_deserializer=orjson.loads,
-                pool_size=10,
-                max_overflow=10,
-            )
-            self.reader_engine = self.writer_engine
+        parsed = sa.make_url(url)
+        self.dialect = parsed.get_backend_name()
         self._batch_max = batch_max
         self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        if self.dialect == "sqlite":
+            self._sqlite_writer = _sqlite_engine(parsed, immediate=True)
+            self._sqlite_reader = _sqlite_engine(parsed, immediate=False)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clarion-sqlite-writer")
+        else:
+            self._engine = create_async_engine(
+                url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_size=10, max_overflow=10
+            )
 
     @property
     def is_sqlite(self) -> bool:
@@ -123,14 +152,19 @@ class Database:
     # -- reads -------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.reader_engine.connect() as conn:
-            yield conn
+    async def read(self) -> AsyncIterator[Any]:
+        """A connection for reading (``await conn.execute(...)``); see the module docstring for SQLite."""
+        if self.is_sqlite:
+            with self._sqlite_reader.connect() as sync:
+                yield InlineConnection(sync)
+        else:
+            async with self._engine.connect() as conn:
+                yield conn
 
     # -- writes ------------------------------------------------------------------------------------------
 
-    async def write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Run ``job`` inside a write transaction shared with concurrent jobs; return once committed."""
+    async def write(self, job: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``job(conn)`` inside a write transaction shared with concurrent jobs; return once committed."""
         if self._writer_task is None or self._writer_task.done():
             self._queue = asyncio.Queue()
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
@@ -149,36 +183,41 @@ class Database:
             group = [(job, fut) for job, fut in group if not fut.cancelled()]
             if not group:
                 continue
-            try:
-                await self._run_group(group)
-            except Exception as exc:  # pragma: no cover - the guard of last resort
-                log.exception("writer failed")
-                for _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            jobs = [job for job, _ in group]
+            if self.is_sqlite:
+                outcomes = await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_group, jobs)
+            else:
+                outcomes = await self._async_group(jobs)
+            for (_, fut), (ok, value) in zip(group, outcomes, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
-    async def _run_group(self, group: list[tuple[Job, asyncio.Future[Any]]]) -> None:
-        if len(group) > 1:
+    def _sqlite_group(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        def run(batch: list[Job]) -> list[Any]:
+            with self._sqlite_writer.begin() as sync:
+                return _drive(_run_merged(InlineConnection(sync), batch))
+
+        return _grouped(jobs, run)
+
+    async def _async_group(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        if len(jobs) > 1:
             try:
-                async with self.writer_engine.begin() as conn:
-                    results = await _run_merged(conn, [job for job, _ in group])
+                async with self._engine.begin() as conn:
+                    return [(True, r) for r in await _run_merged(conn, jobs)]
             except Exception:
-                log.debug("grouped write failed; re-running its %d jobs one by one", len(group))
-            else:
-                for (_, fut), result in zip(group, results, strict=True):
-                    if not fut.done():
-                        fut.set_result(result)
-                return
-        for job, fut in group:
+                log.debug("grouped write failed; re-running its %d jobs one by one", len(jobs))
+        for job in jobs:
             try:
-                async with self.writer_engine.begin() as conn:
-                    result = await job(conn)
+                async with self._engine.begin() as conn:
+                    outcomes.append((True, await job(conn)))
             except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-            else:
-                if not fut.done():
-                    fut.set_result(result)
+                outcomes.append((False, exc))
+        return outcomes
 
     async def close(self) -> None:
         if self._writer_task is not None:
@@ -186,12 +225,31 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        await self.writer_engine.dispose()
-        if self.reader_engine is not self.writer_engine:
-            await self.reader_engine.dispose()
+        if self.is_sqlite:
+            self._thread.shutdown(wait=True)
+            self._sqlite_writer.dispose()
+            self._sqlite_reader.dispose()
+        else:
+            await self._engine.dispose()
 
     # -- dialect differences, kept here ------------------------------------------------------------------
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing`` / ``on_conflict_do_update`` on both dialects."""
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
+
+def _grouped(jobs: list[Job], run: Callable[[list[Job]], list[Any]]) -> list[tuple[bool, Any]]:
+    """Run ``jobs`` as one transaction; if that fails, each alone, so one bad job fails by itself."""
+    if len(jobs) > 1:
+        try:
+            return [(True, r) for r in run(jobs)]
+        except Exception:
+            log.debug("grouped write failed; re-running its %d jobs one by one", len(jobs))
+    outcomes: list[tuple[bool, Any]] = []
+    for job in jobs:
+        try:
+            outcomes.append((True, run([job])[0]))
+        except Exception as exc:
+            outcomes.append((False, exc))
+    return outcomes

@@ -87,11 +87,18 @@ async def delete_one(db: Database, table: sa.Table, key: str) -> bool:
     return await db.write(job)
 
 
+_USERS_BY_ID = sa.select(t.users).where(t.users.c.user_id.in_(sa.bindparam("ids", expanding=True)))
+_USER_BY_ID = sa.select(t.users).where(t.users.c.user_id == sa.bindparam("id"))
+
+
 async def users_by_id(conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, model.User]:
     ids = list(set(user_ids))
     if not ids:
         return {}
-    rows = (await conn.execute(sa.select(t.users).where(t.users.c.user_id.in_(ids)))).all()
+    if len(ids) == 1:  # the common case, and a statement that needs no per-call expansion
+        rows = (await conn.execute(_USER_BY_ID, {"id": ids[0]})).all()
+    else:
+        rows = (await conn.execute(_USERS_BY_ID, {"ids": ids})).all()
     return {row.user_id: user_from_row(row) for row in rows}
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path
 
 from clarion.api import deps, schemas
+from clarion.api.responses import JSON
 from clarion.domain import errors
 from clarion.pipeline import intake
 from clarion.store import history
@@ -14,14 +15,17 @@ from clarion.store import history
 router = APIRouter(prefix="/v1", tags=["messages"], dependencies=deps.AUTH)
 
 
-def _count(clarion: Any, accepted: intake.Accepted) -> None:
-    if not accepted.replayed:
-        for message in accepted.response["messages"]:
-            clarion.metrics.accepted.labels(message["status"]).inc()
+def _answer(clarion: Any, accepted: intake.Accepted) -> JSON:
+    """202 with the messages; a replay of an idempotent request says so in a header and is not counted."""
+    if accepted.replayed:
+        return JSON(accepted.response, status_code=202, headers={"Idempotent-Replayed": "true"})
+    for message in accepted.response["messages"]:
+        clarion.metrics.accepted.labels(message["status"]).inc()
+    return JSON(accepted.response, status_code=202)
 
 
 @router.post("/messages", status_code=202)
-async def send(body: schemas.SendIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+async def send(body: schemas.SendIn, clarion: deps.Services) -> JSON:
     """Send a template to one or more users. Durable before the answer: the messages are stored and queued.
     The same ``idempotency_key`` within 24 h returns the first answer and sends nothing again."""
     recipients = body.recipients()
@@ -39,22 +43,16 @@ async def send(body: schemas.SendIn, clarion: deps.Services, response: Response)
             idempotency_key=body.idempotency_key,
         )
     )
-    if accepted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    _count(clarion, accepted)
-    return accepted.response
+    return _answer(clarion, accepted)
 
 
 @router.post("/events", status_code=202)
-async def event(body: schemas.EventIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+async def event(body: schemas.EventIn, clarion: deps.Services) -> JSON:
     """Report something that happened; trigger rules decide which messages (possibly none) it produces."""
     accepted = await clarion.intake.event(
         intake.EventCommand(name=body.name, user_id=body.user_id, data=body.data, idempotency_key=body.idempotency_key)
     )
-    if accepted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    _count(clarion, accepted)
-    return accepted.response
+    return _answer(clarion, accepted)
 
 
 @router.get("/messages/{message_id}")
