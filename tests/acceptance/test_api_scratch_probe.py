@@ -1,15 +1,20 @@
-import asyncio
-import pytest
-from tests.conftest import put_template, put_user
+from tests.conftest import put_template, put_user, drain
 
 
-@pytest.mark.parametrize("i", range(5))
-async def test_probe(api, clarion, i):
+async def test_probe(api, clarion):
     await put_user(api, "u1")
     await put_template(api, "t", channels={"inbox": {"title": "T", "body": "B"}})
-    rs = await asyncio.gather(*[api.post("/v1/messages", json={"template": "t", "to": "u1"}) for _ in range(40)])
-    ids = [r.json()["messages"][0]["id"] for r in rs]
-    page = (await api.get("/v1/users/u1/messages", params={"limit": 500})).json()
-    got = [(m["created_at"], m["id"]) for m in page["messages"]]
-    inv = sum(1 for a, b in zip(got, got[1:]) if a[1] < b[1])
-    print(clarion.db.dialect, "inversions", inv, "ms span", got[0][0], got[-1][0])
+    r = await api.put("/v1/providers/inbox", json={"channel": "email", "kind": "smtp", "config": {"host": "127.0.0.1", "port": 9, "sender": "a@b.co", "timeout": 0.5}})
+    print(r.status_code, r.text)
+    r = await api.post("/v1/messages", json={"template": "t", "to": "u1"})
+    print(await drain(clarion))
+    print((await api.get("/v1/users/u1/inbox")).json())
+    print((await api.get(f"/v1/messages/{r.json()['messages'][0]['id']}")).json()["deliveries"])
+    r = await api.put("/v1/providers/p", json={"channel": "email", "kind": "inbox", "config": {}})
+    print(r.status_code, r.text)
+    r = await api.put("/v1/providers/p", json={"channel": "email", "kind": "nope", "config": {}})
+    print(r.status_code, r.text)
+    r = await api.put("/v1/providers/p", json={"channel": "sms", "kind": "smtp", "config": {}})
+    print(r.status_code, r.text)
+    r = await api.put("/v1/providers/p", json={"channel": "sms", "kind": "sms_http", "config": {}})
+    print(r.status_code, r.text)

@@ -72,26 +72,27 @@ def log_tail(tmp_path: Path, name: str, lines: int = 30) -> str:
 async def wait_until(
     check: Callable[[], Awaitable[bool]],
     *,
-    timeout: float,
+    within: float,
     what: str,
     alive: subprocess.Popen[bytes],
     diagnostics: Callable[[], str],
 ) -> None:
     """Poll ``check`` (bounded), failing early if the worker that should be doing the work has exited."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while not await check():
         if alive.poll() is not None:
             pytest.fail(f"worker exited with {alive.returncode} while waiting for {what}\n{diagnostics()}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{diagnostics()}")
+            pytest.fail(f"timed out after {within}s waiting for {what}\n{diagnostics()}")
         await asyncio.sleep(0.02)
 
 
-async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return proc.poll()
+async def wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> int | None:
+    """The exit code, waiting at most ``seconds`` (in a thread: the loopback server keeps serving)."""
+    try:
+        return await asyncio.to_thread(proc.wait, seconds)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 async def delivery_rows(clarion: bootstrap.Clarion) -> list[Any]:
@@ -150,9 +151,7 @@ async def _scenario(
     async def second_batch_on_the_wire() -> bool:
         return len(server.requests) > BATCH
 
-    await wait_until(
-        second_batch_on_the_wire, timeout=60, what="the second batch", alive=first, diagnostics=diagnostics
-    )
+    await wait_until(second_batch_on_the_wire, within=60, what="the second batch", alive=first, diagnostics=diagnostics)
     first.kill()
     assert await wait_exit(first, 10) == -signal.SIGKILL
     received_before_kill = {r.headers["Clarion-Delivery-Id"] for r in server.requests}
@@ -168,7 +167,7 @@ async def _scenario(
     async def all_final() -> bool:
         return all(r.status in ("sent", "failed") for r in await delivery_rows(clarion))
 
-    await wait_until(all_final, timeout=60, what="every delivery to finish", alive=second, diagnostics=diagnostics)
+    await wait_until(all_final, within=60, what="every delivery to finish", alive=second, diagnostics=diagnostics)
     second.send_signal(signal.SIGTERM)
     assert await wait_exit(second, 20) == 0, diagnostics()
 
@@ -214,7 +213,7 @@ async def test_sigterm_mid_batch_finishes_and_records_the_batch(
 
             await wait_until(
                 first_batch_on_the_wire,
-                timeout=60,
+                within=60,
                 what="the first batch",
                 alive=proc,
                 diagnostics=lambda: log_tail(tmp_path, "worker"),

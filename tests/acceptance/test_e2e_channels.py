@@ -60,10 +60,10 @@ def statuses(delivery: dict[str, Any]) -> list[str]:
 
 
 async def drain_until_final(
-    api: httpx.AsyncClient, clarion: bootstrap.Clarion, message_id: str, *, timeout: float = 15
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, message_id: str, *, within: float = 15
 ) -> dict[str, Any]:
     """Drain, waiting out backoffs, until the message's one delivery is sent or failed (bounded)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         await drain(clarion)
         delivery = await only_delivery(api, message_id)
@@ -152,7 +152,9 @@ async def test_email_through_smtp_reaches_the_server(
 # -- signed webhooks ---------------------------------------------------------------------------------------
 
 
-async def test_webhook_is_signed_and_carries_the_delivery_id(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
+async def test_webhook_is_signed_and_carries_the_delivery_id(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
     verdicts: list[bool] = []
 
     def check(request: Recorded) -> Reply:

@@ -228,7 +228,9 @@ async def test_complete_by_a_worker_that_lost_its_lease_changes_nothing(
     assert await reap(clarion, later) == 1
 
     def sent(pmid: str) -> outbox.Outcome:
-        return outbox.Outcome(delivery_id, old.message_id, S.SENT, reason="accepted", provider="file", provider_message_id=pmid)
+        return outbox.Outcome(
+            delivery_id, old.message_id, S.SENT, reason="accepted", provider="file", provider_message_id=pmid
+        )
 
     # reaped and not yet taken again: the old worker cannot complete it either
     assert await complete(clarion, "old", sent("old-1")) == 0
@@ -298,9 +300,7 @@ async def test_a_worker_on_a_host_with_a_long_name_can_claim(
 # -- concurrent claimers -----------------------------------------------------------------------------------
 
 
-async def claim_until_empty(
-    write: Any, owner: str, *, is_sqlite: bool, limit: int, hold: float = 0.0
-) -> list[str]:
+async def claim_until_empty(write: Any, owner: str, *, is_sqlite: bool, limit: int, hold: float = 0.0) -> list[str]:
     """Claim batches until none is left; ``hold`` keeps each claim's transaction (and row locks) open."""
     got: list[str] = []
     while True:
