@@ -60,7 +60,8 @@ class Dispatcher:
         now = self.clock()
         if time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
             self._last_reap = time.monotonic()
-            await self.db.write(lambda conn: outbox.reap_expired(conn, now=now))
+            max_attempts = self.retry_policy.max_attempts
+            await self.db.write(lambda conn: outbox.reap_expired(conn, now=now, max_attempts=max_attempts))
 
         async def claim(conn: AsyncConnection) -> list[outbox.Claimed]:
             return await outbox.claim(

@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from clarion import bootstrap, worker
 from clarion.domain import errors, model, retry
@@ -255,19 +256,79 @@ async def test_complete_by_a_worker_that_lost_its_lease_changes_nothing(
     assert message_status == "sent"
 
 
+class PausingConnection:
+    """Runs ``between`` right after the first statement of a job, as if another process got scheduled there."""
+
+    def __init__(self, conn: AsyncConnection, between: Callable[[], Awaitable[None]]) -> None:
+        self.conn = conn
+        self.between: Callable[[], Awaitable[None]] | None = between
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        result = await self.conn.execute(statement, parameters)
+        if self.between is not None:
+            between, self.between = self.between, None
+            await between()
+        return result
+
+
+async def test_complete_racing_a_reap_and_reclaim_does_not_overwrite_the_new_lease(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """PostgreSQL runs workers in several processes: while ``complete`` is between its statements, another
+    worker tries to reap the expired lease and claim the row. Whoever goes first wins; the other changes
+    nothing — the stale worker's outcome never overwrites a newer lease."""
+    if clarion.db.is_sqlite:
+        pytest.skip("SQLite serialises write transactions (BEGIN IMMEDIATE): the interleaving cannot happen")
+    delivery_id = await one_queued(api, clarion)
+    now = datetime.now(UTC)
+    later = now + timedelta(seconds=31)
+    [old] = await claim(clarion, "old", now=now, lease=timedelta(seconds=30))
+
+    engine = create_async_engine(clarion.settings.database_url)
+    taken_over: list[int] = []
+
+    async def another_worker_takes_over() -> None:
+        async with engine.begin() as conn:
+            reaped = await outbox.reap_expired(conn, now=later)
+            claimed = await outbox.claim(
+                conn, owner="new", now=later, lease_until=later + timedelta(seconds=30), limit=10, is_sqlite=False
+            )
+            taken_over.append(reaped + len(claimed))
+
+    racer: asyncio.Task[None] | None = None
+
+    async def start_racer() -> None:
+        nonlocal racer
+        racer = asyncio.create_task(another_worker_takes_over())
+        await asyncio.sleep(0.3)  # give it every chance to run into the middle of complete()
+
+    outcome = outbox.Outcome(delivery_id, old.message_id, S.SENT, reason="accepted", provider_message_id="old-1")
+    try:
+        async with engine.begin() as conn:
+            paused = PausingConnection(conn, start_racer)
+            recorded = await asyncio.wait_for(
+                outbox.complete(paused, owner="old", now=later, outcomes=[outcome]),  # type: ignore[arg-type]
+                timeout=10,
+            )
+        assert racer is not None
+        await asyncio.wait_for(racer, timeout=10)
+    finally:
+        await engine.dispose()
+
+    row = await delivery(clarion, delivery_id)
+    if recorded == 1:  # the stale worker completed first: the reaper found nothing to take over
+        assert (row.status, row.lease_owner, row.provider_message_id) == ("sent", None, "old-1")
+        assert taken_over == [0]
+    else:  # the other worker took over first: the stale outcome changed nothing
+        assert (row.status, row.lease_owner, row.provider_message_id) == ("sending", "new", None)
+        assert taken_over == [2]
+
+
 async def test_a_worker_on_a_host_with_a_long_name_can_claim(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
     """Linux host names may be 64 characters (a Kubernetes pod name is up to 63); the worker's lease owner is
     ``{hostname}:{pid}:{index}``, so it can be longer than the hostname itself."""
-    if not clarion.db.is_sqlite:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: Dispatcher.run uses owner f'{hostname}:{pid}:{index}', which overflows "
-                "deliveries.lease_owner VARCHAR(64); PostgreSQL refuses the claim, the worker never sends",
-            )
-        )
     hostname = "clarion-notification-dispatch-worker-production-7f9c8d4b5-x2k4p"  # 63 characters
     assert len(hostname) == 63
     monkeypatch.setattr(worker.socket, "gethostname", lambda: hostname)
@@ -381,20 +442,23 @@ async def test_postgres_claim_skips_rows_locked_by_an_open_claim(
     if clarion.db.is_sqlite:
         pytest.skip("SQLite has a single writer: there is no concurrent claim to skip past")
     everything = await queue_many(api, clarion, 30)
-    engine = clarion.db.writer_engine
+    engine = create_async_engine(clarion.settings.database_url)  # two connections of our own
     now = datetime.now(UTC)
     lease = now + timedelta(seconds=60)
-    async with engine.connect() as first, engine.connect() as second:
-        await first.begin()
-        held = await outbox.claim(first, owner="c0", now=now, lease_until=lease, limit=10, is_sqlite=False)
-        assert len(held) == 10
-        await second.begin()
-        # must not wait for the first transaction: locked rows are skipped, not queued behind
-        rest = await asyncio.wait_for(
-            outbox.claim(second, owner="c1", now=now, lease_until=lease, limit=100, is_sqlite=False), timeout=5
-        )
-        await second.commit()
-        await first.commit()
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            await first.begin()
+            held = await outbox.claim(first, owner="c0", now=now, lease_until=lease, limit=10, is_sqlite=False)
+            assert len(held) == 10
+            await second.begin()
+            # must not wait for the first transaction: locked rows are skipped, not queued behind
+            rest = await asyncio.wait_for(
+                outbox.claim(second, owner="c1", now=now, lease_until=lease, limit=100, is_sqlite=False), timeout=5
+            )
+            await second.commit()
+            await first.commit()
+    finally:
+        await engine.dispose()
     await assert_each_claimed_once(clarion, everything, [[c.id for c in held], [c.id for c in rest]])
 
 

@@ -123,15 +123,21 @@ async def claim(
 async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
     """Record each outcome (only for rows this worker still holds) and refresh the messages' statuses."""
     d = t.deliveries
+    # Take the right to complete first, in one statement: on PostgreSQL it locks the rows, so a reaper
+    # cannot take them over between this check and the updates below.
+    completing = f"{owner}#completing"
     held = {
         row.id
         for row in (
             await conn.execute(
-                sa.select(d.c.id).where(
+                d.update()
+                .where(
                     d.c.id.in_([o.delivery_id for o in outcomes]),
                     d.c.lease_owner == owner,
                     d.c.status == S.SENDING.value,
                 )
+                .values(lease_owner=completing)
+                .returning(d.c.id)
             )
         ).all()
     }
@@ -140,7 +146,7 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
         return 0
     stmt = (
         d.update()
-        .where(d.c.id == sa.bindparam("b_id"))
+        .where(d.c.id == sa.bindparam("b_id"), d.c.lease_owner == completing)
         .values(
             status=sa.bindparam("b_status"),
             provider=sa.func.coalesce(sa.bindparam("b_provider"), d.c.provider),
@@ -204,26 +210,38 @@ async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], no
         )
 
 
-async def reap_expired(conn: AsyncConnection, *, now: datetime) -> int:
-    """Return deliveries whose worker's lease ran out to the queue (the worker died or hung)."""
+async def reap_expired(conn: AsyncConnection, *, now: datetime, max_attempts: int = 1_000_000) -> int:
+    """Deliveries whose worker's lease ran out (it died or hung) go back to the queue — or fail, once they
+    have used every attempt, so a delivery that kills its worker each time cannot loop forever."""
     d = t.deliveries
-    rows = (
+    expired = sa.and_(d.c.status == S.SENDING.value, d.c.lease_until < now)
+    changes = {"lease_owner": None, "lease_until": None, "updated_at": now}
+    failed = (
         await conn.execute(
             d.update()
-            .where(d.c.status == S.SENDING.value, d.c.lease_until < now)
-            .values(status=S.QUEUED.value, lease_owner=None, lease_until=None, run_at=now, updated_at=now)
+            .where(expired, d.c.attempts >= max_attempts)
+            .values(status=S.FAILED.value, last_error="lease_expired: attempts exhausted", **changes)
             .returning(d.c.id, d.c.message_id)
         )
     ).all()
-    if rows:
+    requeued = (
         await conn.execute(
-            t.delivery_events.insert(),
-            [
-                event_row(r.message_id, r.id, S.QUEUED, "lease_expired: worker stopped before completing", now)
-                for r in rows
-            ],
+            d.update()
+            .where(expired)
+            .values(status=S.QUEUED.value, run_at=now, **changes)
+            .returning(d.c.id, d.c.message_id)
         )
-    return len(rows)
+    ).all()
+    events = [event_row(r.message_id, r.id, S.FAILED, "lease_expired: attempts exhausted", now) for r in failed]
+    events += [
+        event_row(r.message_id, r.id, S.QUEUED, "lease_expired: worker stopped before completing", now)
+        for r in requeued
+    ]
+    if events:
+        await conn.execute(t.delivery_events.insert(), events)
+    if failed:
+        await refresh_messages(conn, {r.message_id for r in failed}, now)
+    return len(failed) + len(requeued)
 
 
 async def queue_depth(conn: AsyncConnection) -> dict[int, int]:

@@ -153,7 +153,7 @@ deliveries = sa.Table(
     sa.Column("lane", sa.SmallInteger, nullable=False),
     sa.Column("run_at", UTCDateTime(), nullable=False),
     sa.Column("lease_until", UTCDateTime()),
-    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_owner", sa.String(255)),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("provider_message_id", sa.String(300)),
     sa.Column("last_error", sa.Text),

@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("lane", sa.SmallInteger(), nullable=False),
         sa.Column("run_at", clarion.store.tables.UTCDateTime(timezone=True), nullable=False),
         sa.Column("lease_until", clarion.store.tables.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_owner", sa.String(length=255), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("provider_message_id", sa.String(length=300), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
