@@ -223,45 +223,6 @@ async def test_unknown_message_is_404(api) -> None:
     assert response.json()["error"]["details"] == {"kind": "message", "key": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
 
 
-async def test_idempotent_replay_returns_the_same_answer_and_sends_once(api, clarion: bootstrap.Clarion) -> None:
-    await setup(api)
-    first = await send(api, to=["u1", "u2"], channels=["sms"], idempotency_key="order-A1")
-    assert first.status_code == 202
-    assert "idempotent-replayed" not in first.headers
-    assert await drain(clarion) == 2
-
-    again = await send(api, to=["u1", "u2"], channels=["sms"], idempotency_key="order-A1")
-    assert again.status_code == 202
-    assert again.headers["Idempotent-Replayed"] == "true"
-    assert again.json() == first.json()
-    assert await drain(clarion) == 0
-    assert len(sink(clarion, "sms")) == 2
-    record = (await api.get("/v1/users/u1/messages")).json()["messages"]
-    assert [m["id"] for m in record] == [first.json()["messages"][0]["id"]]
-
-
-async def test_same_idempotency_key_with_another_body_is_409(api, clarion: bootstrap.Clarion) -> None:
-    await setup(api)
-    first = await send(api, to="u1", channels=["sms"], idempotency_key="k1")
-    assert first.status_code == 202
-    conflict = await send(api, to="u1", channels=["sms"], data={"order": "B2"}, idempotency_key="k1")
-    assert conflict.status_code == 409
-    error = conflict.json()["error"]
-    assert error["code"] == "conflict"
-    assert error["details"] == {"idempotency_key": "k1", "request_id": first.json()["request_id"]}
-    assert await drain(clarion) == 1
-    assert [r["content"]["text"] for r in sink(clarion, "sms")] == ["Li: order A1 shipped"]
-
-
-async def test_different_idempotency_keys_send_twice(api, clarion: bootstrap.Clarion) -> None:
-    await setup(api)
-    a = await send(api, to="u1", channels=["sms"], idempotency_key="k1")
-    b = await send(api, to="u1", channels=["sms"], idempotency_key="k2")
-    assert a.json()["messages"][0]["id"] != b.json()["messages"][0]["id"]
-    assert "idempotent-replayed" not in b.headers
-    assert await drain(clarion) == 2
-
-
 async def test_invalid_send_bodies_are_422(api) -> None:
     await setup(api)
     for body, field in [

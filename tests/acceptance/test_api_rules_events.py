@@ -30,13 +30,16 @@ async def put_rule(api, key: str, **body: Any) -> dict[str, Any]:
 
 
 async def event(api, user_id: str, amount: Any, **extra: Any) -> Any:
-    return await api.post("/v1/events", json={"name": "order.paid", "user_id": user_id, "data": {"amount": amount}, **extra})
+    return await api.post(
+        "/v1/events", json={"name": "order.paid", "user_id": user_id, "data": {"amount": amount}, **extra}
+    )
 
 
 async def test_put_get_and_replace_a_rule(api) -> None:
     await setup(api)
     created = await api.put(
-        "/v1/rules/vip", json={"event": "order.paid", "template": "big-order", "condition": VIP_BIG, "channels": ["sms"]}
+        "/v1/rules/vip",
+        json={"event": "order.paid", "template": "big-order", "condition": VIP_BIG, "channels": ["sms"]},
     )
     assert created.status_code == 201
     rule = created.json()
@@ -64,9 +67,13 @@ async def test_put_get_and_replace_a_rule(api) -> None:
         ("'unterminated", 0, 1, 1),
     ],
 )
-async def test_bad_condition_is_422_with_its_position(api, condition: str, position: int, line: int, column: int) -> None:
+async def test_bad_condition_is_422_with_its_position(
+    api, condition: str, position: int, line: int, column: int
+) -> None:
     await setup(api)
-    response = await api.put("/v1/rules/bad", json={"event": "order.paid", "template": "receipt", "condition": condition})
+    response = await api.put(
+        "/v1/rules/bad", json={"event": "order.paid", "template": "receipt", "condition": condition}
+    )
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_expression"
@@ -192,6 +199,19 @@ async def test_list_filters_by_event_and_delete(api) -> None:
     assert missing.json()["error"]["details"] == {"kind": "rule", "key": "a"}
     assert (await api.delete("/v1/rules/a")).status_code == 404
     assert [r["rule"] for r in (await event(api, "vip", 1)).json()["rules"]] == ["b"]
+
+
+async def test_rule_whose_template_was_deleted_reports_unknown_template(api, clarion: bootstrap.Clarion) -> None:
+    await setup(api)
+    await put_rule(api, "r", event="order.paid", template="receipt")
+    assert (await api.delete("/v1/templates/receipt")).status_code == 204
+    response = await event(api, "vip", 1)
+    assert response.status_code == 202
+    assert response.json()["rules"] == [
+        {"rule": "r", "template": "receipt", "matched": False, "reason": "unknown_template"}
+    ]
+    assert response.json()["messages"] == []
+    assert await drain(clarion) == 0
 
 
 async def test_disabled_rule_does_not_send(api) -> None:

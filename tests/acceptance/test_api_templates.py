@@ -87,7 +87,7 @@ async def test_variables_lists_every_placeholder_of_every_channel(api) -> None:
 
 
 async def test_template_without_placeholders_has_no_variables(api) -> None:
-    template = await put_template(api, "plain", channels={"sms": {"text": "Nothing to fill {\"a\": 1}"}})
+    template = await put_template(api, "plain", channels={"sms": {"text": 'Nothing to fill {"a": 1}'}})
     assert template["variables"] == []
 
 
@@ -205,4 +205,3 @@ async def test_deleted_template_can_no_longer_be_sent(api) -> None:
     response = await api.post("/v1/messages", json={"template": "bye", "to": "u1"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
-
