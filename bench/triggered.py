@@ -61,22 +61,32 @@ async def wait_ready(base: str) -> None:
 
 
 async def setup(session: aiohttp.ClientSession, base: str, users: int) -> None:
-    template = {"name": "Code", "category": "verification", "priority": "high",
-                "channels": {"sms": {"text": "{name}, your code is ${data.code}"}}}
+    template = {
+        "name": "Code",
+        "category": "verification",
+        "priority": "high",
+        "channels": {"sms": {"text": "{name}, your code is ${data.code}"}},
+    }
     async with session.put(f"{base}/v1/templates/code", json=template) as r:
         assert r.status in (200, 201), await r.text()
     sem = asyncio.Semaphore(16)
 
     async def one(i: int) -> None:
-        async with sem, session.put(f"{base}/v1/users/u{i}", json={
-            "attributes": {"name": f"User {i}"}, "addresses": {"sms": f"+861380013{i % 10000:04d}"}}) as r:
+        async with (
+            sem,
+            session.put(
+                f"{base}/v1/users/u{i}",
+                json={"attributes": {"name": f"User {i}"}, "addresses": {"sms": f"+861380013{i % 10000:04d}"}},
+            ) as r,
+        ):
             assert r.status in (200, 201), await r.text()
 
     await asyncio.gather(*(one(i) for i in range(users)))
 
 
-async def load(session: aiohttp.ClientSession, base: str, *, clients: int, seconds: float, users: int,
-               rate: float | None) -> dict[str, Any]:
+async def load(
+    session: aiohttp.ClientSession, base: str, *, clients: int, seconds: float, users: int, rate: float | None
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -137,10 +147,14 @@ def bare_sqlite(rows: int, directory: Path) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE messages (id TEXT PRIMARY KEY, user_id TEXT, template TEXT, status TEXT, "
-                 "data TEXT, created_at TEXT)")
-    data = [(f"{i:026d}", f"u{i}", "code", "queued", '{"code": "123456"}', "2026-01-01 00:00:00.000000")
-            for i in range(rows)]
+    conn.execute(
+        "CREATE TABLE messages (id TEXT PRIMARY KEY, user_id TEXT, template TEXT, status TEXT, "
+        "data TEXT, created_at TEXT)"
+    )
+    data = [
+        (f"{i:026d}", f"u{i}", "code", "queued", '{"code": "123456"}', "2026-01-01 00:00:00.000000")
+        for i in range(rows)
+    ]
     t0 = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)", data)
@@ -155,9 +169,14 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
         tmpdir = Path(tmp)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "CLARION_DATABASE_URL": f"sqlite+aiosqlite:///{tmpdir}/clarion.db",
-               "CLARION_DATA_DIR": str(tmpdir), "CLARION_OUTBOX_DIR": str(tmpdir / "outbox"),
-               "CLARION_API_KEY": KEY, "CLARION_PORT": str(port)}
+        env = {
+            **os.environ,
+            "CLARION_DATABASE_URL": f"sqlite+aiosqlite:///{tmpdir}/clarion.db",
+            "CLARION_DATA_DIR": str(tmpdir),
+            "CLARION_OUTBOX_DIR": str(tmpdir / "outbox"),
+            "CLARION_API_KEY": KEY,
+            "CLARION_PORT": str(port),
+        }
         clarion = str(Path(sys.executable).parent / "clarion")
         server = subprocess.Popen([clarion, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -167,14 +186,17 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
                 await setup(session, base, args.users)
                 await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
-                saturated = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users,
-                                       rate=None)
+                saturated = await load(
+                    session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=None
+                )
                 await asyncio.sleep(3)  # let the workers drain the backlog
                 since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
                 from datetime import UTC
+
                 since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                paced = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users,
-                                   rate=args.rate)
+                paced = await load(
+                    session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=args.rate
+                )
                 await asyncio.sleep(2)
             done, unsent = sent_latencies(tmpdir / "clarion.db", since)
             paced.update(
@@ -211,8 +233,9 @@ def main() -> None:
     args = parser.parse_args()
     runs = [asyncio.run(run_once(args)) for _ in range(args.runs)]
     result = median_of(runs) if len(runs) > 1 else runs[0]
-    result.update(benchmark="triggered", runs=len(runs), clients=args.clients, seconds=args.seconds,
-                  cpus=os.cpu_count())
+    result.update(
+        benchmark="triggered", runs=len(runs), clients=args.clients, seconds=args.seconds, cpus=os.cpu_count()
+    )
     print(json.dumps(result))
 
 

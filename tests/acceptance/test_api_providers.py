@@ -172,12 +172,6 @@ async def test_configured_account_routes_its_channel_and_delete_restores_default
     assert detail["deliveries"][0]["provider"] == "file"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PUT /v1/providers/{name} accepts the built-in names (file, inbox, webhook); the stored account "
-    "replaces the built-in in channels/registry.py, so e.g. an smtp account named 'inbox' receives every inbox "
-    "delivery (they are retried against the SMTP server and never reach the inbox)",
-)
 async def test_account_named_like_a_builtin_does_not_hijack_its_channel(api, clarion: bootstrap.Clarion) -> None:
     await put_user(api, "u1")
     await put_template(api, "t", channels={"inbox": {"title": "T", "body": "B"}})
@@ -190,11 +184,6 @@ async def test_account_named_like_a_builtin_does_not_hijack_its_channel(api, cla
     assert (await api.get("/v1/users/u1/inbox/count")).json() == {"total": 1, "unread": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PUT /v1/providers/{name} stores config as given, so saving back what GET returned "
-    "(password '********') replaces the real SMTP password with the mask",
-)
 async def test_putting_back_the_redacted_config_keeps_the_password(api, clarion: bootstrap.Clarion) -> None:
     assert (await put_provider(api, "mail", channel="email", kind="smtp", config=SMTP)).status_code == 201
     shown = (await api.get("/v1/providers/mail")).json()

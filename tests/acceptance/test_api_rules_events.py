@@ -221,11 +221,6 @@ async def test_disabled_rule_does_not_send(api) -> None:
     assert response.json()["messages"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: api/routes/templates.py put_rule only compiles a truthy condition, so condition '' is stored; "
-    "intake then compiles '' on every event and reports condition_error, the rule can never match",
-)
 async def test_empty_condition_is_refused_or_always_matches(api) -> None:
     await setup(api)
     response = await api.put("/v1/rules/empty", json={"event": "order.paid", "template": "receipt", "condition": ""})

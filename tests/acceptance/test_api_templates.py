@@ -14,13 +14,6 @@ def fields(response: Any) -> list[str]:
     return [d["field"] for d in details] if isinstance(details, list) else [details["field"]]
 
 
-BODY_FIELD_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: api/app.py _validation_details drops every loc part equal to 'body' (meant: only the leading "
-    "request-body marker), so a missing channels.<ch>.body is reported as channels.<ch>",
-)
-
-
 def body(**channels: Any) -> dict[str, Any]:
     return {"name": "T", "category": "transactional", "channels": channels}
 
@@ -100,10 +93,10 @@ async def test_template_without_placeholders_has_no_variables(api) -> None:
         ({"sms": {}}, "channels.sms.text"),
         ({"sms": {"text": ""}}, "channels.sms.text"),
         ({"push": {"body": "no title"}}, "channels.push.title"),
-        pytest.param({"push": {"title": "no body"}}, "channels.push.body", marks=BODY_FIELD_BUG),
+        pytest.param({"push": {"title": "no body"}}, "channels.push.body"),
         ({"inbox": {"body": "no title"}}, "channels.inbox.title"),
-        pytest.param({"inbox": {"title": "no body"}}, "channels.inbox.body", marks=BODY_FIELD_BUG),
-        pytest.param({"webhook": {}}, "channels.webhook.body", marks=BODY_FIELD_BUG),
+        pytest.param({"inbox": {"title": "no body"}}, "channels.inbox.body"),
+        pytest.param({"webhook": {}}, "channels.webhook.body"),
         ({"sms": {"text": "x", "subject": "extra"}}, "channels.sms.subject"),
         ({"fax": {"text": "x"}}, "channels.fax"),
         ({}, "channels"),

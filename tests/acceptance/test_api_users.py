@@ -160,11 +160,6 @@ async def test_delete_erases_data_of_messages_still_queued(api, clarion: bootstr
     assert "A-17" not in detail.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: DELETE /v1/users/{id} leaves the user's queued deliveries in the outbox (content/address nulled); "
-    "the worker then sends them and the inbox provider re-creates an empty inbox item for the deleted user",
-)
 async def test_delete_with_pending_deliveries_keeps_inbox_empty_after_the_worker_runs(
     api, clarion: bootstrap.Clarion
 ) -> None:

@@ -96,3 +96,9 @@ def test_domain_imports_no_infrastructure() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
     assert offenders == []
+
+
+def test_ids_within_one_millisecond_keep_creation_order() -> None:
+    made = [ids.new_id(now=1_800_000_000.0005) for _ in range(1000)]
+    assert made == sorted(made)
+    assert len(set(made)) == 1000

@@ -10,9 +10,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarion import __version__, bootstrap
+from clarion.api.middleware import Authenticate, BodyLimit, error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import inbox, messages, providers, system, templates, users
 from clarion.domain import errors
@@ -21,60 +21,18 @@ from clarion.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details}}
-
-
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, whether or not Content-Length is declared."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return await self._refuse(send)
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSON(
-            error_body("payload_too_large", f"request body exceeds {self.limit} bytes", {"limit": self.limit}),
-            status_code=413,
-        )
-        await response({"type": "http"}, _no_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _no_receive() -> Any:
-    return {"type": "http.disconnect"}
-
-
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Each problem with the field it concerns, as a dotted path inside the body or the query."""
     details = []
     for e in exc.errors():
-        loc = [str(p) for p in e.get("loc", ()) if p not in ("body",)]
-        details.append({"field": ".".join(loc) or "body", "message": e.get("msg", "invalid")})
+        loc = [str(p) for p in e.get("loc", ())]
+        if e.get("type") == "json_invalid":
+            field = "body"
+            message = f"malformed JSON: {e.get('ctx', {}).get('error', 'invalid')}"
+        else:
+            field = ".".join(loc[1:] if loc and loc[0] == "body" else loc) or "body"
+            message = e.get("msg", "invalid")
+        details.append({"field": field, "message": message})
     return details
 
 
@@ -130,4 +88,5 @@ def create_app(
     for module in (users, inbox, templates, messages, providers, system):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Authenticate)  # added last: runs first
     return app

@@ -102,7 +102,14 @@ class CardContent(Strict):
 
 
 class WebhookContent(Strict):
-    body: Any = Field(description="any JSON value; placeholders are filled inside its strings")
+    body: Any = Field(description="any JSON value but null; placeholders are filled inside its strings")
+
+    @field_validator("body")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("a webhook body cannot be null")
+        return v
 
 
 class Channels(Strict):
@@ -132,7 +139,7 @@ class SendIn(Strict):
     template: Key
     to: Key | list[Key]
     data: dict[str, Any] = Field(default_factory=dict)
-    channels: list[model.Channel] | None = None
+    channels: list[model.Channel] | None = Field(default=None, min_length=1, description="default: all")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
     def recipients(self) -> list[str]:
@@ -149,9 +156,16 @@ class EventIn(Strict):
 class RuleIn(Strict):
     event: Key
     template: Key
-    condition: Annotated[str, StringConstraints(max_length=4096)] | None = None
-    channels: list[model.Channel] | None = None
+    condition: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
+        default=None, description="an expression over data.* and user.*; empty or absent: always matches"
+    )
+    channels: list[model.Channel] | None = Field(default=None, min_length=1)
     enabled: bool = True
+
+    @field_validator("condition")
+    @classmethod
+    def _blank_is_none(cls, v: str | None) -> str | None:
+        return v if v and v.strip() else None
 
 
 class ProviderIn(Strict):

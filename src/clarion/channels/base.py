@@ -38,6 +38,21 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+MASK = "********"
+
+
 def redact(config: dict[str, Any], secret_fields: frozenset[str]) -> dict[str, Any]:
-    """The configuration as the API may show it: secrets replaced by a marker."""
-    return {k: ("********" if k in secret_fields and v else v) for k, v in config.items()}
+    """The configuration as the API may show it: secrets replaced by ``MASK``."""
+    return {k: (MASK if k in secret_fields and v else v) for k, v in config.items()}
+
+
+def keep_secrets(new: dict[str, Any], stored: dict[str, Any] | None, secret_fields: frozenset[str]) -> dict[str, Any]:
+    """A configuration saved back as it was shown carries ``MASK`` for its secrets: keep the stored ones.
+    Raises ``KeyError`` naming a masked secret that has nothing stored behind it."""
+    merged = dict(new)
+    for name in secret_fields:
+        if merged.get(name) == MASK:
+            if not stored or name not in stored:
+                raise KeyError(name)
+            merged[name] = stored[name]
+    return merged

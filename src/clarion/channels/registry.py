@@ -12,7 +12,7 @@ from typing import Any
 import pydantic
 import sqlalchemy as sa
 
-from clarion.channels.base import Provider, redact
+from clarion.channels.base import Provider, keep_secrets, redact
 from clarion.channels.file import FileProvider
 from clarion.channels.inbox import InboxProvider
 from clarion.channels.sms_http import SmsHttpProvider
@@ -39,11 +39,21 @@ class Account:
     version: datetime | None = None
 
 
-def validate(kind: str, channel: model.Channel, config: dict[str, Any]) -> dict[str, Any]:
-    """Check a provider account before it is stored; returns the config with defaults filled in."""
+def validate(
+    kind: str, channel: model.Channel, config: dict[str, Any], stored: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Check a provider account before it is stored; returns the config with defaults filled in.
+    ``stored`` is the account's current config: secrets sent back masked keep their stored value."""
     cls = KINDS.get(kind)
-    if cls is None or (kind == "inbox" and channel is not model.Channel.INBOX):
+    if cls is None:
         raise errors.InvalidInput(f"unknown provider kind {kind!r}", details={"field": "kind", "known": sorted(KINDS)})
+    try:
+        config = keep_secrets(config, stored, cls.Config.secret_fields)
+    except KeyError as exc:
+        raise errors.InvalidInput(
+            f"config.{exc.args[0]}: the masked value can only stand for a secret already stored",
+            details=[{"field": f"config.{exc.args[0]}", "message": "give the secret itself"}],
+        ) from None
     if channel not in cls.channels:
         raise errors.InvalidInput(
             f"provider kind {kind!r} cannot send on channel {channel.value!r}",

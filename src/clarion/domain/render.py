@@ -8,6 +8,7 @@ text is produced, so a message is never sent half-filled.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -50,6 +51,8 @@ def _lookup(path: str, context: Mapping[str, Any]) -> Any:
 def _to_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     return str(value)
 
 

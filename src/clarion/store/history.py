@@ -98,9 +98,10 @@ class RecordFilter:
 async def send_record(
     conn: AsyncConnection, user_id: str, flt: RecordFilter, *, limit: int, before: str | None
 ) -> dict[str, Any]:
-    """Newest first, keyset-paginated on the (time-ordered) message id."""
+    """Newest first, keyset-paginated on the message id (time-ordered to the millisecond, so the order and the
+    cursor agree even for messages created in the same millisecond)."""
     m, d = t.messages, t.deliveries
-    query = sa.select(m).where(m.c.user_id == user_id).order_by(m.c.created_at.desc(), m.c.id.desc())
+    query = sa.select(m).where(m.c.user_id == user_id).order_by(m.c.id.desc())
     if flt.status:
         query = query.where(m.c.status == flt.status)
     if flt.template:

@@ -250,3 +250,22 @@ async def queue_depth(conn: AsyncConnection) -> dict[int, int]:
         await conn.execute(sa.select(d.c.lane, sa.func.count()).where(d.c.status.in_(CLAIMABLE)).group_by(d.c.lane))
     ).all()
     return {int(lane): int(n) for lane, n in rows}
+
+
+async def cancel_pending(conn: AsyncConnection, *, user_id: str, reason: str, now: datetime) -> int:
+    """Fail every delivery of a user that has not gone out yet (queued or deferred), with ``reason``."""
+    d = t.deliveries
+    rows = (
+        await conn.execute(
+            d.update()
+            .where(d.c.user_id == user_id, d.c.status.in_(CLAIMABLE))
+            .values(status=S.FAILED.value, last_error=reason, updated_at=now)
+            .returning(d.c.id, d.c.message_id)
+        )
+    ).all()
+    if rows:
+        await conn.execute(
+            t.delivery_events.insert(), [event_row(r.message_id, r.id, S.FAILED, reason, now) for r in rows]
+        )
+        await refresh_messages(conn, {r.message_id for r in rows}, now)
+    return len(rows)

@@ -33,8 +33,17 @@ def provider_json(row: Any) -> dict[str, Any]:
 async def put_provider(
     body: schemas.ProviderIn, clarion: deps.Services, response: Response, name: str = Name
 ) -> dict[str, Any]:
-    """Configure a provider account. Secrets in ``config`` are stored and used, never returned."""
-    config = registry.validate(body.kind, body.channel, body.config)
+    """Configure a provider account. Secrets in ``config`` are stored and used, never returned; sending back
+    the masked value (``********``) keeps the stored secret. The built-in names are reserved."""
+    if name in clarion.providers.builtins:
+        raise errors.InvalidInput(
+            f"{name!r} is a built-in provider; choose another name (a configured account takes over its channel)",
+            code="reserved_name",
+            details={"field": "name", "reserved": sorted(clarion.providers.builtins)},
+        )
+    current = await records.get_one(clarion.db, t.providers, name)
+    stored = current.config if current is not None and current.kind == body.kind else None
+    config = registry.validate(body.kind, body.channel, body.config, stored)
     values = {"channel": body.channel.value, "kind": body.kind, "config": config, "enabled": body.enabled}
     now = datetime.now(UTC)
     created = await clarion.db.write(lambda conn: records.upsert(clarion.db, conn, t.providers, name, values, now))

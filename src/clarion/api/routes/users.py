@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
 from clarion.domain import errors
-from clarion.store import history, records
+from clarion.store import history, outbox, records
 from clarion.store import tables as t
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=deps.AUTH)
@@ -63,6 +63,7 @@ async def delete_user(clarion: deps.Services, user_id: str = UserId) -> Response
 
     async def job(conn: AsyncConnection) -> bool:
         gone = (await conn.execute(t.users.delete().where(t.users.c.user_id == user_id))).rowcount
+        await outbox.cancel_pending(conn, user_id=user_id, reason="user_deleted", now=datetime.now(UTC))
         await conn.execute(t.inbox_items.delete().where(t.inbox_items.c.user_id == user_id))
         await conn.execute(
             t.deliveries.update().where(t.deliveries.c.user_id == user_id).values(address=None, content=None)
