@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +164,7 @@ def bare_sqlite(rows: int, directory: Path) -> float:
     return rows / elapsed
 
 
-async def run_once(args: argparse.Namespace) -> dict[str, Any]:
+def run_once(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp:
         tmpdir = Path(tmp)
         port = free_port()
@@ -178,40 +178,39 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "CLARION_PORT": str(port),
         }
         clarion = str(Path(sys.executable).parent / "clarion")
-        server = subprocess.Popen([clarion, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = (tmpdir / "serve.log").open("wb")
+        server = subprocess.Popen([clarion, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            await wait_ready(base)
-            headers = {"Authorization": f"Bearer {KEY}"}
-            connector = aiohttp.TCPConnector(limit=args.clients)
-            async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-                await setup(session, base, args.users)
-                await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
-                saturated = await load(
-                    session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=None
-                )
-                await asyncio.sleep(3)  # let the workers drain the backlog
-                since = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
-                from datetime import UTC
-
-                since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-                paced = await load(
-                    session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=args.rate
-                )
-                await asyncio.sleep(2)
-            done, unsent = sent_latencies(tmpdir / "clarion.db", since)
-            paced.update(
-                sent_p50_ms=round(percentile(done, 0.5) * 1000, 2),
-                sent_p99_ms=round(percentile(done, 0.99) * 1000, 2),
-                unsent_after_2s=unsent,
-            )
-            bare = bare_sqlite(saturated["accepted"], tmpdir)
+            return asyncio.run(measure(args, base, tmpdir))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
                 server.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 server.kill()
-        return {"saturated": saturated, "paced": paced, "bare_sqlite_rows_per_s": round(bare)}
+            log.close()
+
+
+async def measure(args: argparse.Namespace, base: str, tmpdir: Path) -> dict[str, Any]:
+    await wait_ready(base)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    connector = aiohttp.TCPConnector(limit=args.clients)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        await setup(session, base, args.users)
+        await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
+        saturated = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=None)
+        await asyncio.sleep(3)  # let the workers drain the backlog
+        since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        paced = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=args.rate)
+        await asyncio.sleep(2)
+    done, unsent = sent_latencies(tmpdir / "clarion.db", since)
+    paced.update(
+        sent_p50_ms=round(percentile(done, 0.5) * 1000, 2),
+        sent_p99_ms=round(percentile(done, 0.99) * 1000, 2),
+        unsent_after_2s=unsent,
+    )
+    bare = bare_sqlite(saturated["accepted"], tmpdir)
+    return {"saturated": saturated, "paced": paced, "bare_sqlite_rows_per_s": round(bare)}
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,7 +230,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    runs = [asyncio.run(run_once(args)) for _ in range(args.runs)]
+    runs = [run_once(args) for _ in range(args.runs)]
     result = median_of(runs) if len(runs) > 1 else runs[0]
     result.update(
         benchmark="triggered", runs=len(runs), clients=args.clients, seconds=args.seconds, cpus=os.cpu_count()
