@@ -5,35 +5,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion import __version__, bootstrap
-from clarion.api.middleware import Authenticate, BodyLimit, error_body
+from clarion.api import problems
+from clarion.api.fastlane import FastLane
+from clarion.api.middleware import Authenticate, BodyLimit
+from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import inbox, messages, providers, system, templates, users
 from clarion.domain import errors
 from clarion.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
-    """Each problem with the field it concerns, as a dotted path inside the body or the query."""
-    details = []
-    for e in exc.errors():
-        loc = [str(p) for p in e.get("loc", ())]
-        if e.get("type") == "json_invalid":
-            field = "body"
-            message = f"malformed JSON: {e.get('ctx', {}).get('error', 'invalid')}"
-        else:
-            field = ".".join(loc[1:] if loc and loc[0] == "body" else loc) or "body"
-            message = e.get("msg", "invalid")
-        details.append({"field": field, "message": message})
-    return details
 
 
 def create_app(
@@ -66,13 +53,11 @@ def create_app(
 
     @app.exception_handler(errors.InvalidInput)
     async def _invalid(_: Request, exc: errors.InvalidInput) -> JSON:
-        return JSON(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return problems.invalid_input(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSON:
-        details = _validation_details(exc)
-        first = details[0] if details else {"field": "body", "message": "invalid"}
-        return JSON(error_body("invalid_input", f"{first['field']}: {first['message']}", details), status_code=422)
+        return problems.validation_failed(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
@@ -87,6 +72,8 @@ def create_app(
         app.state.clarion = clarion
     for module in (users, inbox, templates, messages, providers, system):
         app.include_router(module.router)
+    # the last added runs first: authenticate, then limit the body, then the fast lane for sends
+    app.add_middleware(FastLane)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Authenticate)  # added last: runs first
+    app.add_middleware(Authenticate)
     return app

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,7 +62,9 @@ class _Plan:
 
 
 def _fingerprint(command: Any) -> str:
-    return hashlib.sha256(orjson.dumps(asdict(command), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """What a repeated idempotency key is compared by: the whole command, key order in ``data`` aside."""
+    fields = {name: getattr(command, name) for name in command.__dataclass_fields__}
+    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class Intake:

@@ -1,0 +1,52 @@
+"""The send endpoints without the framework's per-request machinery.
+
+``POST /v1/messages`` and ``POST /v1/events`` carry nearly all of Clarion's traffic, and FastAPI's routing,
+dependency solving and body handling cost more than Clarion's own work on them. This middleware serves those
+two paths itself — the same request models (validated by pydantic straight from the JSON bytes), the same
+route functions, the same answers and errors — and passes every other request on. The routes stay declared
+in FastAPI, so they are documented in OpenAPI like the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pydantic
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clarion.api import problems, schemas
+from clarion.api.routes import messages
+from clarion.domain import errors
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+ROUTES: dict[str, tuple[type[pydantic.BaseModel], Handler]] = {
+    "/v1/messages": (schemas.SendIn, messages.send),
+    "/v1/events": (schemas.EventIn, messages.event),
+}
+
+
+class FastLane:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            return await self.app(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left (or BodyLimit already answered 413)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        model, handler = route
+        try:
+            body = model.model_validate_json(b"".join(chunks))
+            response = await handler(body, scope["app"].state.clarion)
+        except pydantic.ValidationError as exc:
+            response = problems.validation_failed([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
+        except errors.InvalidInput as exc:
+            response = problems.invalid_input(exc)
+        await response(scope, receive, send)
