@@ -87,8 +87,11 @@ async def delete_one(db: Database, table: sa.Table, key: str) -> bool:
     return await db.write(job)
 
 
-_USERS_BY_ID = sa.select(t.users).where(t.users.c.user_id.in_(sa.bindparam("ids", expanding=True)))
-_USER_BY_ID = sa.select(t.users).where(t.users.c.user_id == sa.bindparam("id"))
+_PROFILE = sa.select(
+    *(t.users.c[name] for name in ("user_id", "attributes", "tags", "timezone", "locale", "addresses"))
+)
+_USERS_BY_ID = _PROFILE.where(t.users.c.user_id.in_(sa.bindparam("ids", expanding=True)))
+_USER_BY_ID = _PROFILE.where(t.users.c.user_id == sa.bindparam("id"))
 
 
 async def users_by_id(conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, model.User]:
