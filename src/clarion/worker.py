@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -131,7 +132,7 @@ class Dispatcher:
         return outcomes
 
     def _outcome(self, name: str, claimed: outbox.Claimed, result: model.SendResult, now: datetime) -> outbox.Outcome:
-        base = {"delivery_id": claimed.id, "message_id": claimed.message_id, "provider": name}
+        base: dict[str, Any] = {"delivery_id": claimed.id, "message_id": claimed.message_id, "provider": name}
         if result.error is None:
             self.metrics.sent.labels(claimed.channel, name).inc()
             self.metrics.accepted_to_sent.labels(claimed.channel).observe((now - claimed.created_at).total_seconds())

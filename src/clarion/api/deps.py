@@ -19,7 +19,7 @@ Services = Annotated[bootstrap.Clarion, Depends(services)]
 
 def caller(request: Request) -> apikeys.Caller:
     """The API key's owner; ``middleware.Authenticate`` has already refused requests without a valid key."""
-    return request.state.caller  # type: ignore[no-any-return]
+    return request.state.caller
 
 
 Caller = Annotated[apikeys.Caller, Depends(caller)]

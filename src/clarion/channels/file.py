@@ -72,9 +72,9 @@ class FileProvider:
                 else:
                     self._append(channel, data)
             except OSError as exc:
-                error = TransientSendError(f"cannot write {channel}.jsonl: {exc}", code="io_error")
+                io_error = TransientSendError(f"cannot write {channel}.jsonl: {exc}", code="io_error")
                 for index in indexes:
-                    results[index] = SendResult(batch[index].delivery_id, error=error)
+                    results[index] = SendResult(batch[index].delivery_id, error=io_error)
                 continue
             for index in indexes:
                 delivery_id = batch[index].delivery_id

@@ -159,8 +159,8 @@ class SmtpProvider:
         except ValueError as exc:  # bad address or header (e.g. a newline in the subject)
             return SendResult(item.delivery_id, error=PermanentSendError(str(exc), code="invalid_content"))
         except aiosmtplib.SMTPException as exc:
-            error = TransientSendError(f"{type(exc).__name__}: {exc}", code="smtp_error")
-            return SendResult(item.delivery_id, error=error)
+            retry = TransientSendError(f"{type(exc).__name__}: {exc}", code="smtp_error")
+            return SendResult(item.delivery_id, error=retry)
         return SendResult(item.delivery_id, provider_message_id=message_id)
 
     @staticmethod

@@ -619,8 +619,8 @@ class _Parser:
         if kind == "name" and value in _LITERALS:
             return _Node(_constant(_LITERALS[value]), _LITERALS[value])
         if (kind == "name" and value == "not") or (kind == "op" and value == "!"):
-            operand = self.expression(_PREFIX_NOT).fn
-            return _Node(lambda ctx: not operand(ctx))
+            negated = self.expression(_PREFIX_NOT).fn
+            return _Node(lambda ctx: not negated(ctx))
         if kind == "name" and value not in _KEYWORDS:
             return self.call(token) if self.at_op("(") else self.path(token)
         if kind == "op" and value == "-":

@@ -236,9 +236,9 @@ class Intake:
                 }
             )
             plan.events.append(outbox.event_row(message_id, delivery_id, status, reason, now, detail))
-        status = model.message_status(statuses)
-        message["status"] = status.value
-        answer["status"] = status.value
+        overall = model.message_status(statuses)
+        message["status"] = overall.value
+        answer["status"] = overall.value
 
     async def _replay(self, command: SendCommand | EventCommand, row: Any = None) -> Accepted | None:
         """The stored answer for a repeated idempotency key (within the window), else None."""

@@ -107,7 +107,7 @@ async def claim(
         )
     )
     rows = (await conn.execute(stmt)).all()
-    claimed = [Claimed(*row) for row in rows]
+    claimed = [Claimed(*row) for row in rows]  # type: ignore[arg-type]
     claimed.sort(key=lambda c: (c.lane, c.id))
     if claimed:
         await conn.execute(
@@ -249,7 +249,7 @@ async def queue_depth(conn: AsyncConnection) -> dict[int, int]:
     rows = (
         await conn.execute(sa.select(d.c.lane, sa.func.count()).where(d.c.status.in_(CLAIMABLE)).group_by(d.c.lane))
     ).all()
-    return {int(lane): int(n) for lane, n in rows}
+    return {int(row[0]): int(row[1]) for row in rows}
 
 
 async def cancel_pending(conn: AsyncConnection, *, user_id: str, reason: str, now: datetime) -> int:
