@@ -1,4 +1,5 @@
-"""Time-ordered, unguessable identifiers (26 chars, Crockford base32: 48-bit milliseconds + 80 random bits).
+"""Time-ordered, unguessable identifiers: 48-bit milliseconds + 80 random bits, as 26 characters of
+base32hex (``0-9A-V``), whose alphabet is in ASCII order — so ids sort as their numbers do.
 
 Ordered by creation so that indexes stay append-mostly and ``ORDER BY id`` means "oldest first". Within one
 process ids are strictly increasing even inside one millisecond (the random part of the previous id is
@@ -6,11 +7,11 @@ incremented, as monotonic ULIDs do), so paging on the id agrees with creation or
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last = 0
@@ -24,8 +25,4 @@ def new_id(now: float | None = None) -> str:
         if value <= _last and (_last >> _RANDOM_BITS) >= millis:
             value = _last + 1
         _last = value
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return base64.b32hexencode(value.to_bytes(16, "big"))[:26].decode()

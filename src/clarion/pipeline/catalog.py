@@ -33,7 +33,8 @@ class Catalog:
         if hit is not None and hit[0] > now:
             return hit[1]
         value = await load()
-        self._cache[(kind, key)] = (now + self.ttl, value)
+        if value is not None:  # a miss is not remembered: what another process just created is found at once
+            self._cache[(kind, key)] = (now + self.ttl, value)
         return value
 
     async def template(self, key: str) -> model.Template | None:

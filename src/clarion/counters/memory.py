@@ -1,0 +1,168 @@
+"""In-process counters for embedded mode (one Clarion process).
+
+Every method does its work without awaiting, so under asyncio a call is atomic with respect to every other
+task: no lock is needed and no two tasks can both take the last unit of a cap. (The object is not meant to be
+shared between threads.)
+
+Rolling windows keep a sorted log of ``(time, cost)`` per key, pruned on access, so the count is exact like the
+Redis sorted set. Fixed windows keep one ``(count, ends_at)`` per bucket key. Memory stays bounded: entries that
+have expired are dropped when their key is touched, and a sweep over all keys runs at most once per
+``sweep_interval`` seconds of clock time to drop keys nobody touches any more.
+
+The clock is injectable (``clock=``) so tests can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from clarion.counters.base import Counters, Hit, HitResult, Limit, check_ttl
+
+
+class _Log:
+    """One rolling key: its entries sorted by time, their total cost, and the last window it was used with."""
+
+    __slots__ = ("entries", "seconds", "total")
+
+    def __init__(self, seconds: int) -> None:
+        self.entries: list[tuple[float, int]] = []
+        self.total = 0
+        self.seconds = seconds
+
+    def prune(self, now: float) -> None:
+        # Same boundary as the Redis script: an entry stamped exactly `seconds` ago has left the window.
+        cut = bisect.bisect_right(self.entries, (now - self.seconds, float("inf")))
+        if cut:
+            self.total -= sum(cost for _, cost in self.entries[:cut])
+            del self.entries[:cut]
+
+    def add(self, now: float, cost: int) -> None:
+        # insort rather than append: a clock that steps back must not leave old entries behind newer ones.
+        bisect.insort(self.entries, (now, cost))
+        self.total += cost
+
+
+class MemoryCounters:
+    """The ``Counters`` backend for a single process."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, sweep_interval: float = 60.0) -> None:
+        self._clock = clock
+        self._sweep_interval = sweep_interval
+        self._next_sweep = clock() + sweep_interval
+        self._rolling: dict[str, _Log] = {}
+        self._fixed: dict[str, tuple[int, float]] = {}  # "key:bucket" -> (count, ends_at)
+        self._seen: dict[str, float] = {}  # key -> expires_at
+
+    # -- the interface -----------------------------------------------------------------------------------
+
+    async def hit(self, hits: Sequence[Hit], *, dry_run: bool = False) -> list[HitResult]:
+        now = self._now()
+        # A dry run applies nothing, so later hits of the call see the earlier ones through this overlay.
+        pending: dict[tuple[str, str], int] = {}
+        results: list[HitResult] = []
+        for hit in hits:
+            slots = [self._slot(limit, now) for limit in hit.limits]
+            counts = [
+                self._count(limit, slot, now) + pending.get(slot, 0)
+                for limit, slot in zip(hit.limits, slots, strict=True)
+            ]
+            blocked = next((i for i, limit in enumerate(hit.limits) if counts[i] + hit.cost > limit.limit), None)
+            if blocked is not None:
+                results.append(HitResult(False, tuple(counts), blocked))
+                continue
+            for limit, slot in zip(hit.limits, slots, strict=True):
+                if dry_run:
+                    pending[slot] = pending.get(slot, 0) + hit.cost
+                else:
+                    self._add(limit, slot, now, hit.cost)
+            results.append(HitResult(True, tuple(count + hit.cost for count in counts)))
+        return results
+
+    async def seen(self, keys: Sequence[str], ttl_seconds: int, *, dry_run: bool = False) -> list[bool]:
+        ttl = check_ttl(ttl_seconds)
+        now = self._now()
+        marked: set[str] = set()  # dry run: keys this call would have marked
+        answers: list[bool] = []
+        for key in keys:
+            live = self._seen.get(key, 0.0) > now or key in marked
+            answers.append(live)
+            if not live:
+                if dry_run:
+                    marked.add(key)
+                else:
+                    self._seen[key] = now + ttl
+        return answers
+
+    async def peek(self, limits: Sequence[Limit]) -> list[int]:
+        now = self._now()
+        return [self._count(limit, self._slot(limit, now), now) for limit in limits]
+
+    async def close(self) -> None:
+        self._rolling.clear()
+        self._fixed.clear()
+        self._seen.clear()
+
+    # -- introspection -----------------------------------------------------------------------------------
+
+    def entry_count(self) -> int:
+        """How many keys are held: lets tests (and a gauge) check that memory stays bounded."""
+        return len(self._rolling) + len(self._fixed) + len(self._seen)
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+            self._next_sweep = now + self._sweep_interval
+        return now
+
+    @staticmethod
+    def _slot(limit: Limit, now: float) -> tuple[str, str]:
+        if limit.window.kind == "rolling":
+            return "r", limit.key
+        index, _ = limit.window.bucket(now)
+        return "f", f"{limit.key}:{index}"
+
+    def _count(self, limit: Limit, slot: tuple[str, str], now: float) -> int:
+        kind, name = slot
+        if kind == "r":
+            log = self._rolling.get(name)
+            if log is None:
+                return 0
+            log.seconds = limit.window.seconds
+            log.prune(now)
+            return log.total
+        count, ends_at = self._fixed.get(name, (0, 0.0))
+        return count if ends_at > now else 0
+
+    def _add(self, limit: Limit, slot: tuple[str, str], now: float, cost: int) -> None:
+        kind, name = slot
+        if kind == "r":
+            log = self._rolling.get(name)
+            if log is None:
+                log = self._rolling[name] = _Log(limit.window.seconds)
+            log.add(now, cost)
+            return
+        _, ends_at = limit.window.bucket(now)
+        count, old_end = self._fixed.get(name, (0, 0.0))
+        self._fixed[name] = (count + cost if old_end > now else cost, ends_at)
+
+    def _sweep(self, now: float) -> None:
+        for name, log in list(self._rolling.items()):
+            log.prune(now)
+            if not log.entries:
+                del self._rolling[name]
+        for name, (_, ends_at) in list(self._fixed.items()):
+            if ends_at <= now:
+                del self._fixed[name]
+        for name, expires_at in list(self._seen.items()):
+            if expires_at <= now:
+                del self._seen[name]
+
+
+if TYPE_CHECKING:
+    _conforms: type[Counters] = MemoryCounters
