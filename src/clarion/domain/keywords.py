@@ -101,16 +101,42 @@ def _fold_unit(unit: str, casefold: bool, normalize: bool) -> str:
     return unit
 
 
+class _OneToOne(dict[int, str]):
+    """``str.translate`` table for normalized folding: a code point to its folded character when the character is
+    a unit of its own that folds to exactly one character, else to two characters (so the length tells).
+
+    Filled on demand; it stops remembering past ``_ONE_TO_ONE_SIZE`` entries, so hostile text cannot grow it."""
+
+    def __init__(self, casefold: bool) -> None:
+        super().__init__()
+        self._casefold = casefold
+
+    def __missing__(self, code: int) -> str:
+        ch = chr(code)
+        folded = _fold_unit(ch, self._casefold, True)
+        value = folded if len(folded) == 1 and not _is_mark(ch) else "\x00\x00"
+        if len(self) < _ONE_TO_ONE_SIZE:
+            self[code] = value
+        return value
+
+
+_ONE_TO_ONE_SIZE = 1 << 16
+_ONE_TO_ONE = {True: _OneToOne(casefold=True), False: _OneToOne(casefold=False)}
+
+
 def _fold(text: str, *, casefold: bool, normalize: bool) -> tuple[str, list[int] | None, list[int] | None]:
     """Fold ``text`` for matching: ``(folded, starts, ends)``.
 
     ``starts[k]``/``ends[k]`` are the original ``[start, end)`` of the unit that produced ``folded[k]``; both are
-    None when folding kept every character in place (the common case: ASCII, most CJK without normalization).
-    The fast paths give exactly what the unit-by-unit path would.
+    None when folding kept every character in place — the common case: ASCII, Chinese with full-width
+    punctuation (``，`` → ``,``). The fast paths give exactly what the unit-by-unit path would.
     """
     if normalize:
         if text.isascii():  # NFKC leaves ASCII alone, nothing ignorable, casefold == lower
             return (text.lower() if casefold else text), None, None
+        folded = text.translate(_ONE_TO_ONE[casefold])  # no marks, every character folds to one: in place
+        if len(folded) == len(text):
+            return folded, None, None
     elif not casefold:
         return text, None, None
     else:
@@ -317,14 +343,15 @@ class KeywordList:
         return Match(self._labels[pattern], start, end, self._key)
 
     def find(self, text: str) -> list[Match]:
-        """Every occurrence, overlapping and nested ones included, ordered by start, then longest first.
+        """Every occurrence, overlapping and nested ones included, ordered by start, then longest first (by span,
+        then by word: ``ss`` and ``s`` can both cover one ``ß``).
 
         Occurrences in the folded text that land on the same original span (``s`` twice in one ``ß``) are one."""
         folded, starts, ends = self._fold(text)
         matches = [self._match(end, pattern, starts, ends) for end, pattern in self._scan(folded, first=False)]
         if starts is not None:
             matches = list(dict.fromkeys(matches))
-        matches.sort(key=lambda m: (m.start, -m.end, m.word))
+        matches.sort(key=lambda m: (m.start, -m.end, -len(m.word), m.word))
         return matches
 
     def first(self, text: str) -> Match | None:
