@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import errors, expr, ids, model, render, routing
 from clarion.pipeline import policy
 from clarion.pipeline.catalog import Catalog
-from clarion.store import outbox, records
+from clarion.store import loader, outbox
 from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
 
@@ -79,6 +79,7 @@ class Intake:
         on_queued: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.db = db
+        self.users = loader.UserLoader(db)
         self.catalog = catalog
         self.policies = policies or policy.AllowAll()
         self.idempotency_window = idempotency_window
@@ -97,8 +98,7 @@ class Intake:
             raise errors.NotFound("template", command.template)
         channels = _channels_for(template, command.channels)
         recipients = list(dict.fromkeys(command.to))
-        async with self.db.read() as conn:
-            users = await records.users_by_id(conn, recipients)
+        users = await self.users.load_many(recipients)
         plan = _Plan(ids.new_id(), self.clock())
         for user_id in recipients:
             await self._plan_message(plan, template, channels, user_id, users.get(user_id), command.data, "api")
@@ -112,8 +112,7 @@ class Intake:
         if replay is not None:
             return replay
         rules = await self.catalog.rules(command.name)
-        async with self.db.read() as conn:
-            user = (await records.users_by_id(conn, [command.user_id])).get(command.user_id)
+        user = (await self.users.load_many([command.user_id])).get(command.user_id)
         templates = await self.catalog.templates([r.template for r in rules])
         context = {**render.context_for(user, command.data), "event": {"name": command.name}}
         plan = _Plan(ids.new_id(), self.clock())
