@@ -45,7 +45,7 @@ async def test_send_to_one_user_as_string_is_202_with_one_queued_message(api) ->
     answer = response.json()
     [message] = answer["messages"]
     assert message == {"id": message["id"], "user_id": "u1", "template": "order", "status": "queued"}
-    assert len(message["id"]) == 26
+    assert len(message["id"]) == 32
     assert isinstance(answer["request_id"], str)
 
 

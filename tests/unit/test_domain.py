@@ -78,7 +78,7 @@ def test_priority_lanes_order_urgent_first() -> None:
 def test_ids_are_unique_and_time_ordered() -> None:
     a = ids.new_id(now=1_700_000_000.000)
     b = ids.new_id(now=1_700_000_000.001)
-    assert len(a) == len(b) == 26
+    assert len(a) == len(b) == 32
     assert a < b
     assert len({ids.new_id() for _ in range(10_000)}) == 10_000
 

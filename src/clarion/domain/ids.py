@@ -1,5 +1,5 @@
-"""Time-ordered, unguessable identifiers: 48-bit milliseconds + 80 random bits, as 26 characters of
-base32hex (``0-9A-V``), whose alphabet is in ASCII order — so ids sort as their numbers do.
+"""Time-ordered, unguessable identifiers: 48-bit milliseconds + 80 random bits, as 32 lowercase hex digits
+(fixed width, so ids sort as their numbers do; formatting is one C call, which matters at three ids a send).
 
 Ordered by creation so that indexes stay append-mostly and ``ORDER BY id`` means "oldest first". Within one
 process ids are strictly increasing even inside one millisecond (the random part of the previous id is
@@ -7,7 +7,6 @@ incremented, as monotonic ULIDs do), so paging on the id agrees with creation or
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 import time
@@ -25,4 +24,4 @@ def new_id(now: float | None = None) -> str:
         if value <= _last and (_last >> _RANDOM_BITS) >= millis:
             value = _last + 1
         _last = value
-    return base64.b32hexencode(value.to_bytes(16, "big"))[:26].decode()
+    return f"{value:032x}"
