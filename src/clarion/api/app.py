@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from clarion import __version__, bootstrap
 from clarion.api import problems
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def create_app(
     settings: Settings | None = None, *, clarion: bootstrap.Clarion | None = None, workers: int | None = None
-) -> FastAPI:
-    """Build the API. With ``clarion`` given the caller owns its lifecycle; otherwise the app builds one from
+) -> ASGIApp:
+    """Build the API: an ASGI application in which FastAPI serves everything but the send fast lane.
+    With ``clarion`` given the caller owns its lifecycle; otherwise the app builds one from
     ``settings`` and runs ``workers`` delivery workers in-process (``settings.workers`` by default)."""
     settings = settings or (clarion.settings if clarion else Settings())
 
@@ -72,8 +74,9 @@ def create_app(
         app.state.clarion = clarion
     for module in (users, inbox, templates, messages, providers, system):
         app.include_router(module.router)
-    # the last added runs first: authenticate, then limit the body, then the fast lane for sends
-    app.add_middleware(FastLane)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(Authenticate)
-    return app
+
+    def services() -> bootstrap.Clarion:
+        return app.state.clarion
+
+    # Outside FastAPI, in this order: authenticate, limit the body, then serve sends in the fast lane.
+    return Authenticate(BodyLimit(FastLane(app, services), limit=settings.max_body_bytes), services)

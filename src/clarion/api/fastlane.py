@@ -3,11 +3,13 @@
 ``POST /v1/messages`` and ``POST /v1/events`` carry nearly all of Clarion's traffic, and FastAPI's routing,
 dependency solving and body handling cost more than Clarion's own work on them. This middleware serves those
 two paths itself — the same request models (validated by pydantic straight from the JSON bytes), the same
-route functions, the same answers and errors — and passes every other request on. The routes stay declared
-in FastAPI, so they are documented in OpenAPI like the rest."""
+route functions, the same answers and errors — and passes every other request on to FastAPI. It sits outside
+the FastAPI application (see ``app.create_app``), so none of the framework's own middleware runs for a send.
+The routes stay declared in FastAPI, so they are documented in OpenAPI like the rest."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,9 +17,11 @@ import pydantic
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarion.api import problems, schemas
+from clarion.api.responses import JSON
 from clarion.api.routes import messages
 from clarion.domain import errors
 
+log = logging.getLogger(__name__)
 Handler = Callable[[Any, Any], Awaitable[Any]]
 ROUTES: dict[str, tuple[type[pydantic.BaseModel], Handler]] = {
     "/v1/messages": (schemas.SendIn, messages.send),
@@ -26,8 +30,9 @@ ROUTES: dict[str, tuple[type[pydantic.BaseModel], Handler]] = {
 
 
 class FastLane:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, services: Callable[[], Any]) -> None:
         self.app = app
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -44,9 +49,12 @@ class FastLane:
         model, handler = route
         try:
             body = model.model_validate_json(b"".join(chunks))
-            response = await handler(body, scope["app"].state.clarion)
+            response = await handler(body, self.services())
         except pydantic.ValidationError as exc:
             response = problems.validation_failed([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()])
         except errors.InvalidInput as exc:
             response = problems.invalid_input(exc)
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            response = JSON(problems.error_body("internal_error", "internal error; it was logged"), status_code=500)
         await response(scope, receive, send)

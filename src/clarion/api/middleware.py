@@ -5,6 +5,7 @@ malformed); both answer with the API's JSON error body."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,8 +25,9 @@ async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[s
 class Authenticate:
     """Every ``/v1/`` request needs ``Authorization: Bearer <key>``; the caller is put in ``request.state``."""
 
-    def __init__(self, app: ASGIApp, prefix: str = "/v1/") -> None:
+    def __init__(self, app: ASGIApp, services: Callable[[], Any], prefix: str = "/v1/") -> None:
         self.app = app
+        self.services = services
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,7 +43,7 @@ class Authenticate:
         if not token:
             message = "missing API key: send 'Authorization: Bearer <key>'"
             return await _answer(send, 401, error_body("unauthorized", message), challenge)
-        caller = await scope["app"].state.clarion.keys.verify(token)
+        caller = await self.services().keys.verify(token)
         if caller is None:
             return await _answer(send, 401, error_body("unauthorized", "invalid API key"), challenge)
         scope.setdefault("state", {})["caller"] = caller
