@@ -7,7 +7,6 @@ and what happened is read back from ``GET /v1/messages/{id}`` — the same path 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from aiosmtpd.controller import Controller
 from clarion import bootstrap
 from clarion.channels.webhook import verify
 from tests.conftest import drain, put_template, put_user
-from tests.integration.loopback import LoopbackServer, Recorded, Reply
+from tests.integration.loopback import LoopbackServer, Recorded, Reply, free_port
 
 PHONE = "+8613800138000"
 
@@ -86,12 +85,6 @@ class SmtpRecorder:
         assert isinstance(parsed, EmailMessage)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

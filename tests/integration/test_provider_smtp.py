@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -15,6 +14,7 @@ from aiosmtpd.controller import Controller
 from clarion.channels.smtp import SmtpProvider
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
+from tests.integration.loopback import free_port
 
 
 @dataclass
@@ -45,12 +45,6 @@ class RecordingHandler:
         message = message_from_bytes(envelope.original_content or envelope.content, policy=policy.default)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), session.peer, message))
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
