@@ -51,11 +51,9 @@ def migrate() -> None:
     console.print(f"[green]database is up to date[/] ({settings.database_url.split('@')[-1]})")
 
 
-def _demo_key(settings: Settings) -> str | None:
-    """On the embedded default with no key configured, make one the first time and keep it in the data dir
-    (mode 0600) so ``make run`` can always print a key that works."""
-    if settings.api_key is not None:
-        return settings.api_key.get_secret_value()
+def _demo_key(settings: Settings) -> str:
+    """The embedded default's key: made the first time and kept in the data dir (mode 0600), so that
+    ``make run`` can always print a key that works."""
     path = Path(settings.data_dir) / "api_key"
     if path.exists():
         return path.read_text().strip()
@@ -73,11 +71,14 @@ def _serve(workers: int | None, host: str | None, port: int | None, access_log: 
     settings = Settings()
     migrations.upgrade(settings.database_url)
     host, port = host or settings.host, port or settings.port
-    if workers != 0:
+    console.print(f"[bold]Clarion[/] on http://{host}:{port}  —  API docs: http://{host}:{port}/docs")
+    if settings.api_key is not None:
+        console.print("API key: the one in CLARION_API_KEY")
+    elif settings.is_sqlite:
         key = _demo_key(settings)
-        console.print(f"[bold]Clarion[/] on http://{host}:{port}  —  API docs: http://{host}:{port}/docs")
-        if key:
-            console.print(f"API key: [bold]{key}[/]  (send it as 'Authorization: Bearer <key>')")
+        console.print(f"API key: [bold]{key}[/]  (send it as 'Authorization: Bearer <key>')")
+    else:
+        console.print("API keys: create one with 'clarion apikey create NAME'")
     uvicorn.run(
         create_app(settings, workers=workers),
         host=host,
