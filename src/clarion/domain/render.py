@@ -1,22 +1,18 @@
 """Rendering: the one function that turns a template's channel content into the text a user receives.
 
-This is the placeholder form: ``{name}``, ``${name}``, ``{user.city}``, ``{data.order.id}``. A bare name is
-looked up in the request's data first, then in the user's attributes. A ``{`` that does not open a placeholder
-(JSON in a webhook body, a brace in prose) is left alone. A missing value raises ``MissingVariable`` before any
-text is produced, so a message is never sent half-filled.
+Every string in a channel's content is a template in Clarion's template language (``domain.templating``):
+placeholders ``{name}``, ``${user.city}``, ``{data.order.id}`` with filters, and ``<#if>``/``<#list>``
+directives. A bare name is looked up in the request's data first, then in the user's attributes. A ``{``
+that does not open a placeholder (JSON in a webhook body, a brace in prose) is left alone. A missing value
+raises ``MissingVariable`` before any text is produced, so a message is never sent half-filled.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from clarion.domain import errors, model
-
-_PLACEHOLDER = re.compile(r"\$?\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)\}")
-_MISSING = object()
+from clarion.domain import errors, model, templating
 
 
 def context_for(user: model.User | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -28,45 +24,10 @@ def context_for(user: model.User | None, data: Mapping[str, Any]) -> dict[str, A
     return {"data": data, "user": profile}
 
 
-def _lookup(path: str, context: Mapping[str, Any]) -> Any:
-    parts = path.split(".")
-    if parts[0] in ("data", "user") and len(parts) > 1:
-        roots: tuple[Any, ...] = (context.get(parts[0], {}),)
-        parts = parts[1:]
-    else:
-        roots = (context.get("data", {}), context.get("user", {}))
-    for root in roots:
-        value: Any = root
-        for part in parts:
-            if isinstance(value, Mapping) and part in value:
-                value = value[part]
-            else:
-                value = _MISSING
-                break
-        if value is not _MISSING and value is not None:
-            return value
-    return _MISSING
-
-
-def _to_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-    return str(value)
-
-
 def render_text(text: str, context: Mapping[str, Any]) -> str:
-    if "{" not in text:
+    if "{" not in text and "<#" not in text:
         return text
-
-    def substitute(match: re.Match[str]) -> str:
-        value = _lookup(match.group(1), context)
-        if value is _MISSING:
-            raise errors.MissingVariable(match.group(1))
-        return _to_text(value)
-
-    return _PLACEHOLDER.sub(substitute, text)
+    return templating.compile_template(text).render(context)
 
 
 def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
@@ -84,19 +45,37 @@ def render(channel: model.Channel, content: Mapping[str, Any], context: Mapping[
     return {key: _render_value(value, context) for key, value in content.items()}
 
 
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}.{i}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{path}.{k}")
+
+
+def check(content: Mapping[str, Any], field: str) -> None:
+    """Compile every text of a channel's content, so a template with a syntax error is refused when saved;
+    the error names the field and the line and column inside it."""
+    for path, text in _strings(dict(content), field):
+        try:
+            templating.compile_template(text)
+        except templating.TemplateSyntaxError as exc:
+            raise errors.InvalidInput(
+                f"{path}: {exc.message} at line {exc.line}, column {exc.column}",
+                code="invalid_template",
+                details={"field": path, "message": exc.message, "line": exc.line, "column": exc.column},
+            ) from None
+
+
 def variables(content: Mapping[str, Any]) -> set[str]:
-    """The placeholders a channel content uses (shown to operators, checked by later validation)."""
+    """The variables a channel content uses (shown to operators; a send lacking one fails that message)."""
     found: set[str] = set()
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            found.update(m.group(1) for m in _PLACEHOLDER.finditer(value))
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v)
-
-    walk(content)
+    for _, text in _strings(dict(content), ""):
+        try:
+            found |= templating.compile_template(text).variables
+        except templating.TemplateSyntaxError:
+            continue  # stored before the language was stricter: shown without its variables
     return found

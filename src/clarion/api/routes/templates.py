@@ -41,6 +41,8 @@ async def put_template(
     """Create or replace a template; every change bumps its version (messages record the one they used)."""
     values = body.model_dump(mode="json", exclude={"channels"})
     values["channels"] = body.channels.model_dump(mode="json", exclude_none=True)
+    for channel, content in values["channels"].items():
+        render.check(content, f"channels.{channel}")
     now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> bool:
