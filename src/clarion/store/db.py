@@ -118,8 +118,6 @@ def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
             "cache_size=-65536",
         ):
             dbapi_conn.execute(f"PRAGMA {pragma}")
-        if immediate:  # the writer never checkpoints inside a commit; ``Database._checkpointer`` does
-            dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
     if immediate:  # readers stay in autocommit: each SELECT sees one consistent snapshot, and costs no BEGIN
 
@@ -142,8 +140,6 @@ class Database:
             self._sqlite_writer = _sqlite_engine(parsed, immediate=True)
             self._sqlite_reader = _sqlite_engine(parsed, immediate=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clarion-sqlite-writer")
-            self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clarion-sqlite-wal")
-            self._checkpoint_task: asyncio.Task[None] | None = None
         else:
             self._engine = create_async_engine(
                 url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_size=10, max_overflow=10
@@ -172,8 +168,6 @@ class Database:
         if self._writer_task is None or self._writer_task.done():
             self._queue = asyncio.Queue()
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
-            if self.is_sqlite and (self._checkpoint_task is None or self._checkpoint_task.done()):
-                self._checkpoint_task = asyncio.create_task(self._checkpointer(), name="clarion-wal-checkpoint")
         assert self._queue is not None
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         await self._queue.put((job, future))
@@ -225,24 +219,6 @@ class Database:
                 outcomes.append((False, exc))
         return outcomes
 
-    async def _checkpointer(self, interval: float = 0.5) -> None:
-        """Copy the WAL back into the database file from a thread of its own, off the commit path.
-
-        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, stalling that group
-        for the copy and its fsync. A PASSIVE checkpoint never blocks writers or readers, so running it here
-        keeps commits short; the WAL restarts from its beginning once everything in it has been copied."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await loop.run_in_executor(self._checkpoint_thread, self._checkpoint)
-            except Exception:  # a checkpoint that fails is retried on the next tick
-                log.warning("WAL checkpoint failed", exc_info=True)
-
-    def _checkpoint(self) -> None:
-        with self._sqlite_reader.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-
     async def close(self) -> None:
         if self._writer_task is not None:
             self._writer_task.cancel()
@@ -250,12 +226,6 @@ class Database:
                 await self._writer_task
             self._writer_task = None
         if self.is_sqlite:
-            if self._checkpoint_task is not None:
-                self._checkpoint_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._checkpoint_task
-                self._checkpoint_task = None
-            self._checkpoint_thread.shutdown(wait=True)
             self._thread.shutdown(wait=True)
             self._sqlite_writer.dispose()
             self._sqlite_reader.dispose()
