@@ -35,8 +35,6 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_recipients: int = Field(default=1000, ge=1)
     idempotency_hours: float = Field(default=24.0, gt=0)
-    #: how long intake may wait to group concurrent writes into one transaction (seconds)
-    write_batch_window: float = Field(default=0.002, ge=0)
     write_batch_max: int = Field(default=256, ge=1)
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 
@@ -59,11 +58,6 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     DELIVERED = "delivered"
     FAILED = "failed"
-
-
-FINAL_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.FILTERED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +119,6 @@ class SendResult:
     delivery_id: str
     provider_message_id: str | None = None
     error: Exception | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    status: str
-    reason: str | None
-    at: datetime
-    detail: dict[str, Any] | None = None
 
 
 def message_status(delivery_statuses: list[str]) -> MessageStatus:

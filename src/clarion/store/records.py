@@ -3,7 +3,7 @@ providers, API keys. Thin: SQL in, domain values out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -112,8 +112,3 @@ async def rules_for_event(conn: AsyncConnection, event: str) -> list[model.Rule]
         )
     ).all()
     return [rule_from_row(r) for r in rows]
-
-
-async def templates_by_key(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, model.Template]:
-    rows = (await conn.execute(sa.select(t.templates).where(t.templates.c.key.in_(list(set(keys)))))).all()
-    return {row.key: template_from_row(row) for row in rows}
