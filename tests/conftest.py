@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
@@ -132,6 +133,12 @@ async def drain(clarion: bootstrap.Clarion, *, rounds: int = 50) -> int:
             break
         total += handled
     return total
+
+
+def sink(clarion: bootstrap.Clarion, channel: str = "sms") -> list[dict[str, Any]]:
+    """The JSON lines the built-in file provider wrote for ``channel``, in the order it wrote them."""
+    path = Path(clarion.settings.outbox_dir) / f"{channel}.jsonl"
+    return [orjson.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 async def put_user(api: httpx.AsyncClient, user_id: str, **body: Any) -> dict[str, Any]:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 from clarion import bootstrap
-from tests.conftest import drain, put_template, put_user
-
-
-def sink(clarion: bootstrap.Clarion, channel: str) -> list[dict[str, Any]]:
-    path = Path(clarion.settings.outbox_dir) / f"{channel}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from tests.conftest import drain, put_template, put_user, sink
 
 
 async def setup(api) -> None:

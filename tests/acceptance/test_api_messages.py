@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from clarion import bootstrap
-from tests.conftest import drain, put_template, put_user
-
-
-def sink(clarion: bootstrap.Clarion, channel: str) -> list[dict[str, Any]]:
-    """The JSON lines the built-in file provider wrote for ``channel``."""
-    path = Path(clarion.settings.outbox_dir) / f"{channel}.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+from tests.conftest import drain, put_template, put_user, sink
 
 
 async def setup(api) -> None:

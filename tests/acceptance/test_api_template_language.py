@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from clarion import bootstrap
-from tests.conftest import drain, put_template, put_user
+from tests.conftest import drain, put_template, put_user, sink
 
 
 async def test_a_template_with_a_syntax_error_is_refused_with_its_position(api, clarion: bootstrap.Clarion) -> None:
@@ -40,6 +37,5 @@ async def test_conditions_and_filters_are_rendered_per_user(api, clarion: bootst
     response = await api.post("/v1/messages", json={"template": "offer", "to": ["vip", "new"]})
     assert [m["status"] for m in response.json()["messages"]] == ["queued", "queued"]
     await drain(clarion)
-    lines = (Path(clarion.settings.outbox_dir) / "sms.jsonl").read_text().splitlines()
-    texts = {json.loads(line)["user_id"]: json.loads(line)["content"]["text"] for line in lines}
+    texts = {record["user_id"]: record["content"]["text"] for record in sink(clarion)}
     assert texts == {"vip": "LI: 20% off", "new": "FRIEND: 5% off"}

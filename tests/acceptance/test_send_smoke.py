@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from clarion import bootstrap
-from tests.conftest import drain, put_template, put_user
+from tests.conftest import drain, put_template, put_user, sink
 
 
 async def test_send_reaches_inbox_and_file_sink(api, clarion: bootstrap.Clarion) -> None:
@@ -28,8 +25,7 @@ async def test_send_reaches_inbox_and_file_sink(api, clarion: bootstrap.Clarion)
 
     assert await drain(clarion) == 2
 
-    lines = (Path(clarion.settings.outbox_dir) / "sms.jsonl").read_text().splitlines()
-    [record] = [json.loads(line) for line in lines]
+    [record] = sink(clarion)
     assert record["content"]["text"] == "Li, your code is 4711"
     assert record["address"] == "+8613800138000"
     inbox = (await api.get("/v1/users/u1/inbox")).json()["items"]

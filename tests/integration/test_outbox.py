@@ -6,12 +6,10 @@ the order in ``sms.jsonl`` is the order the dispatcher handed them over."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,7 @@ from clarion.pipeline import intake
 from clarion.store import outbox
 from clarion.store import tables as t
 from clarion.store.db import Database
-from tests.conftest import drain, put_template
+from tests.conftest import drain, put_template, sink
 
 S = model.DeliveryStatus
 PHONE = "+8613800138000"
@@ -87,14 +85,6 @@ async def timeline(clarion: bootstrap.Clarion, delivery_id: str) -> list[tuple[s
     return [(r.status, r.reason) for r in rows]
 
 
-def sink(clarion: bootstrap.Clarion) -> list[str]:
-    """Delivery ids in the order the file provider wrote them."""
-    path = Path(clarion.settings.outbox_dir) / "sms.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line)["delivery_id"] for line in path.read_text().splitlines()]
-
-
 async def claim(
     clarion: bootstrap.Clarion, owner: str, *, now: datetime, lease: timedelta = timedelta(seconds=60), limit: int = 100
 ) -> list[outbox.Claimed]:
@@ -143,7 +133,7 @@ async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
     clarion.dispatcher.batch_size = 50
     assert await clarion.dispatcher.run_once("w1") == 50
 
-    first_batch = sink(clarion)
+    first_batch = [r["delivery_id"] for r in sink(clarion)]
     assert len(first_batch) == 50
     assert first_batch[0] == urgent
     assert set(first_batch[1:21]) == set(normal)
@@ -199,7 +189,7 @@ async def test_an_expired_lease_is_reaped_and_sent_again(api: httpx.AsyncClient,
     row = await delivery(clarion, delivery_id)
     assert (row.status, row.attempts) == ("sent", 2)
     assert [s for s, _ in await timeline(clarion, delivery_id)] == ["queued", "sending", "queued", "sending", "sent"]
-    assert sink(clarion) == [delivery_id]
+    assert [r["delivery_id"] for r in sink(clarion)] == [delivery_id]
 
 
 async def test_the_dispatcher_reaps_a_dead_workers_leases_itself(
