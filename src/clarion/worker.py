@@ -85,9 +85,13 @@ class Dispatcher:
     async def _send(self, batch: list[outbox.Claimed]) -> list[outbox.Outcome]:
         groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
         outcomes: list[outbox.Outcome] = []
+        routes: dict[tuple[str | None, str], str] = {}  # (routed provider, channel) → provider now; once a batch
         for claimed in batch:
             channel = model.Channel(claimed.channel)
-            name = await self.providers.resolve(claimed.provider, channel)
+            route = (claimed.provider, claimed.channel)
+            if route not in routes:
+                routes[route] = await self.providers.resolve(claimed.provider, channel)
+            name = routes[route]
             groups[name].append(
                 (
                     claimed,

@@ -58,9 +58,13 @@ class _Fail(Exception):
         return self
 
 
+def line_column(source: str, position: int) -> tuple[int, int]:
+    """The 1-based line and column of a 0-based ``position`` in ``source`` (templates use it too)."""
+    return source.count("\n", 0, position) + 1, position - source.rfind("\n", 0, position)
+
+
 def _error(source: str, message: str, position: int) -> ExpressionError:
-    line = source.count("\n", 0, position) + 1
-    column = position - source.rfind("\n", 0, position)
+    line, column = line_column(source, position)
     return ExpressionError(message, position=position, line=line, column=column)
 
 

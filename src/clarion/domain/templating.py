@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
-from clarion.domain import errors
+from clarion.domain import errors, expr
 from clarion.domain.expr import Expression, compile_expression
 
 __all__ = [
@@ -83,7 +83,7 @@ class TemplateSyntaxError(errors.ClarionError):
 
 
 def _to_text(value: Any) -> str:
-    """The same rendering as ``render._to_text``: booleans as true/false, lists and dicts as compact JSON."""
+    """How a value reads in text: booleans as true/false, lists and dicts as compact JSON."""
     if type(value) is str:
         return value
     if isinstance(value, bool):
@@ -242,8 +242,7 @@ class _Parser:
     # ----------------------------------------------------------------------------------- positions
 
     def where(self, position: int) -> tuple[int, int]:
-        line = self.source.count("\n", 0, position) + 1
-        return line, position - self.source.rfind("\n", 0, position)
+        return expr.line_column(self.source, position)
 
     def error(self, message: str, position: int) -> TemplateSyntaxError:
         line, column = self.where(position)

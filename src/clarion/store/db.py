@@ -183,11 +183,7 @@ class Database:
             group = [(job, fut) for job, fut in group if not fut.cancelled()]
             if not group:
                 continue
-            jobs = [job for job, _ in group]
-            if self.is_sqlite:
-                outcomes = await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_group, jobs)
-            else:
-                outcomes = await self._async_group(jobs)
+            outcomes = await _grouped([job for job, _ in group], self._transaction)
             for (_, fut), (ok, value) in zip(group, outcomes, strict=True):
                 if fut.done():
                     continue
@@ -196,28 +192,16 @@ class Database:
                 else:
                     fut.set_exception(value)
 
-    def _sqlite_group(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
-        def run(batch: list[Job]) -> list[Any]:
-            with self._sqlite_writer.begin() as sync:
-                return _drive(_run_merged(InlineConnection(sync), batch))
+    async def _transaction(self, jobs: list[Job]) -> list[Any]:
+        """Run ``jobs`` in one write transaction and commit; SQLite's runs whole on the writer thread."""
+        if self.is_sqlite:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_transaction, jobs)
+        async with self._engine.begin() as conn:
+            return await _run_merged(conn, jobs)
 
-        return _grouped(jobs, run)
-
-    async def _async_group(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        if len(jobs) > 1:
-            try:
-                async with self._engine.begin() as conn:
-                    return [(True, r) for r in await _run_merged(conn, jobs)]
-            except Exception:
-                log.debug("grouped write failed; re-running its %d jobs one by one", len(jobs))
-        for job in jobs:
-            try:
-                async with self._engine.begin() as conn:
-                    outcomes.append((True, await job(conn)))
-            except Exception as exc:
-                outcomes.append((False, exc))
-        return outcomes
+    def _sqlite_transaction(self, jobs: list[Job]) -> list[Any]:
+        with self._sqlite_writer.begin() as sync:
+            return _drive(_run_merged(InlineConnection(sync), jobs))
 
     async def close(self) -> None:
         if self._writer_task is not None:
@@ -239,17 +223,17 @@ class Database:
         return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
 
 
-def _grouped(jobs: list[Job], run: Callable[[list[Job]], list[Any]]) -> list[tuple[bool, Any]]:
+async def _grouped(jobs: list[Job], transaction: Callable[[list[Job]], Awaitable[list[Any]]]) -> list[tuple[bool, Any]]:
     """Run ``jobs`` as one transaction; if that fails, each alone, so one bad job fails by itself."""
     if len(jobs) > 1:
         try:
-            return [(True, r) for r in run(jobs)]
+            return [(True, r) for r in await transaction(jobs)]
         except Exception:
             log.debug("grouped write failed; re-running its %d jobs one by one", len(jobs))
     outcomes: list[tuple[bool, Any]] = []
     for job in jobs:
         try:
-            outcomes.append((True, run([job])[0]))
+            outcomes.append((True, (await transaction([job]))[0]))
         except Exception as exc:
             outcomes.append((False, exc))
     return outcomes
