@@ -28,12 +28,32 @@ from clarion.store import tables as t
 PG_ADMIN_URL = os.environ.get("CLARION_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 API_KEY = "clk_test_key_for_the_suite"
+REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def _unavailable(what: str, exc: BaseException) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required in CI but unavailable: {exc!r}", pytrace=False)
     pytest.skip(f"{what} unavailable: {exc!r}")
+
+
+async def connect_redis() -> Any:
+    """A client on the test database, emptied; skips (or fails, in CI) when Redis is not there."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _unavailable("Redis", exc)
+    await client.flushdb()
+    return client
+
+
+async def disconnect_redis(client: Any) -> None:
+    await client.flushdb()
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")
@@ -153,3 +173,19 @@ async def put_template(api: httpx.AsyncClient, key: str, **body: Any) -> dict[st
     response = await api.put(f"/v1/templates/{key}", json=body)
     assert response.status_code in (200, 201), response.text
     return response.json()
+
+
+async def set_policies(clarion: bootstrap.Clarion, **document: Any) -> None:
+    """Store policy settings (a partial document over the defaults), as ``PUT /v1/policies/settings`` would."""
+    from datetime import UTC, datetime
+
+    from clarion.domain.policy import config
+    from clarion.store import policies
+
+    settings = config.PolicySettings.from_json(document)
+
+    async def job(conn: Any) -> None:
+        await policies.save_settings(conn, settings, datetime.now(UTC))
+
+    await clarion.db.write(job)
+    clarion.catalog.invalidate()

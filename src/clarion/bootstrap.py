@@ -10,11 +10,16 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from clarion import apikeys, metrics, worker
+from clarion import apikeys, metrics, unsubscribe, worker
 from clarion.channels import registry
-from clarion.domain import retry
-from clarion.pipeline import catalog, intake
+from clarion.counters import base as counters_base
+from clarion.counters.memory import MemoryCounters
+from clarion.counters.redis import RedisCounters
+from clarion.domain import model, retry
+from clarion.domain.policy.decision import Candidate
+from clarion.pipeline import catalog, intake, policies
 from clarion.settings import Settings
 from clarion.store.db import Database
 
@@ -31,6 +36,9 @@ class Clarion:
     dispatcher: worker.Dispatcher
     metrics: metrics.Metrics
     keys: apikeys.ApiKeys
+    counters: counters_base.Counters
+    policies: policies.PolicyStage
+    secret_key: str
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -57,6 +65,7 @@ class Clarion:
                 await asyncio.gather(*self._workers)
         self._workers = []
         await self.providers.close()
+        await self.counters.close()
         await self.db.close()
 
 
@@ -93,10 +102,50 @@ def build(settings: Settings | None = None) -> Clarion:
         poll_interval=settings.poll_interval,
     )
 
+    counters: counters_base.Counters = (
+        RedisCounters.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryCounters()
+    )
+    stage = policies.PolicyStage(db, the_catalog, counters)
+    secret = secret_key(settings)
     the_intake = intake.Intake(
         db,
         the_catalog,
+        policies=stage,
+        unsubscribe=_unsubscribe_headers(settings.public_url, secret.encode()),
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )
-    return Clarion(settings, db, the_catalog, the_intake, providers, dispatcher, the_metrics, apikeys.ApiKeys(db))
+    return Clarion(
+        settings,
+        db,
+        the_catalog,
+        the_intake,
+        providers,
+        dispatcher,
+        the_metrics,
+        apikeys.ApiKeys(db),
+        counters,
+        stage,
+        secret,
+    )
+
+
+def _unsubscribe_headers(public_url: str, secret: bytes) -> intake.Finisher:
+    """Every marketing e-mail carries a one-click unsubscribe (List-Unsubscribe + List-Unsubscribe-Post)."""
+
+    def finish(candidate: Candidate, content: dict[str, Any]) -> dict[str, Any]:
+        if candidate.channel is not model.Channel.EMAIL or candidate.category is not model.Category.MARKETING:
+            return content
+        links = unsubscribe.links(
+            public_url,
+            secret,
+            user_id=candidate.user.user_id,
+            category=candidate.category.value,
+            channel=candidate.channel.value,
+            address=candidate.address,
+        )
+        return {**content, "headers": links["headers"]}
+
+    return finish

@@ -149,6 +149,7 @@ def send(
     data: Annotated[str, typer.Option(help="JSON object of template data")] = "{}",
     channel: Annotated[list[str] | None, typer.Option(help="restrict to these channels")] = None,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    dedup_key: Annotated[str | None, typer.Option(help="business key: same key, user and channel sent once")] = None,
 ) -> None:
     """Send a template to users, exactly as ``POST /v1/messages`` would; prints the messages as JSON."""
     try:
@@ -158,7 +159,7 @@ def send(
         channels = [model.Channel(c) for c in channel] if channel else None
     except ValueError as exc:
         raise typer.BadParameter(f"--data/--channel: {exc}") from None
-    command = intake.SendCommand(template, users, payload, channels, idempotency_key)
+    command = intake.SendCommand(template, users, payload, channels, idempotency_key, dedup_key)
     try:
         accepted = _run(_with_services(Settings(), lambda s: s.intake.send(command)))
     except errors.InvalidInput as exc:

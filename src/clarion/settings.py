@@ -11,7 +11,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLARION_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///var/clarion.db"
+    #: counters (caps, dedup, the safety valve) shared by several Clarion processes; in-process when unset
     redis_url: str | None = None
+    #: the prefix of Clarion's Redis keys, so several deployments can share one Redis
+    redis_prefix: str = "clarion:"
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = "http://127.0.0.1:8000"

@@ -55,7 +55,7 @@ async def test_same_idempotency_key_with_another_body_is_409(api, clarion: boots
 async def test_different_idempotency_keys_send_twice(api, clarion: bootstrap.Clarion) -> None:
     await setup(api)
     a = await send(api, to="u1", channels=["sms"], idempotency_key="k1")
-    b = await send(api, to="u1", channels=["sms"], idempotency_key="k2")
+    b = await send(api, to="u1", channels=["sms"], data={"order": "A2"}, idempotency_key="k2")
     assert a.json()["messages"][0]["id"] != b.json()["messages"][0]["id"]
     assert "idempotent-replayed" not in b.headers
     assert await drain(clarion) == 2

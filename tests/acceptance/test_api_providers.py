@@ -154,19 +154,21 @@ async def test_configured_account_routes_its_channel_and_delete_restores_default
     api, clarion: bootstrap.Clarion, tmp_path
 ) -> None:
     await put_user(api, "u1", addresses={"sms": "+8613800138000"})
-    await put_template(api, "t", channels={"sms": {"text": "hi"}})
+    await put_template(api, "t", channels={"sms": {"text": "hi {n}"}})
     directory = tmp_path / "vendor"
     assert (
         await put_provider(api, "vendor", channel="sms", kind="file", config={"directory": str(directory)})
     ).status_code == 201
-    first = (await api.post("/v1/messages", json={"template": "t", "to": "u1"})).json()["messages"][0]
+    first = (await api.post("/v1/messages", json={"template": "t", "to": "u1", "data": {"n": 1}})).json()["messages"][0]
     assert await drain(clarion) == 1
     assert len((directory / "sms.jsonl").read_text().splitlines()) == 1
     detail = (await api.get(f"/v1/messages/{first['id']}")).json()
     assert detail["deliveries"][0]["provider"] == "vendor"
 
     assert (await api.delete("/v1/providers/vendor")).status_code == 204
-    second = (await api.post("/v1/messages", json={"template": "t", "to": "u1"})).json()["messages"][0]
+    second = (await api.post("/v1/messages", json={"template": "t", "to": "u1", "data": {"n": 2}})).json()["messages"][
+        0
+    ]
     assert await drain(clarion) == 1
     detail = (await api.get(f"/v1/messages/{second['id']}")).json()
     assert detail["deliveries"][0]["provider"] == "file"

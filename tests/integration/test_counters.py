@@ -8,7 +8,6 @@ its scripts use. Windows are a second or two so the Redis half stays quick.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,9 +18,8 @@ from redis.asyncio import Redis
 from clarion.counters.base import Counters, Hit, HitResult, Limit, Window
 from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
-from tests.conftest import _unavailable
+from tests.conftest import REDIS_URL, connect_redis, disconnect_redis
 
-REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PREFIX = "clarion-test:"
 HOUR = Window("rolling", 3600)
 
@@ -51,23 +49,6 @@ class Clock:
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
-
-
-async def connect_redis() -> Redis:
-    """A client on the test database, emptied; skips (or fails, in CI) when Redis is not there."""
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        _unavailable("Redis", exc)
-    await client.flushdb()
-    return client
-
-
-async def disconnect_redis(client: Redis) -> None:
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture

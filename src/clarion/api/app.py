@@ -17,7 +17,17 @@ from clarion.api.fastlane import FastLane
 from clarion.api.middleware import Authenticate, BodyLimit
 from clarion.api.problems import error_body
 from clarion.api.responses import JSON
-from clarion.api.routes import inbox, messages, providers, system, templates, users
+from clarion.api.routes import (
+    inbox,
+    messages,
+    policies,
+    policy_check,
+    providers,
+    system,
+    templates,
+    unsubscribe,
+    users,
+)
 from clarion.domain import errors
 from clarion.settings import Settings
 
@@ -72,7 +82,7 @@ def create_app(
 
     if clarion is not None:
         app.state.clarion = clarion
-    for module in (users, inbox, templates, messages, providers, system):
+    for module in (users, inbox, templates, messages, providers, policy_check, policies, unsubscribe, system):
         app.include_router(module.router)
 
     def services() -> bootstrap.Clarion:

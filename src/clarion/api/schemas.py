@@ -10,6 +10,7 @@ import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from clarion.domain import model
+from clarion.domain.policy import config
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -133,6 +134,11 @@ class TemplateIn(Strict):
     department: str | None = Field(default=None, max_length=100)
     owner: str | None = Field(default=None, max_length=100)
     channels: Channels
+    policy: dict[str, Any] | None = Field(
+        default=None,
+        description="overrides of the policy settings for this template: exempt_caps (bool), quiet_hours "
+        '(defer|drop|ignore), send_window ("HH:MM-HH:MM"), dedup_seconds; checked by TemplatePolicy.from_json',
+    )
 
 
 class SendIn(Strict):
@@ -141,6 +147,11 @@ class SendIn(Strict):
     data: dict[str, Any] = Field(default_factory=dict)
     channels: list[model.Channel] | None = Field(default=None, min_length=1, description="default: all")
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="a business key (e.g. an order id): deliveries with the same key to the same user and channel "
+        "within the dedup window are sent once, whatever their content",
+    )
 
     def recipients(self) -> list[str]:
         return [self.to] if isinstance(self.to, str) else self.to
@@ -166,6 +177,30 @@ class RuleIn(Strict):
     @classmethod
     def _blank_is_none(cls, v: str | None) -> str | None:
         return v if v and v.strip() else None
+
+
+class SuppressionIn(Strict):
+    user_id: Key | None = None
+    address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)] | None = Field(
+        default=None, description="an e-mail address (compared case-insensitively), phone number, push token or URL"
+    )
+    channel: model.Channel | None = Field(default=None, description="default: every channel")
+    category: model.Category | None = Field(default=None, description="default: every category")
+    reason: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    source: str = Field(default="admin", description=f"one of {', '.join(config.SUPPRESSION_SOURCES)}")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v not in config.SUPPRESSION_SOURCES:
+            raise ValueError(f"must be one of {', '.join(config.SUPPRESSION_SOURCES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _target(self) -> SuppressionIn:
+        if self.user_id is None and self.address is None:
+            raise ValueError("give user_id and/or address")
+        return self
 
 
 class ProviderIn(Strict):

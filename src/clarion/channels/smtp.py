@@ -2,6 +2,8 @@
 
 The delivery id becomes the ``Message-ID`` (``<delivery_id@sender-domain>``) and a ``Clarion-Delivery-Id``
 header, so a re-send after a crash carries the same id and receiving systems can drop the duplicate.
+``content["headers"]`` may add the mailing-list headers (``List-Unsubscribe`` and its RFC 8058 one-click
+``List-Unsubscribe-Post``, ``List-Id``…); no other header can be set that way.
 
 Errors follow SMTP's own split: a 4xx reply is "try again later" (transient), a 5xx reply is a refusal
 (permanent) — for that delivery only, the connection stays up for the rest. Losing the connection, a
@@ -16,8 +18,9 @@ import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import format_datetime, parseaddr
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiosmtplib
 from pydantic import Field, field_validator, model_validator
@@ -28,6 +31,65 @@ from clarion.domain.model import Channel, Outgoing, SendResult
 
 #: failures after which the connection cannot be trusted for the rest of the batch
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError)
+
+
+#: the headers ``content["headers"]`` may set (RFC 2369, 2919, 8058), by lower-case name
+_LIST_HEADERS = {
+    name.lower(): name
+    for name in (
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+        "List-Id",
+        "List-Help",
+        "List-Subscribe",
+        "List-Post",
+        "List-Owner",
+        "List-Archive",
+    )
+}
+_HEADER_LINE_MAX = 998  # RFC 5322 2.1.1, CRLF excluded
+
+
+class _VerbatimHeader(str):
+    """A header value written exactly as given, on one line.
+
+    The e-mail package folds long headers at 78 characters and turns a long word, such as an unsubscribe URL,
+    into RFC 2047 encoded-words, which list headers do not allow and mail clients do not decode: the
+    one-click button would vanish. A value with a ``name`` is a header object to ``email.policy``, written by
+    its own ``fold``; it skips the package's CR/LF check, so ``_list_headers`` admits printable ASCII only.
+    """
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _VerbatimHeader:
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+def _list_headers(headers: Any) -> list[_VerbatimHeader]:
+    """``content["headers"]`` as headers to add; ValueError for a header that is not a list header or a value
+    that is not one line of printable ASCII."""
+    if headers is None:
+        return []
+    if not isinstance(headers, dict):
+        raise ValueError("e-mail 'headers' must be an object of header names to values")
+    result: dict[str, _VerbatimHeader] = {}
+    for raw_name, value in headers.items():
+        name = _LIST_HEADERS.get(str(raw_name).lower())
+        if name is None:
+            raise ValueError(f"header {raw_name!r} cannot be set; allowed: {', '.join(_LIST_HEADERS.values())}")
+        if name in result:
+            raise ValueError(f"header {name!r} given twice")
+        if not isinstance(value, str) or not value.strip() or not all(" " <= c <= "~" for c in value):
+            raise ValueError(f"header {name!r} must be one line of printable ASCII")
+        if len(name) + 2 + len(value) > _HEADER_LINE_MAX:
+            raise ValueError(f"header {name!r} is longer than {_HEADER_LINE_MAX} characters")
+        result[name] = _VerbatimHeader(name, value)
+    return list(result.values())
 
 
 def _reply_error(code: int, message: str) -> SendError:
@@ -93,6 +155,8 @@ class SmtpProvider:
         message["Date"] = format_datetime(datetime.now(UTC))
         message["Message-ID"] = self.message_id(item.delivery_id)
         message["Clarion-Delivery-Id"] = item.delivery_id
+        for header in _list_headers(content.get("headers")):
+            message[header.name] = header
         if text:
             message.set_content(str(text))
             if html:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clarion.domain.policy import config
 
 
 class Category(enum.StrEnum):
@@ -68,6 +71,7 @@ class User:
     timezone: str | None = None
     locale: str | None = None
     addresses: dict[str, Any] = field(default_factory=dict)
+    preferences: config.Preferences | None = None
 
     def address_for(self, channel: Channel) -> Any:
         """The address a channel reaches this user at; inbox needs none but the user id."""
@@ -87,6 +91,7 @@ class Template:
     department: str | None = None
     owner: str | None = None
     version: int = 1
+    policy: config.TemplatePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)

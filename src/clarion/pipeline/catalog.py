@@ -12,8 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from clarion.domain import model, routing
-from clarion.store import records
+from clarion.domain import keywords, model, routing
+from clarion.domain.policy import config
+from clarion.store import policies, records
 from clarion.store import tables as t
 from clarion.store.db import Database
 
@@ -23,6 +24,7 @@ class Catalog:
         self.db = db
         self.ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._compiled: dict[str, keywords.KeywordList] = {}
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -68,3 +70,32 @@ class Catalog:
             return [routing.ProviderChoice(r.name, model.Channel(r.channel), r.enabled) for r in rows]
 
         return await self._cached("providers", "*", load)
+
+    async def policy_settings(self) -> config.PolicySettings:
+        async def load() -> config.PolicySettings:
+            async with self.db.read() as conn:
+                return await policies.load_settings(conn)
+
+        return await self._cached("policy", "settings", load)
+
+    async def caps(self) -> list[config.Cap]:
+        async def load() -> list[config.Cap]:
+            async with self.db.read() as conn:
+                return [cap for cap in await policies.load_caps(conn) if cap.enabled]
+
+        return await self._cached("policy", "caps", load)
+
+    async def keyword_lists(self) -> list[keywords.KeywordList]:
+        """The enabled lists, compiled once per version: a refresh reads only (key, version) and compiles just the
+        lists that changed, so a message only scans its text."""
+
+        async def load() -> list[keywords.KeywordList]:
+            async with self.db.read() as conn:
+                versions = await policies.keyword_list_versions(conn)
+                stale = [k for k, v in versions.items() if k not in self._compiled or self._compiled[k].version != v]
+                for spec in await policies.keyword_list_specs(conn, stale) if stale else []:
+                    self._compiled[spec.key] = spec.compile()
+            self._compiled = {k: v for k, v in self._compiled.items() if k in versions}
+            return [self._compiled[k] for k in sorted(versions) if k in self._compiled]
+
+        return await self._cached("policy", "keyword_lists", load)

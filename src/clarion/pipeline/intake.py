@@ -17,8 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import errors, expr, ids, model, render, routing
-from clarion.pipeline import policy
+from clarion.domain.policy import config
+from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
+from clarion.pipeline.policies import PolicyStage, Verdict
 from clarion.store import loader, outbox
 from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
@@ -33,6 +35,7 @@ class SendCommand:
     data: Mapping[str, Any] = field(default_factory=dict)
     channels: Sequence[model.Channel] | None = None
     idempotency_key: str | None = None
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,31 @@ class _Plan:
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
+    drafts: list[_Draft] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """One planned message between planning and composing: its rows so far and its candidate deliveries."""
+
+    message: dict[str, Any]
+    answer: dict[str, Any]
+    template: model.Template
+    channels: Sequence[model.Channel]
+    data: Mapping[str, Any]
+    user: model.User | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    failed: bool = False
+
+    def fail(self, plan: _Plan, reason: str) -> None:
+        self.failed = True
+        self.message.update(status=model.MessageStatus.FAILED.value, reason=reason)
+        plan.events.append(outbox.event_row(self.message["id"], None, S.FAILED, reason, plan.now))
+        self.answer.update(status=model.MessageStatus.FAILED.value, reason=reason)
+
+
+# Adds what a delivery carries beyond its rendered content (the one-click unsubscribe headers of marketing e-mail).
+Finisher = Callable[[Candidate, dict[str, Any]], dict[str, Any]]
 
 
 def _fingerprint(command: Any) -> str:
@@ -73,7 +101,8 @@ class Intake:
         db: Database,
         catalog: Catalog,
         *,
-        policies: policy.PolicyStage | None = None,
+        policies: PolicyStage,
+        unsubscribe: Finisher | None = None,
         idempotency_window: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_queued: Callable[[int], None] = lambda n: None,
@@ -81,7 +110,8 @@ class Intake:
         self.db = db
         self.users = loader.UserLoader(db)
         self.catalog = catalog
-        self.policies = policies or policy.AllowAll()
+        self.policies = policies
+        self.unsubscribe = unsubscribe
         self.idempotency_window = idempotency_window
         self.clock = clock
         self.on_queued = on_queued
@@ -101,7 +131,10 @@ class Intake:
         users = await self.users.load_many(recipients)
         plan = _Plan(ids.new_id(), self.clock())
         for user_id in recipients:
-            await self._plan_message(plan, template, channels, user_id, users.get(user_id), command.data, "api")
+            self._plan_message(
+                plan, template, channels, user_id, users.get(user_id), command.data, "api", command.dedup_key
+            )
+        await self._compose(plan)
         return await self._commit(
             command, "message", plan, {"request_id": plan.request_id}, stale_key=stored is not None
         )
@@ -131,16 +164,15 @@ class Intake:
                 outcome.update(matched=False, reason="unknown_template")
             elif matched and template is not None:
                 channels = [c for c in (rule.channels or template.channels) if c in template.channels]
-                await self._plan_message(
-                    plan, template, channels, command.user_id, user, command.data, f"rule {rule.key}"
-                )
+                self._plan_message(plan, template, channels, command.user_id, user, command.data, f"rule {rule.key}")
             outcomes.append(outcome)
+        await self._compose(plan)
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
         return await self._commit(command, "event", plan, extra, stale_key=stored is not None)
 
     # -- stages ------------------------------------------------------------------------------------------
 
-    async def _plan_message(
+    def _plan_message(
         self,
         plan: _Plan,
         template: model.Template,
@@ -149,6 +181,7 @@ class Intake:
         user: model.User | None,
         data: Mapping[str, Any],
         source: str,
+        dedup_key: str | None = None,
     ) -> None:
         now = plan.now
         message_id = ids.new_id()
@@ -174,70 +207,98 @@ class Intake:
         )
         answer = {"id": message_id, "user_id": user_id, "template": template.key}
         plan.answers.append(answer)
-
-        def fail(reason: str) -> None:
-            message.update(status=model.MessageStatus.FAILED.value, reason=reason)
-            plan.events.append(outbox.event_row(message_id, None, S.FAILED, reason, now))
-            answer.update(status=model.MessageStatus.FAILED.value, reason=reason)
-
+        draft = _Draft(message, answer, template, channels, data)
         if user is None:
-            return fail("unknown_user")
-        candidates = [policy.Candidate(message_id, user, template, c, now) for c in channels]
-        decisions = await self.policies.decide(candidates)
-        context = render.context_for(user, data)
-        try:
-            contents = {
-                c: render.render(c, template.channels[c], context)
-                for c, d in zip(channels, decisions, strict=True)
-                if not isinstance(d, policy.Drop)
-            }
-        except errors.RenderError as exc:
-            return fail(exc.reason)
+            draft.fail(plan, "unknown_user")
+            return
+        draft.user = user
+        preferences = user.preferences or config.NO_PREFERENCES
+        draft.candidates = [
+            Candidate(message_id, user, template, c, now, user.address_for(c), dedup_key, preferences) for c in channels
+        ]
+        plan.drafts.append(draft)
+
+    async def _compose(self, plan: _Plan) -> None:
+        """Policies, rendering and routing for every planned message of the request, as one batch."""
+        drafts = [d for d in plan.drafts if d.user is not None]
+        candidates = [c for d in drafts for c in d.candidates]
+        if not candidates:
+            return
+        screened = await self.policies.before_render(candidates)
+        contents: list[dict[str, Any] | None] = []
+        decisions = iter(screened.decisions)
+        for draft in drafts:
+            assert draft.user is not None
+            mine = [next(decisions) for _ in draft.candidates]
+            context = render.context_for(draft.user, draft.data)
+            try:
+                rendered = [
+                    None
+                    if isinstance(d, Drop)
+                    else render.render(c.channel, draft.template.channels[c.channel], context)
+                    for c, d in zip(draft.candidates, mine, strict=True)
+                ]
+            except errors.RenderError as exc:
+                draft.fail(plan, exc.reason)
+                rendered = [None] * len(draft.candidates)
+            contents.extend(rendered)
+        verdicts = iter(await self.policies.after_render(screened, contents))
         providers = await self.catalog.provider_choices()
-        statuses = []
-        for channel, decision in zip(channels, decisions, strict=True):
-            delivery_id = ids.new_id()
-            address = user.address_for(channel)
-            run_at = now
-            if isinstance(decision, policy.Drop):
-                status, reason, detail = S.FILTERED, decision.reason, decision.detail or None
-            elif address is None:
-                status, reason, detail = (
-                    S.FILTERED,
-                    f"no_address: the user has no {channel.value} address",
-                    None,
-                )
-            elif isinstance(decision, policy.Defer):
-                status, reason, detail, run_at = (
-                    S.DEFERRED,
-                    decision.reason,
-                    decision.detail or None,
-                    decision.until,
-                )
-            else:
-                status, reason, detail = S.QUEUED, None, None
-            statuses.append(status.value)
-            plan.deliveries.append(
-                {
-                    "id": delivery_id,
-                    "message_id": message_id,
-                    "user_id": user_id,
-                    "channel": channel.value,
-                    "provider": routing.choose_provider(channel, providers),
-                    "address": address,
-                    "content": contents.get(channel),
-                    "status": status.value,
-                    "lane": template.priority.lane,
-                    "run_at": run_at,
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            plan.events.append(outbox.event_row(message_id, delivery_id, status, reason, now, detail))
-        overall = model.message_status(statuses)
-        message["status"] = overall.value
-        answer["status"] = overall.value
+        for draft in drafts:
+            judged = [next(verdicts) for _ in draft.candidates]
+            if draft.failed:
+                continue
+            statuses = [
+                self._delivery(plan, draft, c, v, providers) for c, v in zip(draft.candidates, judged, strict=True)
+            ]
+            overall = model.message_status(statuses)
+            draft.message["status"] = overall.value
+            draft.answer["status"] = overall.value
+
+    def _delivery(
+        self,
+        plan: _Plan,
+        draft: _Draft,
+        candidate: Candidate,
+        verdict: Verdict,
+        providers: Sequence[routing.ProviderChoice],
+    ) -> str:
+        """One delivery row and its first timeline entry, from the policies' verdict; returns its status."""
+        now, decision, content = plan.now, verdict.decision, verdict.content
+        run_at = now
+        detail: dict[str, Any] | None = None
+        if isinstance(decision, Drop):
+            status, reason, content = S.FILTERED, decision.reason, None
+            detail = {"policy": decision.policy, **decision.detail}
+        elif isinstance(decision, Defer):
+            status, reason, run_at = S.DEFERRED, decision.reason, decision.until
+            detail = {"policy": decision.policy, **decision.detail}
+        else:
+            status, reason = S.QUEUED, None
+        if verdict.masked and not isinstance(decision, Drop):
+            detail = {**(detail or {}), "masked": verdict.masked}
+        if content is not None and self.unsubscribe is not None:
+            content = self.unsubscribe(candidate, content)
+        delivery_id = ids.new_id()
+        plan.deliveries.append(
+            {
+                "id": delivery_id,
+                "message_id": candidate.message_id,
+                "user_id": candidate.user.user_id,
+                "channel": candidate.channel.value,
+                "provider": routing.choose_provider(candidate.channel, providers),
+                "address": candidate.address,
+                "content": content,
+                "status": status.value,
+                "lane": candidate.template.priority.lane,
+                "run_at": run_at,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        plan.events.append(outbox.event_row(candidate.message_id, delivery_id, status, reason, now, detail))
+        return status.value
 
     async def _replay(self, command: SendCommand | EventCommand, row: Any = None) -> Accepted | None:
         """The stored answer for a repeated idempotency key (within the window), else None."""

@@ -82,8 +82,20 @@ async def message_detail(conn: AsyncConnection, message_id: str) -> dict[str, An
         **_message(row),
         "data": row.data,
         "timeline": by_delivery.get(None, []),
-        "deliveries": [_delivery(d, by_delivery.get(d.id, [])) for d in deliveries],
+        "deliveries": [_explained(_delivery(d, by_delivery.get(d.id, []))) for d in deliveries],
     }
+
+
+def _explained(delivery: dict[str, Any]) -> dict[str, Any]:
+    """A filtered or deferred delivery says which policy decided, with its parameters and the counts it saw."""
+    if delivery["status"] in ("filtered", "deferred"):
+        for event in reversed(delivery.get("timeline", [])):
+            policy = (event.get("detail") or {}).get("policy")
+            if policy and event["status"] == delivery["status"]:
+                detail = {k: v for k, v in event["detail"].items() if k != "policy"}
+                delivery["decided_by"] = {"policy": policy, "reason": event["reason"], "detail": detail}
+                break
+    return delivery
 
 
 @dataclass(frozen=True, slots=True)

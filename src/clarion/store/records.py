@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
+from clarion.domain.policy import config
 from clarion.store import tables as t
 from clarion.store.db import Database
 
@@ -23,6 +24,7 @@ def user_from_row(row: Any) -> model.User:
         timezone=row.timezone,
         locale=row.locale,
         addresses=row.addresses or {},
+        preferences=config.Preferences.from_json(row.preferences) if row.preferences else None,
     )
 
 
@@ -36,6 +38,7 @@ def template_from_row(row: Any) -> model.Template:
         department=row.department,
         owner=row.owner,
         version=row.version,
+        policy=config.TemplatePolicy.from_json(row.policy) if row.policy else None,
     )
 
 
@@ -88,7 +91,7 @@ async def delete_one(db: Database, table: sa.Table, key: str) -> bool:
 
 
 _PROFILE = sa.select(
-    *(t.users.c[name] for name in ("user_id", "attributes", "tags", "timezone", "locale", "addresses"))
+    *(t.users.c[name] for name in ("user_id", "attributes", "tags", "timezone", "locale", "addresses", "preferences"))
 )
 _USERS_BY_ID = _PROFILE.where(t.users.c.user_id.in_(sa.bindparam("ids", expanding=True)))
 _USER_BY_ID = _PROFILE.where(t.users.c.user_id == sa.bindparam("id"))

@@ -71,6 +71,7 @@ users = sa.Table(
     sa.Column("timezone", sa.String(64)),
     sa.Column("locale", sa.String(35)),
     sa.Column("addresses", JSON, nullable=False),
+    sa.Column("preferences", JSON),
     *_timestamps(),
 )
 
@@ -85,6 +86,7 @@ templates = sa.Table(
     sa.Column("owner", sa.String(100)),
     sa.Column("channels", JSON, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("policy", JSON),
     *_timestamps(),
 )
 
@@ -187,4 +189,49 @@ inbox_items = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("read_at", UTCDateTime()),
     sa.Index(None, "user_id", "created_at"),
+)
+
+# -- policies ------------------------------------------------------------------------------------------------
+
+# The operator's policy settings: one JSON document per key (today only "policies").
+policy_settings = sa.Table(
+    "policy_settings",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("value", JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+caps = sa.Table(
+    "caps",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("definition", JSON, nullable=False),
+    *_timestamps(),
+)
+
+keyword_lists = sa.Table(
+    "keyword_lists",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("action", sa.String(10), nullable=False),
+    sa.Column("words", JSON, nullable=False),
+    sa.Column("case_sensitive", sa.Boolean, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text),
+    *_timestamps(),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("user_id", Key, index=True),
+    sa.Column("address", sa.String(320), index=True),
+    sa.Column("channel", sa.String(20)),
+    sa.Column("category", sa.String(20)),
+    sa.Column("reason", sa.Text),
+    sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )

@@ -41,6 +41,7 @@ async def send(body: schemas.SendIn, clarion: deps.Services) -> JSON:
             data=body.data,
             channels=body.channels,
             idempotency_key=body.idempotency_key,
+            dedup_key=body.dedup_key,
         )
     )
     return _answer(clarion, accepted)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
 from clarion.domain import errors, expr, render
+from clarion.domain.policy import config, decision, keywords
 from clarion.store import records
 from clarion.store import tables as t
 
@@ -28,6 +29,7 @@ def template_json(row: Any) -> dict[str, Any]:
         "owner": row.owner,
         "version": row.version,
         "channels": row.channels,
+        "policy": row.policy,
         "variables": sorted(set().union(*(render.variables(c) for c in row.channels.values()))),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
@@ -38,11 +40,19 @@ def template_json(row: Any) -> dict[str, Any]:
 async def put_template(
     body: schemas.TemplateIn, clarion: deps.Services, response: Response, key: str = KeyPath
 ) -> dict[str, Any]:
-    """Create or replace a template; every change bumps its version (messages record the one they used)."""
-    values = body.model_dump(mode="json", exclude={"channels"})
+    """Create or replace a template; every change bumps its version (messages record the one they used).
+
+    Every text is checked against the enabled keyword lists: a word of a ``block`` list refuses the template
+    (422 ``blocked_keyword`` naming the list, the word and the field); words of ``mask`` lists are allowed
+    (they go out as ``***``) and listed in the answer's ``warnings``. ``policy`` overrides the policy settings
+    for this template: ``exempt_caps``, ``quiet_hours`` (defer|drop|ignore), ``send_window`` ("HH:MM-HH:MM")
+    and ``dedup_seconds``."""
+    values = body.model_dump(mode="json", exclude={"channels", "policy"})
     values["channels"] = body.channels.model_dump(mode="json", exclude_none=True)
     for channel, content in values["channels"].items():
         render.check(content, f"channels.{channel}")
+    values["policy"] = config.TemplatePolicy.from_json(body.policy).to_json() if body.policy is not None else None
+    warnings = await keyword_warnings(clarion, values["channels"])
     now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> bool:
@@ -52,7 +62,25 @@ async def put_template(
     created = await clarion.db.write(job)
     clarion.invalidate()
     response.status_code = 201 if created else 200
-    return template_json(await records.get_one(clarion.db, t.templates, key))
+    return {**template_json(await records.get_one(clarion.db, t.templates, key)), "warnings": warnings}
+
+
+async def keyword_warnings(clarion: deps.Services, channels: dict[str, Any]) -> list[dict[str, str]]:
+    """The mask-list words in ``channels`` (each once per field); raises for a block-list word."""
+    verdict, _, masked = keywords.screen(channels, await clarion.catalog.keyword_lists())
+    if isinstance(verdict, decision.Drop):
+        hit = {
+            "list": verdict.detail["list"],
+            "word": verdict.detail["word"],
+            "field": f"channels.{verdict.detail['field']}",
+        }
+        raise errors.InvalidInput(
+            f"{hit['field']}: contains {hit['word']!r} from the blocked keyword list {hit['list']!r}",
+            code="blocked_keyword",
+            details=hit,
+        )
+    found = {(m["list"], m["word"], f"channels.{m['field']}"): None for m in masked}
+    return [{"list": k, "word": w, "field": f} for k, w, f in found]
 
 
 @router.get("/templates/{key}")

@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
 from clarion.domain import errors
+from clarion.domain.policy import config
 from clarion.store import history, outbox, records
 from clarion.store import tables as t
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=deps.AUTH)
 UserId = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+
+
+def preferences(row: Any) -> config.Preferences:
+    return config.Preferences.from_json(row.preferences) if row.preferences else config.NO_PREFERENCES
 
 
 def user_json(row: Any) -> dict[str, Any]:
@@ -25,6 +30,7 @@ def user_json(row: Any) -> dict[str, Any]:
         "timezone": row.timezone,
         "locale": row.locale,
         "addresses": row.addresses,
+        "preferences": preferences(row).to_json(),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
@@ -95,3 +101,37 @@ async def user_messages(
     flt = history.RecordFilter(status, channel.value if channel else None, template, since, until)
     async with clarion.db.read() as conn:
         return await history.send_record(conn, user_id, flt, limit=limit, before=cursor)
+
+
+@router.get("/{user_id}/preferences")
+async def get_preferences(clarion: deps.Services, user_id: str = UserId) -> dict[str, Any]:
+    """The user's own choices (everything on, consent not given either way, until they say otherwise)."""
+    row = await records.get_one(clarion.db, t.users, user_id)
+    if row is None:
+        raise errors.NotFound("user", user_id)
+    return preferences(row).to_json()
+
+
+@router.put("/{user_id}/preferences")
+async def put_preferences(
+    clarion: deps.Services,
+    user_id: str = UserId,
+    body: dict[str, Any] = Body(..., description="the whole preferences document; what is left out is on"),
+) -> dict[str, Any]:
+    """Replace the user's preferences: ``channels`` ({channel: false} to opt out of a channel),
+    ``categories`` ({category: false}, or {category: {"channels": {channel: false}}} for one pair),
+    ``marketing_consent`` (true/false/null) and ``do_not_disturb`` ("22:00-08:00"). Replacing the profile
+    (``PUT /v1/users/{user_id}``) keeps them."""
+    chosen = config.Preferences.from_json(body)
+
+    async def job(conn: AsyncConnection) -> bool:
+        changed = await conn.execute(
+            t.users.update()
+            .where(t.users.c.user_id == user_id)
+            .values(preferences=chosen.to_json(), updated_at=datetime.now(UTC))
+        )
+        return bool(changed.rowcount)
+
+    if not await clarion.db.write(job):
+        raise errors.NotFound("user", user_id)
+    return chosen.to_json()

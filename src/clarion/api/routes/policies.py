@@ -1,0 +1,216 @@
+"""Policy configuration: settings, frequency caps, keyword lists, suppressions.
+
+Configuration documents (settings, caps, keyword lists) are taken as plain JSON and validated by their domain
+``from_json``, so the API accepts exactly what the stored form can hold and errors name the offending field
+(``{"error": {"code": "invalid_policy", "details": {"field": ...}}}``). Every write forgets the cached
+configuration, so this process applies it to the next message; other processes within the catalog's TTL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Path, Query, Response
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.api import deps, schemas
+from clarion.domain import errors
+from clarion.domain.policy import config
+from clarion.store import policies
+
+router = APIRouter(prefix="/v1", tags=["policies"], dependencies=deps.AUTH)
+KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+Document = Body(..., description="a JSON object; see the fields in the endpoint's description")
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+
+
+@router.get("/policies/settings")
+async def get_settings(clarion: deps.Services) -> dict[str, Any]:
+    """The operator's policy settings (the defaults until a PUT stores some)."""
+    async with clarion.db.read() as conn:
+        return (await policies.load_settings(conn)).to_json()
+
+
+@router.put("/policies/settings")
+async def put_settings(clarion: deps.Services, body: dict[str, Any] = Document) -> dict[str, Any]:
+    """Change some settings: each top-level field given replaces the stored one (``send_windows`` and
+    ``quiet_hours`` are whole tables: a category left out has no window, and quiet hours ``defer``), except
+    ``enabled``, whose switches change one by one. Fields not given keep their stored values. Returns the
+    whole document as stored.
+
+    Fields: ``default_timezone`` (IANA name), ``marketing_consent`` (``opt_out``/``opt_in``),
+    ``send_windows`` ({category: "HH:MM-HH:MM"}), ``quiet_hours`` ({category: defer|drop|ignore}),
+    ``dedup_seconds``, ``safety_valve`` ({limit, window: {unit: day|week} or {seconds}} or null) and
+    ``enabled`` ({policy: bool})."""
+
+    async with clarion.db.read() as conn:
+        _merge(await policies.load_settings(conn), body)  # refused here, before queueing behind other writes
+
+    async def job(conn: AsyncConnection) -> config.PolicySettings:
+        settings = _merge(await policies.load_settings(conn), body)  # onto what is stored at write time
+        await policies.save_settings(conn, settings, datetime.now(UTC))
+        return settings
+
+    settings = await clarion.db.write(job)
+    clarion.catalog.invalidate()
+    return settings.to_json()
+
+
+def _merge(current: config.PolicySettings, change: dict[str, Any]) -> config.PolicySettings:
+    """``change``'s top-level fields over ``current``; ``enabled`` switch by switch."""
+    stored = current.to_json()
+    merged = {**stored, **change}
+    if isinstance(change.get("enabled"), dict):
+        merged["enabled"] = {**stored["enabled"], **change["enabled"]}
+    return config.PolicySettings.from_json(merged)
+
+
+# -- frequency caps ------------------------------------------------------------------------------------------
+
+
+@router.put("/policies/caps/{key}")
+async def put_cap(
+    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Document
+) -> dict[str, Any]:
+    """Create or replace a frequency cap: at most ``limit`` deliveries per user per ``window``
+    (``{"unit": "day"|"week"}`` in the user's calendar, or ``{"seconds": n}`` rolling), counting only
+    ``channel`` and/or ``category`` when given, each department apart with ``per_department``. Optional:
+    ``enabled`` (default true), ``description``."""
+    cap = config.Cap.from_json(key, body)
+    created = await clarion.db.write(lambda conn: policies.put_cap(conn, cap, datetime.now(UTC)))
+    clarion.catalog.invalidate()
+    response.status_code = 201 if created else 200
+    return cap.to_json()
+
+
+@router.get("/policies/caps/{key}")
+async def get_cap(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        cap = await policies.get_cap(conn, key)
+    if cap is None:
+        raise errors.NotFound("cap", key)
+    return cap.to_json()
+
+
+@router.get("/policies/caps")
+async def list_caps(clarion: deps.Services) -> dict[str, Any]:
+    """Every cap, disabled ones included, by key."""
+    async with clarion.db.read() as conn:
+        return {"caps": [cap.to_json() for cap in await policies.load_caps(conn)]}
+
+
+@router.delete("/policies/caps/{key}", status_code=204)
+async def delete_cap(clarion: deps.Services, key: str = KeyPath) -> Response:
+    if not await clarion.db.write(lambda conn: policies.delete_cap(conn, key)):
+        raise errors.NotFound("cap", key)
+    clarion.catalog.invalidate()
+    return Response(status_code=204)
+
+
+# -- keyword lists -------------------------------------------------------------------------------------------
+
+
+def keyword_list_json(spec: policies.KeywordListSpec, *, words: bool = True) -> dict[str, Any]:
+    shown = spec.to_json()
+    shown["word_count"] = len(spec.words)
+    if not words:
+        del shown["words"]
+    return shown
+
+
+@router.put("/keyword-lists/{key}", tags=["keywords"])
+async def put_keyword_list(
+    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Document
+) -> dict[str, Any]:
+    """Create or replace a keyword list: ``action`` (``block`` filters a message containing a word, ``mask``
+    replaces the words with ``***``), ``words`` (matched anywhere, case-insensitively unless
+    ``case_sensitive``), ``enabled`` (default true), ``description``. Every replacement bumps ``version``."""
+    spec = policies.KeywordListSpec.from_json(key, body)
+    stored = await clarion.db.write(lambda conn: policies.put_keyword_list(conn, spec, datetime.now(UTC)))
+    clarion.catalog.invalidate()
+    response.status_code = 201 if stored.version == 1 else 200
+    return keyword_list_json(stored)
+
+
+@router.get("/keyword-lists/{key}", tags=["keywords"])
+async def get_keyword_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        spec = await policies.get_keyword_list(conn, key)
+    if spec is None:
+        raise errors.NotFound("keyword list", key)
+    return keyword_list_json(spec)
+
+
+@router.get("/keyword-lists", tags=["keywords"])
+async def list_keyword_lists(clarion: deps.Services) -> dict[str, Any]:
+    """Every list by key, with ``word_count`` but without its words (a list can hold 100,000): GET the list
+    for them."""
+    async with clarion.db.read() as conn:
+        specs = await policies.keyword_list_specs(conn)
+    return {"keyword_lists": [keyword_list_json(spec, words=False) for spec in specs]}
+
+
+@router.delete("/keyword-lists/{key}", status_code=204, tags=["keywords"])
+async def delete_keyword_list(clarion: deps.Services, key: str = KeyPath) -> Response:
+    if not await clarion.db.write(lambda conn: policies.delete_keyword_list(conn, key)):
+        raise errors.NotFound("keyword list", key)
+    clarion.catalog.invalidate()
+    return Response(status_code=204)
+
+
+# -- suppressions --------------------------------------------------------------------------------------------
+
+
+@router.post("/suppressions", tags=["suppressions"])
+async def add_suppression(body: schemas.SuppressionIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+    """Stop sending to a user or an address (e-mail compared case-insensitively), on every channel and
+    category or only on ``channel``/``category``. With both ``user_id`` and ``address`` the entry names the
+    user. Recording one that already exists (same target, channel and category) returns it with 200."""
+
+    async def job(conn: AsyncConnection) -> tuple[config.Suppression, bool]:
+        return await policies.add_suppression(
+            conn,
+            user_id=body.user_id,
+            address=body.address,
+            channel=body.channel,
+            category=body.category,
+            reason=body.reason,
+            source=body.source,
+            now=datetime.now(UTC),
+        )
+
+    suppression, created = await clarion.db.write(job)
+    clarion.catalog.invalidate()
+    response.status_code = 201 if created else 200
+    return suppression.to_json()
+
+
+@router.get("/suppressions", tags=["suppressions"])
+async def list_suppressions(
+    clarion: deps.Services,
+    user_id: str | None = Query(default=None, min_length=1, max_length=128),
+    address: str | None = Query(default=None, min_length=1, max_length=320),
+    limit: int = Query(default=100, ge=1, le=1000),
+    after: str | None = Query(default=None, max_length=32, description="``next`` of the previous page"),
+) -> dict[str, Any]:
+    """Suppressions oldest first, those of ``user_id`` and/or ``address`` when given; ``next`` is the cursor
+    for the following page (null on the last)."""
+    async with clarion.db.read() as conn:
+        found = await policies.list_suppressions(conn, user_id=user_id, address=address, limit=limit + 1, after=after)
+    page = found[:limit]
+    return {
+        "suppressions": [s.to_json() for s in page],
+        "next": page[-1].id if len(found) > limit else None,
+    }
+
+
+@router.delete("/suppressions/{suppression_id}", status_code=204, tags=["suppressions"])
+async def delete_suppression(
+    clarion: deps.Services, suppression_id: str = Path(min_length=1, max_length=32)
+) -> Response:
+    if not await clarion.db.write(lambda conn: policies.delete_suppression(conn, suppression_id)):
+        raise errors.NotFound("suppression", suppression_id)
+    clarion.catalog.invalidate()
+    return Response(status_code=204)

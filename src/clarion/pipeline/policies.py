@@ -1,0 +1,213 @@
+"""The policy stage runner: loads what the policies need for a whole batch, asks them, and hands back decisions.
+
+It runs in two halves around rendering, because some policies judge the person and the moment and others the
+words:
+
+* ``before_render`` — address, consent and preferences, suppressions, quiet hours. A message dropped here is
+  never rendered. One suppression query serves the whole batch.
+* ``after_render`` — keyword interception on the rendered content, then dedup, frequency caps and the safety
+  valve in ONE counters call for the whole batch (one Lua script on Redis). Only deliveries that are about to
+  be queued (or deferred) are counted.
+
+``check`` runs every policy for a dry run (``POST /v1/policies/check``): nothing is counted or marked, and each
+policy's own answer is reported even when an earlier one already decided.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from clarion.counters import base as counters
+from clarion.domain import timewindows
+from clarion.domain.policy import caps, config, consent, dedup, keywords, quiet_hours, suppression
+from clarion.domain.policy.decision import ALLOW, Candidate, Decision, Defer, Drop, addresses_of, explain
+from clarion.pipeline.catalog import Catalog
+from clarion.store import policies as store
+from clarion.store.db import Database
+
+ADDRESS = "address"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The final decision for one delivery, the content to send (keywords may have masked it) and the masks."""
+
+    decision: Decision
+    content: dict[str, Any] | None = None
+    masked: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Screened:
+    """The first half's result, carried to the second so both use one snapshot of the configuration."""
+
+    candidates: Sequence[Candidate]
+    settings: config.PolicySettings
+    zones: list[ZoneInfo]
+    decisions: list[Decision]
+
+
+class PolicyStage:
+    def __init__(self, db: Database, catalog: Catalog, counters: counters.Counters) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.counters = counters
+
+    # -- before rendering ------------------------------------------------------------------------------------
+
+    async def before_render(self, candidates: Sequence[Candidate]) -> Screened:
+        settings = await self.catalog.policy_settings()
+        zones = [timewindows.resolve_zone(c.user.timezone, settings.default_timezone) for c in candidates]
+        found = await self._suppressions(candidates, settings)
+        decisions: list[Decision] = []
+        for candidate, zone in zip(candidates, zones, strict=True):
+            decision: Decision = _no_address(candidate) if candidate.address is None else ALLOW
+            for name, decide in self._pre_policies(settings, found, zone):
+                if not isinstance(decision, Drop) and settings.on(name):
+                    decision = _combine(decision, decide(candidate))
+            decisions.append(decision)
+        return Screened(candidates, settings, zones, decisions)
+
+    def _pre_policies(
+        self, settings: config.PolicySettings, found: _Suppressions, zone: ZoneInfo
+    ) -> list[tuple[str, Any]]:
+        return [
+            (consent.POLICY, lambda c: consent.decide(c, settings)),
+            (suppression.POLICY, lambda c: suppression.decide(c, found.relevant(c))),
+            (quiet_hours.POLICY, lambda c: quiet_hours.decide(c, settings, zone)),
+        ]
+
+    async def _suppressions(self, candidates: Sequence[Candidate], settings: config.PolicySettings) -> _Suppressions:
+        if not candidates or not settings.on(suppression.POLICY):
+            return _Suppressions([])
+        user_ids = sorted({c.user.user_id for c in candidates})
+        addresses = sorted({config.normalize_address(a) for c in candidates for a in addresses_of(c.address)})
+        async with self.db.read() as conn:
+            return _Suppressions(await store.suppressions_for(conn, user_ids, addresses))
+
+    # -- after rendering -------------------------------------------------------------------------------------
+
+    async def after_render(self, screened: Screened, contents: Sequence[dict[str, Any] | None]) -> list[Verdict]:
+        """``contents[i]`` is candidate i's rendered content (None where it was dropped before rendering)."""
+        settings = screened.settings
+        lists = await self.catalog.keyword_lists() if settings.on(keywords.POLICY) else []
+        cap_list = await self.catalog.caps()
+        verdicts: list[Verdict] = []
+        counted: list[tuple[int, caps.Counted]] = []
+        for i, (candidate, decision, content) in enumerate(
+            zip(screened.candidates, screened.decisions, contents, strict=True)
+        ):
+            if isinstance(decision, Drop) or content is None:
+                verdicts.append(Verdict(decision))
+                continue
+            screen, content, masked = keywords.screen(content, lists)
+            verdict = Verdict(_combine(decision, screen), content, masked)
+            verdicts.append(verdict)
+            if isinstance(verdict.decision, Drop):
+                continue
+            entry = caps.limits_for(candidate, cap_list, settings, screened.zones[i], dedup.key(candidate, content))
+            if entry.limits:
+                counted.append((i, entry))
+        if counted:
+            hits = [entry.hit() for _, entry in counted]
+            results = await self.counters.hit([h for h in hits if h is not None])
+            for (i, entry), result in zip(counted, results, strict=True):
+                verdicts[i].decision = _combine(
+                    verdicts[i].decision, caps.decide(screened.candidates[i], entry, result)
+                )
+        return verdicts
+
+    # -- dry run ---------------------------------------------------------------------------------------------
+
+    async def check(
+        self, candidates: Sequence[Candidate], contents: Sequence[dict[str, Any] | None]
+    ) -> list[dict[str, Any]]:
+        """Every policy's answer for each candidate, without counting or marking anything."""
+        settings = await self.catalog.policy_settings()
+        found = await self._suppressions(candidates, settings)
+        lists = await self.catalog.keyword_lists()
+        cap_list = await self.catalog.caps()
+        reports: list[dict[str, Any]] = []
+        all_steps: list[list[dict[str, Any]]] = []
+        counted: list[caps.Counted] = []
+        for candidate, content in zip(candidates, contents, strict=True):
+            zone = timewindows.resolve_zone(candidate.user.timezone, settings.default_timezone)
+            steps: list[dict[str, Any]] = []  # one entry per policy, in the order they run
+            if candidate.address is None:
+                steps.append({"policy": ADDRESS, **explain(_no_address(candidate))})
+            for name, decide in self._pre_policies(settings, found, zone):
+                steps.append({"policy": name, "enabled": settings.on(name), **explain(decide(candidate))})
+            screened_content = content
+            if content is not None:
+                screen, screened_content, masked = keywords.screen(content, lists)
+                step = {"policy": keywords.POLICY, "enabled": settings.on(keywords.POLICY), **explain(screen)}
+                if masked:
+                    step["masked"] = masked
+                steps.append(step)
+            entry = caps.limits_for(candidate, cap_list, settings, zone, dedup.key(candidate, screened_content))
+            counted.append(entry)
+            reports.append({"channel": candidate.channel.value, "timezone": zone.key, "policies": steps})
+            all_steps.append(steps)
+        hits = [entry.hit() for entry in counted]
+        results = iter(await self.counters.hit([h for h in hits if h is not None], dry_run=True))
+        for report, steps, entry, hit, candidate in zip(reports, all_steps, counted, hits, candidates, strict=True):
+            if hit is None:
+                continue
+            result = next(results)
+            before = [c - 1 if result.allowed else c for c in result.counts]
+            report["counters"] = caps.seen_counts(entry, before)
+            steps.append({"policy": "counters", **explain(caps.decide(candidate, entry, result))})
+        for report, steps in zip(reports, all_steps, strict=True):
+            final: Decision = ALLOW
+            for step in steps:
+                if step.get("enabled", True) and step["decision"] != "allow":
+                    final = _from_step(step)
+                    if isinstance(final, Drop):
+                        break
+            report["decision"] = explain(final)
+        return reports
+
+
+class _Suppressions:
+    """The batch's suppressions, indexed so each candidate sees only its own."""
+
+    def __init__(self, found: Sequence[config.Suppression]) -> None:
+        self.by_user: dict[str, list[config.Suppression]] = defaultdict(list)
+        self.by_address: dict[str, list[config.Suppression]] = defaultdict(list)
+        for s in found:
+            if s.user_id is not None:
+                self.by_user[s.user_id].append(s)
+            elif s.address is not None:
+                self.by_address[s.address].append(s)
+
+    def relevant(self, candidate: Candidate) -> list[config.Suppression]:
+        if not self.by_user and not self.by_address:
+            return []
+        out = list(self.by_user.get(candidate.user.user_id, ()))
+        for address in addresses_of(candidate.address):
+            out.extend(self.by_address.get(config.normalize_address(address), ()))
+        return out
+
+
+def _no_address(candidate: Candidate) -> Drop:
+    return Drop(ADDRESS, f"no_address: the user has no {candidate.channel.value} address", {})
+
+
+def _combine(current: Decision, new: Decision) -> Decision:
+    """A drop wins; of two deferrals the later one; a deferral survives a later allow."""
+    if isinstance(current, Drop) or isinstance(new, Drop):
+        return current if isinstance(current, Drop) else new
+    if isinstance(current, Defer) and isinstance(new, Defer):
+        return current if current.until >= new.until else new
+    return current if isinstance(current, Defer) else new
+
+
+def _from_step(step: dict[str, Any]) -> Decision:
+    if step["decision"] == "drop":
+        return Drop(step["policy"], step["reason"], step.get("detail", {}))
+    return Defer(datetime.fromisoformat(step["until"]), step["policy"], step["reason"], step.get("detail", {}))
