@@ -8,6 +8,11 @@ Prints one JSON line:
 - ``bare_sqlite_rows_per_s``: the same number of message rows written by a bare ``sqlite3`` executemany in one
   transaction (WAL, synchronous=NORMAL) — the ceiling a Python SQLite writer could reach on this machine.
 
+``--policies`` picks the policy configuration: ``off`` (all seven disabled), ``on`` (all seven on, with two
+frequency caps, a 1,000-word block list, a 100-word mask list and 1,000 address suppressions in place), or
+``both`` (the default): each run measures ``off`` then ``on`` on fresh servers, and ``on_vs_off`` gives the
+ratios of the two, run by run (medians over runs).
+
 Run: ``.venv/bin/python bench/triggered.py`` (or ``make bench``); ``--runs 3`` repeats and reports medians.
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -32,6 +38,8 @@ from typing import Any
 import aiohttp
 
 KEY = "clk_bench_key"
+# Every send in a server's life has its own code, so no two are duplicates (dedup would filter them).
+SEQUENCE = itertools.count()
 
 
 def free_port() -> int:
@@ -107,7 +115,7 @@ async def load(
                     await asyncio.sleep(due - now)
                     if time.perf_counter() >= deadline:
                         return
-            body = {"template": "code", "to": f"u{i % users}", "data": {"code": f"{i % 1000000:06d}"}}
+            body = {"template": "code", "to": f"u{i % users}", "data": {"code": f"{next(SEQUENCE):07d}"}}
             t0 = time.perf_counter()
             try:
                 async with session.post(f"{base}/v1/messages", json=body) as r:
@@ -164,7 +172,35 @@ def bare_sqlite(rows: int, directory: Path) -> float:
     return rows / elapsed
 
 
-def run_once(args: argparse.Namespace) -> dict[str, Any]:
+POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
+
+
+async def configure_policies(session: aiohttp.ClientSession, base: str, on: bool) -> None:
+    """``on``: every policy enabled and given something to do; ``off``: every policy disabled."""
+
+    async def put(path: str, body: Any) -> None:
+        async with session.put(f"{base}{path}", json=body) as r:
+            assert r.status in (200, 201), await r.text()
+
+    await put("/v1/policies/settings", {"enabled": dict.fromkeys(POLICIES, on)})
+    if not on:
+        return
+    await put("/v1/policies/caps/sms-day", {"limit": 30, "window": {"unit": "day"}, "channel": "sms"})
+    cap = {"limit": 5, "window": {"unit": "day"}, "channel": "sms", "per_department": True}
+    await put("/v1/policies/caps/sms-dept-day", cap)
+    await put("/v1/keyword-lists/blocked", {"action": "block", "words": [f"blocked{i:04d}" for i in range(1000)]})
+    await put("/v1/keyword-lists/masked", {"action": "mask", "words": [f"rival{i:03d}" for i in range(100)]})
+    sem = asyncio.Semaphore(16)
+
+    async def suppress(i: int) -> None:
+        body = {"address": f"+861390013{i:04d}", "source": "admin"}
+        async with sem, session.post(f"{base}/v1/suppressions", json=body) as r:
+            assert r.status in (200, 201), await r.text()
+
+    await asyncio.gather(*(suppress(i) for i in range(1000)))
+
+
+def run_once(args: argparse.Namespace, policies: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp:
         tmpdir = Path(tmp)
         port = free_port()
@@ -181,7 +217,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         log = (tmpdir / "serve.log").open("wb")
         server = subprocess.Popen([clarion, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            return asyncio.run(measure(args, base, tmpdir))
+            return asyncio.run(measure(args, base, tmpdir, policies))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -191,12 +227,13 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             log.close()
 
 
-async def measure(args: argparse.Namespace, base: str, tmpdir: Path) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, base: str, tmpdir: Path, policies: bool) -> dict[str, Any]:
     await wait_ready(base)
     headers = {"Authorization": f"Bearer {KEY}"}
     connector = aiohttp.TCPConnector(limit=args.clients)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         await setup(session, base, args.users)
+        await configure_policies(session, base, policies)
         await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
         saturated = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=None)
         await asyncio.sleep(3)  # let the workers drain the backlog
@@ -229,13 +266,27 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--policies", choices=("off", "on", "both"), default="both")
     args = parser.parse_args()
-    runs = [run_once(args) for _ in range(args.runs)]
-    result = median_of(runs) if len(runs) > 1 else runs[0]
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.policies]
+    runs = [{("on" if mode else "off"): run_once(args, mode) for mode in modes} for _ in range(args.runs)]
+    if args.policies == "both":
+        for run in runs:
+            run["on_vs_off"] = ratios(run["on"], run["off"])
+    result: dict[str, Any] = median_of(runs) if len(runs) > 1 else runs[0]
     result.update(
         benchmark="triggered", runs=len(runs), clients=args.clients, seconds=args.seconds, cpus=os.cpu_count()
     )
     print(json.dumps(result))
+
+
+def ratios(on: dict[str, Any], off: dict[str, Any]) -> dict[str, float]:
+    """on / off for the figures the policies' cost shows in, measured in the same run."""
+    return {
+        "sends_per_s": round(on["saturated"]["sends_per_s"] / off["saturated"]["sends_per_s"], 3),
+        "accept_p99_ms": round(on["saturated"]["accept_p99_ms"] / off["saturated"]["accept_p99_ms"], 3),
+        "paced_accept_p99_ms": round(on["paced"]["accept_p99_ms"] / off["paced"]["accept_p99_ms"], 3),
+    }
 
 
 if __name__ == "__main__":

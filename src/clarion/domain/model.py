@@ -72,6 +72,8 @@ class User:
     locale: str | None = None
     addresses: dict[str, Any] = field(default_factory=dict)
     preferences: config.Preferences | None = None
+    #: the suppressions of this user and of their addresses, when loaded with the profile (None: not loaded)
+    suppressions: tuple[config.Suppression, ...] | None = None
 
     def address_for(self, channel: Channel) -> Any:
         """The address a channel reaches this user at; inbox needs none but the user id."""

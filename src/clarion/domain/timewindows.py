@@ -22,6 +22,7 @@ wall-clock reading ("start <= local time < end").
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -167,15 +168,21 @@ def calendar_bucket(at: datetime, tz: ZoneInfo, unit: Literal["day", "week"]) ->
         first = local - timedelta(days=local.weekday())
     else:
         raise ValueError(f"invalid calendar unit {unit!r}: expected 'day' or 'week'")
-    start = _to_utc(first, time(0), tz)
-    end = _to_utc(first + step, time(0), tz)
+    start, end = _midnights(first, step, tz)
     # `at` is never before its wall-clock date's midnight (first occurrence, or the end of a gap holding it),
     # but a transition that steps the clock back across midnight (00:01 -> 23:01, America/Goose_Bay until
     # 2010) gives instants after the next midnight the previous date again: follow the instants.
     while at >= end:
         first += step
-        start, end = end, _to_utc(first + step, time(0), tz)
+        start, end = _midnights(first, step, tz)
     return start.timestamp(), round((end - start).total_seconds())
+
+
+@functools.lru_cache(maxsize=4096)
+def _midnights(first: date, step: timedelta, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """Local midnight of ``first`` and of ``first + step``, as UTC: the same for every user of a zone on a day,
+    so computed once (caps ask for it on every delivery)."""
+    return _to_utc(first, time(0), tz), _to_utc(first + step, time(0), tz)
 
 
 def _to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:

@@ -4,7 +4,7 @@ It runs in two halves around rendering, because some policies judge the person a
 words:
 
 * ``before_render`` — address, consent and preferences, suppressions, quiet hours. A message dropped here is
-  never rendered. One suppression query serves the whole batch.
+  never rendered. Suppressions come with the recipients' profiles (``store.loader``), read with them.
 * ``after_render`` — keyword interception on the rendered content, then dedup, frequency caps and the safety
   valve in ONE counters call for the whole batch (one Lua script on Redis). Only deliveries that are about to
   be queued (or deferred) are counted.
@@ -54,9 +54,9 @@ class Screened:
 
 class PolicyStage:
     def __init__(self, db: Database, catalog: Catalog, counters: counters.Counters) -> None:
-        self.db = db
         self.catalog = catalog
         self.counters = counters
+        self.db = db
 
     # -- before rendering ------------------------------------------------------------------------------------
 
@@ -85,10 +85,14 @@ class PolicyStage:
     async def _suppressions(self, candidates: Sequence[Candidate], settings: config.PolicySettings) -> _Suppressions:
         if not candidates or not settings.on(suppression.POLICY):
             return _Suppressions([])
-        user_ids = sorted({c.user.user_id for c in candidates})
-        addresses = sorted({config.normalize_address(a) for c in candidates for a in addresses_of(c.address)})
-        async with self.db.read() as conn:
-            return _Suppressions(await store.suppressions_for(conn, user_ids, addresses))
+        found = {s.id: s for c in candidates for s in c.user.suppressions or ()}
+        unloaded = [c for c in candidates if c.user.suppressions is None]  # users not read through the loader
+        if unloaded:
+            user_ids = sorted({c.user.user_id for c in unloaded})
+            addresses = sorted({config.normalize_address(a) for c in unloaded for a in addresses_of(c.address)})
+            async with self.db.read() as conn:
+                found.update((s.id, s) for s in await store.suppressions_for(conn, user_ids, addresses))
+        return _Suppressions(list(found.values()))
 
     # -- after rendering -------------------------------------------------------------------------------------
 
