@@ -113,7 +113,7 @@ def build(settings: Settings | None = None) -> Clarion:
         db,
         the_catalog,
         policies=stage,
-        unsubscribe=_unsubscribe_headers(settings.public_url, secret.encode()),
+        finishers=[_unsubscribe_headers(settings.public_url, secret.encode())],
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )
@@ -135,7 +135,7 @@ def build(settings: Settings | None = None) -> Clarion:
 def _unsubscribe_headers(public_url: str, secret: bytes) -> intake.Finisher:
     """Every marketing e-mail carries a one-click unsubscribe (List-Unsubscribe + List-Unsubscribe-Post)."""
 
-    def finish(candidate: Candidate, content: dict[str, Any]) -> dict[str, Any]:
+    def finish(candidate: Candidate, delivery_id: str, content: dict[str, Any], rows: Any) -> dict[str, Any]:
         if candidate.channel is not model.Channel.EMAIL or candidate.category is not model.Category.MARKETING:
             return content
         links = unsubscribe.links(

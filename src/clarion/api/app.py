@@ -18,10 +18,13 @@ from clarion.api.middleware import Authenticate, BodyLimit
 from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import (
+    audit,
     inbox,
+    links,
     messages,
     policies,
     policy_check,
+    preview,
     providers,
     system,
     templates,
@@ -82,7 +85,20 @@ def create_app(
 
     if clarion is not None:
         app.state.clarion = clarion
-    for module in (users, inbox, templates, messages, providers, policy_check, policies, unsubscribe, system):
+    for module in (
+        users,
+        inbox,
+        preview,
+        templates,
+        messages,
+        providers,
+        policy_check,
+        policies,
+        audit,
+        unsubscribe,
+        links,
+        system,
+    ):
         app.include_router(module.router)
 
     def services() -> bootstrap.Clarion:

@@ -9,14 +9,14 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import errors, expr, ids, model, render, routing
+from clarion.domain import errors, expr, ids, model, render, routing, sms
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
@@ -63,6 +63,8 @@ class _Plan:
     events: list[dict[str, Any]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
     drafts: list[_Draft] = field(default_factory=list)
+    extra: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)  # rows the finishers add
+    prefix: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,8 +87,18 @@ class _Draft:
         self.answer.update(status=model.MessageStatus.FAILED.value, reason=reason)
 
 
-# Adds what a delivery carries beyond its rendered content (the one-click unsubscribe headers of marketing e-mail).
-Finisher = Callable[[Candidate, dict[str, Any]], dict[str, Any]]
+class Finisher(Protocol):
+    """Adds what a delivery carries beyond its rendered content (the one-click unsubscribe headers of marketing
+    e-mail, short links). It may add rows to the request's transaction through ``rows`` (table → rows), so what
+    it creates is written with the delivery or not at all."""
+
+    def __call__(
+        self,
+        candidate: Candidate,
+        delivery_id: str,
+        content: dict[str, Any],
+        rows: dict[sa.Table, list[dict[str, Any]]],
+    ) -> dict[str, Any]: ...
 
 
 def _fingerprint(command: Any) -> str:
@@ -102,7 +114,7 @@ class Intake:
         catalog: Catalog,
         *,
         policies: PolicyStage,
-        unsubscribe: Finisher | None = None,
+        finishers: Sequence[Finisher] = (),
         idempotency_window: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_queued: Callable[[int], None] = lambda n: None,
@@ -111,25 +123,30 @@ class Intake:
         self.users = loader.UserLoader(db)
         self.catalog = catalog
         self.policies = policies
-        self.unsubscribe = unsubscribe
+        self.finishers = list(finishers)
         self.idempotency_window = idempotency_window
         self.clock = clock
         self.on_queued = on_queued
 
     # -- entry points ------------------------------------------------------------------------------------
 
-    async def send(self, command: SendCommand) -> Accepted:
+    async def send(
+        self, command: SendCommand, *, template: model.Template | None = None, prefix: str | None = None
+    ) -> Accepted:
+        """Send ``command``; ``template`` sends that exact template (a version under review, for a test send)
+        instead of the one the catalog serves for ``command.template``; ``prefix`` (e.g. ``"[TEST] "``) goes in
+        front of every rendered subject, title and text."""
         stored = await self._stored(command.idempotency_key)
         replay = await self._replay(command, stored) if stored else None
         if replay is not None:
             return replay
-        template = await self.catalog.template(command.template)
+        template = template or await self.catalog.template(command.template)
         if template is None:
             raise errors.NotFound("template", command.template)
         channels = _channels_for(template, command.channels)
         recipients = list(dict.fromkeys(command.to))
         users = await self.users.load_many(recipients)
-        plan = _Plan(ids.new_id(), self.clock())
+        plan = _Plan(ids.new_id(), self.clock(), prefix=prefix)
         for user_id in recipients:
             self._plan_message(
                 plan, template, channels, user_id, users.get(user_id), command.data, "api", command.dedup_key
@@ -241,6 +258,8 @@ class Intake:
             except errors.RenderError as exc:
                 draft.fail(plan, exc.reason)
                 rendered = [None] * len(draft.candidates)
+            if plan.prefix:
+                rendered = [_prefixed(c, plan.prefix) if c is not None else None for c in rendered]
             contents.extend(rendered)
         verdicts = iter(await self.policies.after_render(screened, contents))
         providers = await self.catalog.provider_choices()
@@ -277,9 +296,13 @@ class Intake:
             status, reason = S.QUEUED, None
         if verdict.masked and not isinstance(decision, Drop):
             detail = {**(detail or {}), "masked": verdict.masked}
-        if content is not None and self.unsubscribe is not None:
-            content = self.unsubscribe(candidate, content)
         delivery_id = ids.new_id()
+        if content is not None:
+            for finish in self.finishers:
+                content = finish(candidate, delivery_id, content, plan.extra)
+        segments = None
+        if content is not None and candidate.channel is model.Channel.SMS and isinstance(content.get("text"), str):
+            segments = sms.count_segments(content["text"]).count
         plan.deliveries.append(
             {
                 "id": delivery_id,
@@ -293,6 +316,7 @@ class Intake:
                 "lane": candidate.template.priority.lane,
                 "run_at": run_at,
                 "attempts": 0,
+                "segments": segments,
                 "created_at": now,
                 "updated_at": now,
             }
@@ -338,6 +362,7 @@ class Intake:
                 t.messages: plan.messages,
                 t.deliveries: plan.deliveries,
                 t.delivery_events: plan.events,
+                **plan.extra,
             }
         )
         job: Any = inserts
@@ -376,3 +401,10 @@ def _channels_for(template: model.Template, requested: Sequence[model.Channel] |
             },
         )
     return list(dict.fromkeys(requested))
+
+
+_PREFIXED_FIELDS = ("subject", "title", "text")
+
+
+def _prefixed(content: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k: prefix + v if k in _PREFIXED_FIELDS and isinstance(v, str) else v for k, v in content.items()}

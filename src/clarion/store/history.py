@@ -38,6 +38,8 @@ def _delivery(row: Any, timeline: list[dict[str, Any]] | None = None) -> dict[st
         "run_at": _iso(row.run_at),
         "sent_at": _iso(row.sent_at),
     }
+    if row.segments is not None:
+        out["segments"] = row.segments
     if timeline is not None:
         out["timeline"] = timeline
     return out
@@ -50,6 +52,7 @@ def _message(row: Any) -> dict[str, Any]:
         "user_id": row.user_id,
         "template": row.template_key,
         "template_version": row.template_version,
+        "variant": row.variant,
         "category": row.category,
         "priority": row.priority,
         "status": row.status,

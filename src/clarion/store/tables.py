@@ -87,7 +87,44 @@ templates = sa.Table(
     sa.Column("channels", JSON, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("policy", JSON),
+    sa.Column("variants", JSON),  # A/B variants of the content with their weights
+    # the version sends use where the template's category needs approval (None: none approved yet)
+    sa.Column("live_version", sa.Integer),
     *_timestamps(),
+)
+
+# Every saved state of a template, kept for diffs, approval and to know what a message was rendered from.
+template_versions = sa.Table(
+    "template_versions",
+    metadata,
+    sa.Column("template_key", Key, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("body", JSON, nullable=False),  # the template as saved: name, category, channels, variants, ...
+    sa.Column("status", sa.String(20), nullable=False),  # draft | pending_review | approved | rejected
+    sa.Column("author", Key),
+    sa.Column("approvals", JSON, nullable=False),  # [{"level", "by", "at", "comment"}]
+    sa.Column("comment", sa.Text),
+    *_timestamps(),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", Key),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),  # e.g. "template:welcome@3"
+    sa.Column("detail", JSON),
+    sa.Index(None, "subject", "at"),
+)
+
+test_recipients = sa.Table(
+    "test_recipients",
+    metadata,
+    sa.Column("user_id", Key, primary_key=True),
+    sa.Column("note", sa.String(200)),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 rules = sa.Table(
@@ -137,6 +174,7 @@ messages = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("reason", sa.Text),
     sa.Column("data", JSON, nullable=False),
+    sa.Column("variant", sa.String(64)),
     *_timestamps(),
     sa.Index(None, "user_id", "created_at"),
 )
@@ -160,6 +198,7 @@ deliveries = sa.Table(
     sa.Column("provider_message_id", sa.String(300)),
     sa.Column("last_error", sa.Text),
     sa.Column("sent_at", UTCDateTime()),
+    sa.Column("segments", sa.SmallInteger),  # SMS: billed segments of the rendered text
     *_timestamps(),
     # the outbox: what workers claim, in lane order
     sa.Index("ix_deliveries_claim", "status", "lane", "run_at"),
@@ -233,5 +272,21 @@ suppressions = sa.Table(
     sa.Column("category", sa.String(20)),
     sa.Column("reason", sa.Text),
     sa.Column("source", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# -- short links -----------------------------------------------------------------------------------------------
+
+short_links = sa.Table(
+    "short_links",
+    metadata,
+    sa.Column("code", sa.String(16), primary_key=True),
+    sa.Column("delivery_id", Id, nullable=False, index=True),
+    sa.Column("message_id", Id, nullable=False),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("clicks", sa.Integer, nullable=False),
+    sa.Column("first_clicked_at", UTCDateTime()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
