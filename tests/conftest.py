@@ -189,3 +189,19 @@ async def set_policies(clarion: bootstrap.Clarion, **document: Any) -> None:
 
     await clarion.db.write(job)
     clarion.catalog.invalidate()
+
+
+async def set_approval(clarion: bootstrap.Clarion, **document: Any) -> None:
+    """Store the approval settings, as ``PUT /v1/approval/settings`` would (``levels={}``: nothing needs review)."""
+    from datetime import UTC, datetime
+
+    from clarion.domain import approval
+    from clarion.store import templates
+
+    settings = approval.Settings.from_json(document)
+
+    async def job(conn: Any) -> None:
+        await templates.save_settings(conn, settings, datetime.now(UTC))
+
+    await clarion.db.write(job)
+    clarion.catalog.invalidate()

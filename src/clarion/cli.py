@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from clarion import bootstrap
+from clarion import apikeys, bootstrap
 from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
@@ -135,10 +135,20 @@ def worker(
 
 
 @apikey.command("create")
-def apikey_create(name: Annotated[str, typer.Argument(help="who or what uses the key")]) -> None:
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="who or what uses the key")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option(help=f"a role of the key, repeatable: {', '.join(apikeys.ROLES)} (default: admin)"),
+    ] = None,
+) -> None:
     """Create an API key and print it. It is stored hashed: this is the only time it is shown."""
+    try:
+        roles = apikeys.roles_from(role)
+    except errors.InvalidInput as exc:
+        raise typer.BadParameter(exc.message, param_hint="--role") from None
     settings = Settings()
-    key = _run(_with_services(settings, lambda s: s.keys.create(name)))
+    key = _run(_with_services(settings, lambda s: s.keys.create(name, roles)))
     typer.echo(key)
 
 

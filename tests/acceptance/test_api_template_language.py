@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clarion import bootstrap
-from tests.conftest import drain, put_template, put_user, set_policies, sink
+from tests.conftest import drain, put_template, put_user, set_approval, set_policies, sink
 
 
 async def test_a_template_with_a_syntax_error_is_refused_with_its_position(api, clarion: bootstrap.Clarion) -> None:
@@ -26,6 +26,7 @@ async def test_a_template_with_a_syntax_error_is_refused_with_its_position(api, 
 
 async def test_conditions_and_filters_are_rendered_per_user(api, clarion: bootstrap.Clarion) -> None:
     await set_policies(clarion, send_windows={})  # marketing at any hour: this test is about rendering
+    await set_approval(clarion, levels={})  # and sendable once saved
     await put_user(api, "vip", attributes={"name": "li", "level": 5}, addresses={"sms": "+8613800138000"})
     await put_user(api, "new", attributes={"level": 1}, addresses={"sms": "+8613800138001"})
     template = await put_template(

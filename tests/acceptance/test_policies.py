@@ -19,9 +19,25 @@ import pytest
 from clarion import bootstrap
 from clarion.api.app import create_app
 from clarion.settings import Settings
-from tests.conftest import API_KEY, REDIS_URL, connect_redis, disconnect_redis, drain, put_template, put_user, sink
+from tests.conftest import (
+    API_KEY,
+    REDIS_URL,
+    connect_redis,
+    disconnect_redis,
+    drain,
+    put_template,
+    put_user,
+    set_approval,
+    sink,
+)
 
 PHONE = "+8613800138000"
+
+
+@pytest.fixture(autouse=True)
+async def _no_review(clarion: bootstrap.Clarion) -> None:
+    """Marketing templates here are sendable once saved: review is tested in test_template_versions."""
+    await set_approval(clarion, levels={})
 
 
 @pytest.fixture(params=["memory", "redis"])

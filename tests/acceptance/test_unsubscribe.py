@@ -16,11 +16,17 @@ from clarion import bootstrap
 from clarion.api.app import create_app
 from clarion.domain.policy import config
 from clarion.store import policies as store_policies
-from tests.conftest import drain, put_template, put_user, sink
+from tests.conftest import drain, put_template, put_user, set_approval, sink
 
 EMAIL = "li@example.com"
 PHONE = "+8613800138000"
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click", "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+
+
+@pytest.fixture(autouse=True)
+async def _no_review(clarion: bootstrap.Clarion) -> None:
+    """Marketing templates here are sendable once saved: review is tested in test_template_versions."""
+    await set_approval(clarion, levels={})
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from clarion.pipeline import intake
 from clarion.store import outbox
 from clarion.store import tables as t
 from clarion.store.db import Database
-from tests.conftest import drain, put_template, set_policies, sink
+from tests.conftest import drain, put_template, set_approval, set_policies, sink
 
 S = model.DeliveryStatus
 PHONE = "+8613800138000"
@@ -119,6 +119,7 @@ async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion
 ) -> None:
     await set_policies(clarion, send_windows={})  # the backlog is queued at any hour of the test run
+    await set_approval(clarion, levels={})
     await sms_template(api, "promo", "marketing", "low")
     await sms_template(api, "digest", "notification", "normal")
     await sms_template(api, "code", "verification", "urgent")

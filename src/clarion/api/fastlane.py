@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clarion.api import problems, schemas
 from clarion.api.responses import JSON
 from clarion.api.routes import messages
-from clarion.domain import errors
+from clarion.domain import approval, errors
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -48,6 +48,7 @@ class FastLane:
                 break
         model, handler = route
         try:
+            approval.require(scope["state"]["caller"].roles, approval.SEND)  # a key that may send
             body = model.model_validate_json(b"".join(chunks))
             response = await handler(body, self.services())
         except pydantic.ValidationError as exc:

@@ -12,9 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from clarion.domain import keywords, model, routing
+from clarion.domain import approval, keywords, model, routing
 from clarion.domain.policy import config
-from clarion.store import policies, records
+from clarion.store import policies, records, templates
 from clarion.store import tables as t
 from clarion.store.db import Database
 
@@ -40,19 +40,41 @@ class Catalog:
         return value
 
     async def template(self, key: str) -> model.Template | None:
-        async def load() -> model.Template | None:
-            row = await records.get_one(self.db, t.templates, key)
-            return records.template_from_row(row) if row else None
+        """What sends of ``key`` use: its live (approved) version where its category needs approval, otherwise
+        its latest; None for an unknown key. Raises ``approval.NotApproved`` (409 ``not_approved``) for a template
+        that needs approval and has none approved yet. One query per load."""
+        settings = await self.approval_settings()
 
-        return await self._cached("template", key, load)
+        async def load() -> model.Template | approval.NotApproved | None:
+            async with self.db.read() as conn:
+                row = await templates.sendable_row(conn, key)
+            if row is None:
+                return None
+            return templates.sendable(row, settings) or approval.NotApproved(key)
+
+        found = await self._cached("template", key, load)
+        if isinstance(found, approval.NotApproved):
+            raise approval.NotApproved(key)
+        return found
 
     async def templates(self, keys: Sequence[str]) -> dict[str, model.Template]:
+        """The sendable templates among ``keys``; unknown and not yet approved ones are left out."""
         found = {}
         for key in set(keys):
-            template = await self.template(key)
+            try:
+                template = await self.template(key)
+            except approval.NotApproved:
+                continue
             if template is not None:
                 found[key] = template
         return found
+
+    async def approval_settings(self) -> approval.Settings:
+        async def load() -> approval.Settings:
+            async with self.db.read() as conn:
+                return await templates.load_settings(conn)
+
+        return await self._cached("approval", "settings", load)
 
     async def rules(self, event: str) -> list[model.Rule]:
         async def load() -> list[model.Rule]:

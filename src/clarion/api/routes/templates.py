@@ -1,25 +1,30 @@
-"""Templates (what to say, per channel) and trigger rules (which event sends which template)."""
+"""Templates (what to say, per channel) and trigger rules (which event sends which template).
+
+Every PUT saves a new version of the template; what happens to it — review, approval, test sends — is
+``routes.template_versions``. Writes need the ``editor`` role (or ``admin``) and are in the audit log."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
-from clarion.domain import errors, expr, render
+from clarion.domain import approval, errors, expr, render
 from clarion.domain.policy import config, decision, keywords
 from clarion.store import records
 from clarion.store import tables as t
+from clarion.store import templates as template_store
 
 router = APIRouter(prefix="/v1", tags=["templates"], dependencies=deps.AUTH)
 KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
 
 
 def template_json(row: Any) -> dict[str, Any]:
+    """A template as stored (its latest version), with ``status`` (the latest version's) and ``live_version``
+    (the version sends use where approval is required)."""
     return {
         "key": row.key,
         "name": row.name,
@@ -28,67 +33,85 @@ def template_json(row: Any) -> dict[str, Any]:
         "department": row.department,
         "owner": row.owner,
         "version": row.version,
+        "live_version": row.live_version,
+        "status": row.status,
         "channels": row.channels,
+        "variants": row.variants,
         "policy": row.policy,
-        "variables": sorted(set().union(*(render.variables(c) for c in row.channels.values()))),
+        "variables": sorted(
+            set().union(*(render.variables(c) for _, c in render.contents(row.channels, row.variants)))
+        ),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
 
 
+async def _template_row(clarion: deps.Services, key: str) -> Any:
+    async with clarion.db.read() as conn:
+        rows = await template_store.template_rows(conn, key=key)
+    if not rows:
+        raise errors.NotFound("template", key)
+    return rows[0]
+
+
 @router.put("/templates/{key}")
 async def put_template(
-    body: schemas.TemplateIn, clarion: deps.Services, response: Response, key: str = KeyPath
+    body: schemas.TemplateIn, clarion: deps.Services, caller: deps.Caller, response: Response, key: str = KeyPath
 ) -> dict[str, Any]:
-    """Create or replace a template; every change bumps its version (messages record the one they used).
+    """Create or replace a template; every change saves a new version (messages record the one they used).
+    The answer's ``status`` is the new version's: ``approved`` (live now) where the category needs no approval,
+    otherwise ``draft`` (submit it for review; sends keep using ``live_version``). Needs ``editor`` or ``admin``.
 
     Every text is checked against the enabled keyword lists: a word of a ``block`` list refuses the template
     (422 ``blocked_keyword`` naming the list, the word and the field); words of ``mask`` lists are allowed
     (they go out as ``***``) and listed in the answer's ``warnings``. ``policy`` overrides the policy settings
     for this template: ``exempt_caps``, ``quiet_hours`` (defer|drop|ignore), ``send_window`` ("HH:MM-HH:MM")
     and ``dedup_seconds``."""
+    approval.require(caller.roles, approval.EDIT)
     values = body.model_dump(mode="json", exclude={"channels", "policy"})
     values["channels"] = body.channels.model_dump(mode="json", exclude_none=True)
     for channel, content in values["channels"].items():
         render.check(content, f"channels.{channel}")
     values["policy"] = config.TemplatePolicy.from_json(body.policy).to_json() if body.policy is not None else None
-    warnings = await keyword_warnings(clarion, values["channels"])
+    warnings = await keyword_warnings(clarion, dict(render.contents(values["channels"], values.get("variants"))))
     now = datetime.now(UTC)
 
-    async def job(conn: AsyncConnection) -> bool:
-        current = (await conn.execute(sa.select(t.templates.c.version).where(t.templates.c.key == key))).scalar()
-        return await records.upsert(clarion.db, conn, t.templates, key, {**values, "version": (current or 0) + 1}, now)
+    async def job(conn: AsyncConnection) -> template_store.Saved:
+        settings = await template_store.load_settings(conn)
+        saved = await template_store.save(conn, key, values, author=caller.name, settings=settings, now=now)
+        await template_store.audit(
+            conn,
+            actor=caller.name,
+            action="template.save",
+            subject=template_store.subject(key, saved.version),
+            at=now,
+            detail={"status": saved.status.value, "live_version": saved.live_version},
+        )
+        return saved
 
-    created = await clarion.db.write(job)
+    saved = await clarion.db.write(job)
     clarion.invalidate()
-    response.status_code = 201 if created else 200
-    return {**template_json(await records.get_one(clarion.db, t.templates, key)), "warnings": warnings}
+    response.status_code = 201 if saved.created else 200
+    return {**template_json(await _template_row(clarion, key)), "warnings": warnings}
 
 
-async def keyword_warnings(clarion: deps.Services, channels: dict[str, Any]) -> list[dict[str, str]]:
-    """The mask-list words in ``channels`` (each once per field); raises for a block-list word."""
-    verdict, _, masked = keywords.screen(channels, await clarion.catalog.keyword_lists())
+async def keyword_warnings(clarion: deps.Services, contents: dict[str, Any]) -> list[dict[str, str]]:
+    """The mask-list words in ``contents`` ({field: content}, each once per field); raises for a block-list word."""
+    verdict, _, masked = keywords.screen(contents, await clarion.catalog.keyword_lists())
     if isinstance(verdict, decision.Drop):
-        hit = {
-            "list": verdict.detail["list"],
-            "word": verdict.detail["word"],
-            "field": f"channels.{verdict.detail['field']}",
-        }
+        hit = {"list": verdict.detail["list"], "word": verdict.detail["word"], "field": verdict.detail["field"]}
         raise errors.InvalidInput(
             f"{hit['field']}: contains {hit['word']!r} from the blocked keyword list {hit['list']!r}",
             code="blocked_keyword",
             details=hit,
         )
-    found = {(m["list"], m["word"], f"channels.{m['field']}"): None for m in masked}
+    found = {(m["list"], m["word"], m["field"]): None for m in masked}
     return [{"list": k, "word": w, "field": f} for k, w, f in found]
 
 
 @router.get("/templates/{key}")
 async def get_template(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    row = await records.get_one(clarion.db, t.templates, key)
-    if row is None:
-        raise errors.NotFound("template", key)
-    return template_json(row)
+    return template_json(await _template_row(clarion, key))
 
 
 @router.get("/templates")
@@ -97,7 +120,8 @@ async def list_templates(
     limit: int = Query(default=100, ge=1, le=1000),
     cursor: str | None = Query(default=None, max_length=128),
 ) -> dict[str, Any]:
-    rows = await records.list_all(clarion.db, t.templates, limit=limit + 1, after=cursor)
+    async with clarion.db.read() as conn:
+        rows = await template_store.template_rows(conn, limit=limit + 1, after=cursor)
     page = rows[:limit]
     return {
         "templates": [template_json(r) for r in page],
@@ -106,11 +130,27 @@ async def list_templates(
 
 
 @router.delete("/templates/{key}", status_code=204)
-async def delete_template(clarion: deps.Services, key: str = KeyPath) -> Response:
-    if not await records.delete_one(clarion.db, t.templates, key):
+async def delete_template(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    """Delete a template. Its versions are kept (messages name the version they were rendered from, and the
+    audit log its reviews); saving the key again continues their numbering."""
+    approval.require(caller.roles, approval.EDIT)
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        deleted = await template_store.delete(conn, key)
+        if deleted:
+            await template_store.audit(
+                conn, actor=caller.name, action="template.delete", subject=template_store.subject(key), at=now
+            )
+        return deleted
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("template", key)
     clarion.invalidate()
     return Response(status_code=204)
+
+
+# -- rules ---------------------------------------------------------------------------------------------------
 
 
 def rule_json(row: Any) -> dict[str, Any]:
@@ -128,10 +168,11 @@ def rule_json(row: Any) -> dict[str, Any]:
 
 @router.put("/rules/{key}", tags=["rules"])
 async def put_rule(
-    body: schemas.RuleIn, clarion: deps.Services, response: Response, key: str = KeyPath
+    body: schemas.RuleIn, clarion: deps.Services, caller: deps.Caller, response: Response, key: str = KeyPath
 ) -> dict[str, Any]:
-    """Create or replace a trigger rule. The condition is compiled now: a bad one is refused with its
-    position, so it can never fail silently at send time."""
+    """Create or replace a trigger rule (``editor`` or ``admin``). The condition is compiled now: a bad one is
+    refused with its position, so it can never fail silently at send time."""
+    approval.require(caller.roles, approval.EDIT)
     if body.condition:
         try:
             expr.compile_expression(body.condition)
@@ -191,7 +232,8 @@ async def list_rules(clarion: deps.Services, event: str | None = Query(default=N
 
 
 @router.delete("/rules/{key}", status_code=204, tags=["rules"])
-async def delete_rule(clarion: deps.Services, key: str = KeyPath) -> Response:
+async def delete_rule(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    approval.require(caller.roles, approval.EDIT)
     if not await records.delete_one(clarion.db, t.rules, key):
         raise errors.NotFound("rule", key)
     clarion.invalidate()

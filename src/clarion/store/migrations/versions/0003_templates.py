@@ -92,6 +92,62 @@ def upgrade() -> None:
             )
         )
 
+    _backfill_versions()
+
+
+# The body fields a version keeps: the template's content columns (as in store.templates.save).
+_BODY = ("name", "category", "priority", "department", "owner", "channels", "policy", "variants")
+
+
+def _backfill_versions() -> None:
+    """Every template saved before versions existed gets its current state as its approved, live version, so
+    what was being sent goes on being sent."""
+    json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    when = clarion.store.tables.UTCDateTime()
+    templates = sa.table(
+        "templates",
+        *(sa.column(name, json if name in ("channels", "policy", "variants") else None) for name in _BODY),
+        sa.column("key"),
+        sa.column("version"),
+        sa.column("live_version"),
+        sa.column("created_at", when),
+        sa.column("updated_at", when),
+    )
+    versions = sa.table(
+        "template_versions",
+        sa.column("template_key"),
+        sa.column("version"),
+        sa.column("body", json),
+        sa.column("status"),
+        sa.column("author"),
+        sa.column("approvals", json),
+        sa.column("comment"),
+        sa.column("created_at", when),
+        sa.column("updated_at", when),
+    )
+    bind = op.get_bind()
+    rows = bind.execute(sa.select(templates)).all()
+    if not rows:
+        return
+    bind.execute(
+        versions.insert(),
+        [
+            {
+                "template_key": row.key,
+                "version": row.version,
+                "body": {name: getattr(row, name) for name in _BODY},
+                "status": "approved",
+                "author": None,
+                "approvals": [],
+                "comment": "existing before versions were kept",
+                "created_at": row.updated_at,
+                "updated_at": row.updated_at,
+            }
+            for row in rows
+        ],
+    )
+    bind.execute(templates.update().values(live_version=templates.c.version))
+
 
 def downgrade() -> None:
 
