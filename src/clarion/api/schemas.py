@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from clarion.domain import model
+from clarion.domain import adapt, errors, model, render
 from clarion.domain.policy import config
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^\S+$")]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -27,6 +39,10 @@ class Addresses(Strict):
         default=None, max_length=20
     )
     webhook: str | None = Field(default=None, max_length=2048)
+    wechat: AccountId | None = Field(default=None, description="the user's openid with the official account")
+    wecom: AccountId | None = Field(default=None, description="the user's WeCom userid")
+    dingtalk: AccountId | None = Field(default=None, description="the user's DingTalk userid")
+    feishu: AccountId | None = Field(default=None, description="the user's Feishu open_id")
 
     @field_validator("email")
     @classmethod
@@ -78,9 +94,49 @@ class UserIn(Strict):
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+LinkType = Literal["h5", "native", "miniprogram"]
+AppId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+Signature = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=2, max_length=20, pattern=r"^【?[^【】{}<>$]+】?$")
+]
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://\S*$")
+_TEMPLATED = ("{", "${", "<#")
+
+
+def link_type(url: str | None, given: str | None, appid: str | None) -> str | None:
+    """The link type of ``url`` (``given`` or inferred from the url); ValueError when they do not fit.
+
+    h5 is an http(s) page, native a deep link into the app (``scheme://…``, the scheme the client defines),
+    miniprogram a page path of the WeChat mini program ``appid``. A url that starts with a placeholder is only
+    known at send time: its type is ``given`` or h5."""
+    if url is None:
+        if given is not None or appid is not None:
+            raise ValueError("link_type and appid need a url")
+        return None
+    templated = url.lstrip().startswith(_TEMPLATED)
+    scheme = _SCHEME.match(url)
+    kind = given or ("h5" if templated or (scheme and scheme[1].lower() in ("http", "https")) else None)
+    kind = kind or ("native" if scheme else None)
+    if kind is None:
+        raise ValueError("give link_type: the url is neither an http(s) page nor an app deep link (scheme://)")
+    if (kind == "miniprogram") != (appid is not None):
+        raise ValueError("a miniprogram link needs appid, and only a miniprogram link takes one")
+    if templated:
+        return kind
+    if kind == "h5" and not (scheme and scheme[1].lower() in ("http", "https")):
+        raise ValueError("an h5 link needs an http(s) url")
+    if kind == "native" and not (scheme and scheme[1].lower() not in ("http", "https")):
+        raise ValueError("a native link needs an app deep link (scheme://path), not a web page")
+    if kind == "miniprogram" and (scheme or re.search(r"\s", url)):
+        raise ValueError("a miniprogram link needs a page path (pages/index?x=1), not a url")
+    return kind
 
 
 class EmailContent(Strict):
+    """html alone is enough: a plain-text alternative is made from it when the e-mail is sent."""
+
     subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
     text: Text | None = None
     html: Text | None = None
@@ -94,12 +150,46 @@ class EmailContent(Strict):
 
 class SmsContent(Strict):
     text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    signature: Signature | None = Field(
+        default=None, description="the brand put in front of the text as 【Brand】; default: the default content's"
+    )
 
 
 class CardContent(Strict):
-    title: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    title: Title
     body: Text
-    url: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    url: Url | None = None
+
+
+class PushContent(Strict):
+    """Title and body are cut to the push platforms' limits when sent; the url opens as ``link_type``."""
+
+    title: Title
+    body: Text
+    url: Url | None = None
+    link_type: LinkType | None = Field(default=None, description="h5 | native | miniprogram; default: from the url")
+    appid: AppId | None = Field(default=None, description="the WeChat mini program of a miniprogram link")
+
+    @model_validator(mode="after")
+    def _link(self) -> PushContent:
+        self.link_type = link_type(self.url, self.link_type, self.appid)  # type: ignore[assignment]
+        return self
+
+
+class DefaultContent(Strict):
+    """One content that the channels listed in ``targets`` (or given as ``{}``) are adapted from."""
+
+    title: Title
+    body: Text
+    url: Url | None = None
+    link_type: LinkType | None = Field(default=None, description="how push opens the url; default: from the url")
+    appid: AppId | None = None
+    signature: Signature | None = Field(default=None, description="the SMS signature, sent as 【signature】")
+
+    @model_validator(mode="after")
+    def _link(self) -> DefaultContent:
+        self.link_type = link_type(self.url, self.link_type, self.appid)  # type: ignore[assignment]
+        return self
 
 
 class WebhookContent(Strict):
@@ -113,18 +203,131 @@ class WebhookContent(Strict):
         return v
 
 
-class Channels(Strict):
+class MiniProgram(Strict):
+    appid: AppId
+    pagepath: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class WechatContent(Strict):
+    """A WeChat official-account template message: the template registered with WeChat and its fields."""
+
+    template_id: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")]
+    fields: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.]+$")],
+        Annotated[str, StringConstraints(max_length=2000)],
+    ] = Field(min_length=1, max_length=50, description="the template's fields by name, e.g. thing1, time2")
+    url: Url | None = Field(default=None, description="the h5 page the message opens")
+    miniprogram: MiniProgram | None = Field(default=None, description="the mini program page it opens instead")
+
+    @field_validator("url")
+    @classmethod
+    def _h5(cls, v: str | None) -> str | None:
+        if v is not None and link_type(v, None, None) != "h5":
+            raise ValueError("a WeChat template message opens an http(s) page")
+        return v
+
+
+class MarkdownContent(Strict):
+    """A WeCom or Feishu chat message; ``title`` is the notification preview."""
+
+    title: Title | None = None
+    markdown: Text
+
+
+class DingTalkContent(MarkdownContent):
+    title: Title  # DingTalk shows it in the notification and requires it
+
+
+Adapted = {str(c) for c in adapt.ADAPTABLE}
+
+
+class ChannelContents(Strict):
+    """Content per channel. A channel given as ``{}`` or listed in ``targets`` is adapted from ``default``; a
+    channel's own content replaces the default for that channel. Stored with adapted channels as ``{}``."""
+
+    default: DefaultContent | None = None
     email: EmailContent | None = None
     sms: SmsContent | None = None
-    push: CardContent | None = None
+    push: PushContent | None = None
     inbox: CardContent | None = None
     webhook: WebhookContent | None = None
+    wechat: WechatContent | None = None
+    wecom: MarkdownContent | None = None
+    dingtalk: DingTalkContent | None = None
+    feishu: MarkdownContent | None = None
+    targets: list[model.Channel] | None = Field(
+        default=None, exclude=True, description="channels adapted from default (same as giving them as {})"
+    )
+
+    #: whether ``{}`` means "adapt the default" even where this has no default (a variant's default may be the
+    #: template's); a template's own channels need their default for it, so ``"sms": {}`` alone asks for a text
+    _empty_adapts_without_default: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_target(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or (data.get("default") is None and not cls._empty_adapts_without_default):
+            return data
+        empty = [k for k, v in data.items() if v == {} and k in Adapted]
+        given = data.get("targets")
+        if not empty or (given is not None and not isinstance(given, list)):
+            return data
+        targets: list[Any] = given or []
+        rest = {k: v for k, v in data.items() if k not in empty}
+        return {**rest, "targets": [*targets, *(t for t in empty if t not in targets)]}
+
+    @field_validator("targets")
+    @classmethod
+    def _adaptable(cls, v: list[model.Channel] | None) -> list[model.Channel] | None:
+        if v is None:
+            return v
+        wrong = [c.value for c in v if c not in adapt.ADAPTABLE]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} cannot be adapted from the default content: give its own content")
+        return list(dict.fromkeys(v))
+
+    @model_serializer(mode="wrap")
+    def _with_targets(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for channel in self.targets or ():
+            out.setdefault(channel.value, {})
+            if out[channel.value] is None:
+                out[channel.value] = {}
+        return out
+
+    def channels(self) -> set[str]:
+        """The channels this sends on (or changes, in a variant): those with content and the targets."""
+        given = {name for name in type(self).model_fields if name not in ("default", "targets")}
+        return {n for n in given if getattr(self, n) is not None} | {c.value for c in self.targets or ()}
+
+
+class Channels(ChannelContents):
+    _empty_adapts_without_default: ClassVar[bool] = False
 
     @model_validator(mode="after")
     def _some(self) -> Channels:
-        if not self.model_dump(exclude_none=True):
-            raise ValueError("a template needs content for at least one channel")
+        if self.targets and self.default is None:
+            raise ValueError("targets are adapted from the default content: give default")
+        if not self.channels():
+            raise ValueError(
+                "a template needs content for at least one channel"
+                + (" (list the channels adapted from default in targets)" if self.default is not None else "")
+            )
         return self
+
+
+class VariantIn(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    weight: int = Field(ge=0, le=1_000_000, description="its share of users: weight / sum of the weights")
+    channels: ChannelContents = Field(
+        default_factory=ChannelContents,
+        description="entries replacing the template's entries of the same channel (default included); "
+        "empty: the template's content as it is (a control group)",
+    )
+
+    @field_serializer("channels")
+    def _compact(self, channels: ChannelContents) -> dict[str, Any]:
+        return channels.model_dump(mode="json", exclude_none=True)
 
 
 class TemplateIn(Strict):
@@ -134,11 +337,53 @@ class TemplateIn(Strict):
     department: str | None = Field(default=None, max_length=100)
     owner: str | None = Field(default=None, max_length=100)
     channels: Channels
+    variants: list[VariantIn] | None = Field(
+        default=None,
+        min_length=2,
+        max_length=10,
+        description="A/B variants: each user gets one, chosen by a stable hash of user and template in proportion "
+        "to the weights; a variant changes only channels the template already sends on",
+    )
     policy: dict[str, Any] | None = Field(
         default=None,
         description="overrides of the policy settings for this template: exempt_caps (bool), quiet_hours "
         '(defer|drop|ignore), send_window ("HH:MM-HH:MM"), dedup_seconds; checked by TemplatePolicy.from_json',
     )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: list[VariantIn] | None, info: ValidationInfo) -> list[VariantIn] | None:
+        if v is None:
+            return v
+        names = [variant.name for variant in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"variant names must be unique: {', '.join(twice)} used more than once")
+        if not any(variant.weight for variant in v):
+            raise ValueError("at least one variant needs a weight above 0")
+        base: Channels | None = info.data.get("channels")
+        for i, variant in enumerate(v):
+            _check_variant(i, variant.channels, base)
+        return v
+
+
+def _check_variant(i: int, channels: ChannelContents, base: Channels | None) -> None:
+    """A variant changes only the template's channels, has a default for what it adapts, and compiles."""
+    if base is None:
+        return  # the template's own channels are invalid: that error is reported
+    extra = sorted(channels.channels() - base.channels())
+    if extra:
+        raise ValueError(
+            f"variants.{i}.channels: the template does not send on {', '.join(extra)}; "
+            "a variant can only change the template's channels"
+        )
+    if channels.targets and channels.default is None and base.default is None:
+        raise ValueError(f"variants.{i}.channels.targets: adapted channels need a default content")
+    for name, content in channels.model_dump(mode="json", exclude_none=True).items():
+        try:
+            render.check(content, f"variants.{i}.channels.{name}")
+        except errors.InvalidInput as exc:
+            raise ValueError(exc.message) from None
 
 
 class SendIn(Strict):
@@ -210,4 +455,4 @@ class ProviderIn(Strict):
     enabled: bool = True
 
 
-MessageStatusFilter = Literal["accepted", "queued", "sent", "delivered", "filtered", "deferred", "failed"]
+MessageStatusFilter = Literal["accepted", "queued", "sent", "delivered", "clicked", "filtered", "deferred", "failed"]

@@ -113,6 +113,8 @@ class ProviderRegistry:
         accounts = await self._load()
         account = accounts.get(name)
         if account is None:
+            if name == routing.NO_PROVIDER:  # a channel with no built-in provider and no account: nothing to wait for
+                raise errors.PermanentSendError("no provider is configured for this channel", code="no_provider")
             raise errors.TransientSendError(f"provider {name!r} is not configured", code="no_provider")
         cached = self._instances.get(name)
         if cached is not None and cached[0] == account:

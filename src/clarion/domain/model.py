@@ -38,6 +38,12 @@ class Channel(enum.StrEnum):
     SMS = "sms"
     PUSH = "push"
     WEBHOOK = "webhook"
+    #: a WeChat official-account template message (template id + field map)
+    WECHAT = "wechat"
+    #: WeCom, DingTalk and Feishu work chats: markdown text
+    WECOM = "wecom"
+    DINGTALK = "dingtalk"
+    FEISHU = "feishu"
 
 
 class MessageStatus(enum.StrEnum):
@@ -47,6 +53,7 @@ class MessageStatus(enum.StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     DELIVERED = "delivered"
+    CLICKED = "clicked"
     FILTERED = "filtered"
     DEFERRED = "deferred"
     FAILED = "failed"
@@ -60,6 +67,7 @@ class DeliveryStatus(enum.StrEnum):
     SENDING = "sending"
     SENT = "sent"
     DELIVERED = "delivered"
+    CLICKED = "clicked"  # a short link in it was opened (after it was sent)
     FAILED = "failed"
 
 
@@ -84,7 +92,21 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Variant:
+    """One A/B variant of a template's content: its channel entries replace the template's entries of the same
+    channel, and its ``default`` (when given) replaces the template's default."""
+
+    name: str
+    weight: int
+    channels: dict[Channel, dict[str, Any]] = field(default_factory=dict)
+    default: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
+    """What to say. ``channels`` holds exactly the channels the template sends on; an empty content (``{}``)
+    means "adapt ``default`` to this channel" (see ``domain.adapt``)."""
+
     key: str
     name: str
     category: Category
@@ -94,6 +116,10 @@ class Template:
     owner: str | None = None
     version: int = 1
     policy: config.TemplatePolicy | None = None
+    #: one content (title, body, url, link_type, appid, signature) that channels given as ``{}`` are adapted from
+    default: dict[str, Any] | None = None
+    #: A/B variants with their weights; empty: every user gets ``channels``
+    variants: tuple[Variant, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +157,11 @@ class SendResult:
 def message_status(delivery_statuses: list[str]) -> MessageStatus:
     """What a message is to its user, from its deliveries: the furthest any channel got.
 
-    Delivered beats sent beats in-flight; a message is filtered or failed only when no channel is left that
-    could still reach the user."""
+    Clicked beats delivered beats sent beats in-flight; a message is filtered or failed only when no channel is
+    left that could still reach the user."""
     s = set(delivery_statuses)
+    if DeliveryStatus.CLICKED in s:
+        return MessageStatus.CLICKED
     if DeliveryStatus.DELIVERED in s:
         return MessageStatus.DELIVERED
     if DeliveryStatus.SENT in s:

@@ -5,6 +5,10 @@ placeholders ``{name}``, ``${user.city}``, ``{data.order.id}`` with filters, and
 directives. A bare name is looked up in the request's data first, then in the user's attributes. A ``{``
 that does not open a placeholder (JSON in a webhook body, a brace in prose) is left alone. A missing value
 raises ``MissingVariable`` before any text is produced, so a message is never sent half-filled.
+
+``compose`` is what a send uses: it picks the content of a channel (the A/B variant's, the template's, or the
+template's ``default`` adapted to the channel), fills it, and applies the channel's platform rules
+(``domain.adapt``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from clarion.domain import errors, model, templating
+from clarion.domain import adapt, errors, model, templating, variants
 
 
 def context_for(user: model.User | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,6 +47,45 @@ def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
 def render(channel: model.Channel, content: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """Fill one channel's content for one user. Raises ``RenderError`` (never a half-filled result)."""
     return {key: _render_value(value, context) for key, value in content.items()}
+
+
+def compose(
+    template: model.Template, channel: model.Channel, context: Mapping[str, Any], variant: str | None
+) -> dict[str, Any]:
+    """The content ``channel`` sends for one user: the variant's entry for the channel if it has one, else the
+    template's; an empty entry is the default (the variant's if it has one, else the template's) adapted to the
+    channel. Raises ``RenderError`` (never a half-filled result), also for a channel the template lacks."""
+    chosen = variants.find(template, variant)
+    if variant is not None and chosen is None:
+        raise errors.RenderError(f"unknown_variant: {variant}")
+    content = chosen.channels.get(channel) if chosen is not None else None
+    if content is None:
+        content = template.channels.get(channel)
+    if content is None:
+        raise errors.RenderError(f"no_content: the template has no {channel.value} content")
+    default = chosen.default if chosen is not None and chosen.default is not None else template.default
+    if content:
+        filled = render(channel, content, context)
+    elif default is not None:
+        try:
+            filled = adapt.from_default(channel, render(channel, default, context))
+        except ValueError as exc:
+            raise errors.RenderError(f"no_content: {exc}") from None
+    else:
+        raise errors.RenderError(f"no_content: {channel.value} is to be adapted but there is no default content")
+    # the SMS signature is the brand's: a variant's default without one keeps the template's
+    signature = next((d["signature"] for d in (default, template.default) if d and d.get("signature")), None)
+    return adapt.finish(channel, filled, signature=signature)
+
+
+def contents(channels: Mapping[str, Any], variant_list: list[dict[str, Any]] | None) -> Iterator[tuple[str, Any]]:
+    """Every content of a stored template as (field, content): ``channels.<name>`` (``default`` included) and
+    ``variants.<i>.channels.<name>``, for checks, variables and keyword screening over the whole template."""
+    for name, content in channels.items():
+        yield f"channels.{name}", content
+    for i, v in enumerate(variant_list or ()):
+        for name, content in (v.get("channels") or {}).items():
+            yield f"variants.{i}.channels.{name}", content
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:

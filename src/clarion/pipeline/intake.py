@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import errors, expr, ids, model, render, routing, sms
+from clarion.domain import errors, expr, ids, model, render, routing, sms, variants
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
@@ -213,6 +213,7 @@ class Intake:
             "status": model.MessageStatus.ACCEPTED.value,
             "reason": None,
             "data": dict(data),
+            "variant": variants.choose(template, user_id),
             "created_at": now,
             "updated_at": now,
         }
@@ -252,7 +253,7 @@ class Intake:
                 rendered = [
                     None
                     if isinstance(d, Drop)
-                    else render.render(c.channel, draft.template.channels[c.channel], context)
+                    else render.compose(draft.template, c.channel, context, draft.message["variant"])
                     for c, d in zip(draft.candidates, mine, strict=True)
                 ]
             except errors.RenderError as exc:
@@ -407,4 +408,12 @@ _PREFIXED_FIELDS = ("subject", "title", "text")
 
 
 def _prefixed(content: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k: prefix + v if k in _PREFIXED_FIELDS and isinstance(v, str) else v for k, v in content.items()}
+    """``prefix`` in front of the subject, title and text; an SMS signature (``【Brand】``) stays first."""
+
+    def put(value: str) -> str:
+        if value.startswith("【") and "】" in value:
+            end = value.index("】") + 1
+            return value[:end] + prefix + value[end:]
+        return prefix + value
+
+    return {k: put(v) if k in _PREFIXED_FIELDS and isinstance(v, str) else v for k, v in content.items()}

@@ -29,17 +29,29 @@ def user_from_row(row: Any) -> model.User:
 
 
 def template_from_row(row: Any) -> model.Template:
+    """The stored ``channels`` hold the channel contents and, under ``default``, the content the channels stored
+    as ``{}`` are adapted from; ``variants`` is a list of ``{name, weight, channels}`` in the same shape."""
+    channels, default = _contents(row.channels)
     return model.Template(
         key=row.key,
         name=row.name,
         category=model.Category(row.category),
         priority=model.Priority(row.priority),
-        channels={model.Channel(k): v for k, v in row.channels.items()},
+        channels=channels,
         department=row.department,
         owner=row.owner,
         version=row.version,
         policy=config.TemplatePolicy.from_json(row.policy) if row.policy else None,
+        default=default,
+        variants=tuple(
+            model.Variant(v["name"], int(v["weight"]), *_contents(v.get("channels") or {}))
+            for v in getattr(row, "variants", None) or ()
+        ),
     )
+
+
+def _contents(stored: dict[str, Any]) -> tuple[dict[model.Channel, dict[str, Any]], dict[str, Any] | None]:
+    return {model.Channel(k): v for k, v in stored.items() if k != "default"}, stored.get("default")
 
 
 def rule_from_row(row: Any) -> model.Rule:

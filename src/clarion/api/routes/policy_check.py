@@ -11,7 +11,7 @@ from pydantic import Field, StringConstraints
 
 from clarion.api import deps
 from clarion.api.schemas import Strict
-from clarion.domain import errors, model, render
+from clarion.domain import errors, model, render, variants
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate
 
@@ -58,7 +58,7 @@ async def check(body: CheckIn, clarion: deps.Services) -> dict[str, Any]:
     render_error = None
     for c in channels:
         try:
-            contents.append(render.render(c, template.channels[c], context))
+            contents.append(render.compose(template, c, context, variants.choose(template, user.user_id)))
         except errors.RenderError as exc:
             render_error = exc.reason
             contents.append(None)

@@ -66,7 +66,7 @@ class _Scope:
         self.user_id = request.user_id
 
     def describe(self) -> str:
-        noun = _CHANNEL_NOUNS[self.channel] if self.channel is not None else "messages"
+        noun = _CHANNEL_NOUNS.get(self.channel, "messages") if self.channel is not None else "messages"
         if self.category is None:
             return noun if self.channel is not None else "all messages"
         return f"{self.category.value} {noun}"
