@@ -17,10 +17,11 @@ from clarion.channels import registry
 from clarion.counters import base as counters_base
 from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
-from clarion.domain import model, retry
+from clarion.domain import links, model, retry
 from clarion.domain.policy.decision import Candidate
 from clarion.pipeline import catalog, intake, policies
 from clarion.settings import Settings
+from clarion.store import links as store_links
 from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def build(settings: Settings | None = None) -> Clarion:
         db,
         the_catalog,
         policies=stage,
-        finishers=[_unsubscribe_headers(settings.public_url, secret.encode())],
+        finishers=[_unsubscribe_headers(settings.public_url, secret.encode()), *_short_links(settings)],
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )
@@ -130,6 +131,18 @@ def build(settings: Settings | None = None) -> Clarion:
         stage,
         secret,
     )
+
+
+def _short_links(settings: Settings) -> list[intake.Finisher]:
+    """URLs become short links on our domain (``CLARION_SHORT_LINKS``), so a click is attributed to its delivery."""
+    if settings.short_links == "off":
+        return []
+    shortener = links.Shortener(
+        settings.public_url,
+        everywhere=settings.short_links == "all",
+        utm=links.utm_template(settings.short_link_utm),
+    )
+    return [store_links.Finisher(shortener)]
 
 
 def _unsubscribe_headers(public_url: str, secret: bytes) -> intake.Finisher:

@@ -3,8 +3,12 @@ SQLite under ./var, API and workers in one process, the file provider for email,
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clarion.domain import links
 
 
 class Settings(BaseSettings):
@@ -39,6 +43,21 @@ class Settings(BaseSettings):
     max_recipients: int = Field(default=1000, ge=1)
     idempotency_hours: float = Field(default=24.0, gt=0)
     write_batch_max: int = Field(default=256, ge=1)
+
+    #: rewrite URLs to short links on ``public_url`` (``/s/{code}``, one per URL per delivery) so clicks are
+    #: attributed: "sms" in SMS text; "all" also in push/inbox url and body and e-mail text and html links
+    #: (never in webhook bodies); "off" leaves every URL as written
+    short_links: Literal["off", "sms", "all"] = "sms"
+    #: query parameters added to a short link's target, e.g.
+    #: "utm_source=clarion&utm_medium={channel}&utm_campaign={template}" ({channel}, {template}, {category});
+    #: a parameter the URL already has is kept as it is; unset adds none
+    short_link_utm: str | None = None
+
+    @field_validator("short_link_utm")
+    @classmethod
+    def _utm(cls, v: str | None) -> str | None:
+        links.utm_template(v)  # a typo stops the start-up, not every link
+        return v
 
     @property
     def is_sqlite(self) -> bool:
