@@ -249,6 +249,27 @@ async def test_editing_approved_marketing_keeps_the_approved_version_live_until_
     assert [m["content"]["text"] for m in sink(clarion)] == ["Old sale 1", "New sale 2"]
 
 
+def ab(weight_a: int, weight_b: int, text_b: str = "B {data.n}") -> list[dict[str, Any]]:
+    return [
+        {"name": "A", "weight": weight_a, "channels": sms("A {data.n}")},
+        {"name": "B", "weight": weight_b, "channels": sms(text_b)},
+    ]
+
+
+async def test_changing_only_variant_weights_needs_no_new_review(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, people: None
+) -> None:
+    await put_as(api, ED, "promo", channels=sms("base {data.n}"), variants=ab(50, 50))
+    await approved_by_both(api, "promo", 1)
+    shifted = (await put_as(api, ED, "promo", channels=sms("base {data.n}"), variants=ab(90, 10))).json()
+    assert (shifted["version"], shifted["live_version"], shifted["status"]) == (2, 2, "approved")
+    version = (await api.get("/v1/templates/promo/versions/2")).json()
+    assert version["approvals"][0]["level"] == "weights"
+
+    reworded = (await put_as(api, ED, "promo", channels=sms("base {data.n}"), variants=ab(90, 10, "new B"))).json()
+    assert (reworded["version"], reworded["live_version"], reworded["status"]) == (3, 2, "draft")
+
+
 async def test_an_older_pending_version_cannot_replace_a_newer_live_one(api: httpx.AsyncClient, people: None) -> None:
     await put_as(api, ED, "promo", channels=sms("one"))
     await put_as(api, ED, "promo", channels=sms("two"))

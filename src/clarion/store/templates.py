@@ -88,6 +88,12 @@ async def save(
     last = (await conn.execute(sa.select(sa.func.max(V.c.version)).where(V.c.template_key == key))).scalar()
     number = max(row.version if row else 0, last or 0) + 1
     status = approval.initial_status(settings, model.Category(values["category"]))
+    approvals: list[dict[str, Any]] = []
+    if status is not approval.Status.APPROVED and row is not None and row.live_version is not None:
+        live_body = (await get_version(conn, key, row.live_version)).body
+        if approval.weights_only(live_body, values):
+            status = approval.Status.APPROVED
+            approvals = [{"level": "weights", "by": author, "at": now.isoformat(), "comment": _weights_note(row)}]
     live = number if status is approval.Status.APPROVED else (row.live_version if row else None)
     columns = {**values, "version": number, "live_version": live, "updated_at": now}
     if row is None:
@@ -101,13 +107,17 @@ async def save(
             body=dict(values),
             status=status.value,
             author=author,
-            approvals=[],
+            approvals=approvals,
             comment=None,
             created_at=now,
             updated_at=now,
         )
     )
     return Saved(number, status, live, row is None)
+
+
+def _weights_note(row: Any) -> str:
+    return f"only the variants' weights changed; the words are those approved in version {row.live_version}"
 
 
 async def delete(conn: AsyncConnection, key: str) -> bool:
