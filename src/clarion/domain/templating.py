@@ -8,15 +8,29 @@ Placeholders::
 
     {userName}  ${name}  ${user.city}  {data.order.id}  {item.sku}
     ${name!"friend"}  ${name!}  {name|default:"friend"}  {name|upper}  {name|lower}
-    {title|truncate:20}  {amount|number:2}
+    {title|truncate:20}  {amount|number:2}  {data.amount|currency:"CNY"}  {data.amount|currency:data.currency}
+    {data.paid_at|date}  {data.paid_at|date:"short"}  {data.paid_at|datetime:"yyyy-MM-dd HH:mm"}  {data.at|time}
 
 A bare name is looked up in ``data`` first, then in ``user`` (as in :mod:`clarion.domain.render`); a path may
 also start with ``data.``, ``user.`` or a loop variable, and a numeric step indexes a list (``{data.items.0}``).
 ``None`` counts as missing.  A missing value without a default raises ``MissingVariable`` and no text is
 returned.  Filters run left to right; a missing value passes through every filter but ``default``.
 ``truncate:N`` keeps the result within N characters, ending in "…" when it cut.  ``number:N`` prints fixed
-decimals (rounding half away from zero, no thousands separators).  A ``{`` that does not open a placeholder
-(JSON, ``{ x }``, ``{}``) is literal text; a placeholder with a malformed or unknown filter is a save-time error.
+decimals (rounding half away from zero): plain (``1234.50``, as before locales were supported) for a user
+without a known locale, with the locale's separators otherwise (``1,234.50``, de ``1.234,50``).
+A ``{`` that does not open a placeholder (JSON, ``{ x }``, ``{}``) is literal text; a placeholder with a
+malformed or unknown filter is a save-time error; a filter that cannot use its value is a ``RenderError`` naming
+the placeholder and its line and column.
+
+Locale formats (Babel, CLDR data) follow ``user.locale`` (``zh_CN``, ``zh-CN``, ``de-DE``, ``en``; unknown or
+absent: ``DEFAULT_LOCALE``, zh_CN, as Clarion's users mostly read Chinese) and ``user.timezone`` (IANA; unknown or
+absent: UTC), both put in the context by ``render.context_for``.  ``currency:CODE`` takes an ISO 4217 code,
+literal (checked at save time) or read from a path, and rounds to the currency's digits half away from zero
+(``¥1,234.50`` zh_CN, ``CN¥1,234.50`` en).  ``date``, ``datetime`` and ``time`` take a style (``"short"``,
+``"medium"`` — the default —, ``"long"``, ``"full"``) or a CLDR pattern (``"yyyy-MM-dd HH:mm"``, literal text
+quoted: ``"d 'at' HH:mm"``), checked at save time.  They read ISO 8601 strings (a naive time is UTC), unix seconds
+(int or float) and Python dates/datetimes, and print the moment in the user's zone; a date without a time
+(``"2024-03-05"``) is a calendar day and is never shifted.
 
 Directives::
 
@@ -37,13 +51,19 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
-from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from datetime import UTC, tzinfo
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from typing import Any
 
-from clarion.domain import errors, expr
+import babel
+import babel.dates
+import babel.numbers
+
+from clarion.domain import errors, expr, locales
 from clarion.domain.expr import Expression, compile_expression
 
 __all__ = [
+    "DEFAULT_LOCALE",
     "FILTERS",
     "MAX_ITERATIONS",
     "MAX_NESTING",
@@ -58,7 +78,8 @@ MAX_ITERATIONS = 1000  # per <#list>
 MAX_TOTAL_ITERATIONS = 10_000  # all loops of one render together (nested loops multiply)
 MAX_OUTPUT = 64 * 1024  # characters
 MAX_NESTING = 32  # directives inside directives
-FILTERS = frozenset({"default", "upper", "lower", "truncate", "number"})
+FILTERS = frozenset({"default", "upper", "lower", "truncate", "number", "currency", "date", "datetime", "time"})
+DEFAULT_LOCALE = "zh_CN"  # dates and currencies for a user without a locale Babel knows; ``number`` stays plain
 
 Node = Callable[[Mapping[str, Any]], str]
 _MISSING: Any = object()
@@ -163,32 +184,119 @@ class _Scope(dict[str, Any]):
         return default
 
 
+# ------------------------------------------------------------------------------------- locale formats
+
+
+def _setting(scope: Mapping[str, Any], key: str) -> Any:
+    """``user.<key>`` of the render context (``render.context_for`` puts ``locale`` and ``timezone`` there)."""
+    user = dict.get(scope, "user") if isinstance(scope, dict) else scope.get("user")
+    return user.get(key) if isinstance(user, Mapping) else None
+
+
+def _user_locale(scope: Mapping[str, Any]) -> babel.Locale | None:
+    name = _setting(scope, "locale")
+    return locales.parse_locale(name) if isinstance(name, str) and name else None
+
+
+def _locale_or_default(scope: Mapping[str, Any]) -> babel.Locale:
+    locale = _user_locale(scope) or locales.parse_locale(DEFAULT_LOCALE)
+    assert locale is not None
+    return locale
+
+
+def _user_zone(scope: Mapping[str, Any]) -> tzinfo:
+    name = _setting(scope, "timezone")
+    return locales.zone_named(name) if isinstance(name, str) else UTC
+
+
 # -------------------------------------------------------------------------------------------- filters
 
-Filter = Callable[[Any], Any]
+Filter = Callable[[Any, Mapping[str, Any]], Any]  # (value, scope) -> value; scope gives the user's locale and zone
+
+
+class _FilterFailed(Exception):
+    """A filter could not use its value; the placeholder turns it into a ``RenderError`` naming itself."""
+
+
+def _decimal(value: Any, name: str) -> Decimal:
+    """``value`` as an exact Decimal: a float reads as its shortest repr, so 0.1 stays 0.1."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        raise _FilterFailed(f"{name} filter needs a number, not {type(value).__name__}")
+    try:
+        exact = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        exact = Decimal("NaN")
+    if not exact.is_finite():
+        raise _FilterFailed(f"{name} filter cannot format {str(value)[:40]!r}")
+    return exact
+
+
+def _round(exact: Decimal, exponent: Decimal, name: str) -> Decimal:
+    try:
+        return exact.quantize(exponent, context=_DECIMAL)
+    except InvalidOperation:
+        raise _FilterFailed(f"{name} filter cannot format {str(exact)[:40]!r}") from None
 
 
 def _number(digits: int) -> Filter:
     exponent = Decimal(1).scaleb(-digits)
 
-    def apply(value: Any) -> Any:
+    def apply(value: Any, scope: Mapping[str, Any]) -> Any:
         if value is _MISSING:
             return value
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-            raise errors.RenderError(f"number filter needs a number, not {type(value).__name__}")
+        rounded = _round(_decimal(value, "number"), exponent, "number")
+        locale = _user_locale(scope)
+        if locale is None:
+            return f"{rounded:f}"
+        with localcontext(_DECIMAL):  # Babel quantizes again, in the current context (28 digits by default)
+            return locales.decimal_pattern(locale, digits).apply(rounded, locale)
+
+    return apply
+
+
+def _code_reader(path: str, get: Callable[[Mapping[str, Any]], Any]) -> Callable[[Mapping[str, Any]], str]:
+    def read(scope: Mapping[str, Any]) -> str:
+        found = get(scope)
+        if found is _MISSING:
+            raise errors.MissingVariable(path)
+        code = locales.currency_code(found)
+        if code is None:
+            raise _FilterFailed(f"currency filter needs an ISO 4217 code, not {_to_text(found)[:40]!r}")
+        return code
+
+    return read
+
+
+def _currency(read_code: Callable[[Mapping[str, Any]], str]) -> Filter:
+    def apply(value: Any, scope: Mapping[str, Any]) -> Any:
+        if value is _MISSING:
+            return value
+        code = read_code(scope)
+        exponent = Decimal(1).scaleb(-babel.numbers.get_currency_precision(code))
+        rounded = _round(_decimal(value, "currency"), exponent, "currency")
+        with localcontext(_DECIMAL):
+            return babel.numbers.format_currency(rounded, code, locale=_locale_or_default(scope))
+
+    return apply
+
+
+def _when(kind: str, style: str) -> Filter:
+    def apply(value: Any, scope: Mapping[str, Any]) -> Any:
+        if value is _MISSING:
+            return value
+        locale = _locale_or_default(scope)
         try:
-            exact = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-            if not exact.is_finite():
-                raise InvalidOperation
-            return f"{exact.quantize(exponent, context=_DECIMAL):f}"
-        except (InvalidOperation, ValueError):
-            raise errors.RenderError(f"number filter cannot format {str(value)[:40]!r}") from None
+            return locales.format_when(value, kind, style, locale, _user_zone(scope))
+        except ValueError as exc:
+            raise _FilterFailed(f"{kind} filter {exc}") from None
+        except OverflowError:
+            raise _FilterFailed(f"{kind} filter: {_to_text(value)[:40]!r} is out of range") from None
 
     return apply
 
 
 def _truncate(limit: int) -> Filter:
-    def apply(value: Any) -> Any:
+    def apply(value: Any, scope: Mapping[str, Any]) -> Any:
         if value is _MISSING:
             return value
         text = _to_text(value)
@@ -198,11 +306,11 @@ def _truncate(limit: int) -> Filter:
 
 
 def _case(method: Callable[[str], str]) -> Filter:
-    return lambda value: value if value is _MISSING else method(_to_text(value))
+    return lambda value, scope: value if value is _MISSING else method(_to_text(value))
 
 
 def _default(fallback: Any) -> Filter:
-    return lambda value: fallback if value is _MISSING else value
+    return lambda value, scope: fallback if value is _MISSING else value
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -214,6 +322,7 @@ _DIRECTIVE = re.compile(r"<(/?)#(" + _NAME + ")")
 _STRING = re.compile(r""""((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'""")
 _ESCAPE = re.compile(r"\\(.)")
 _FILTER = re.compile(r"\|(" + _NAME + r")(?::(-?\d+))?")
+_PATH = re.compile(_NAME + r"(?:\.[A-Za-z0-9_]+)*")
 _LIST = re.compile(r"(.*\S)\s+as\s+(" + _NAME + r")\s*\Z", re.DOTALL)
 
 
@@ -305,6 +414,7 @@ class _Parser:
             self.variables.add(path)
         get = _getter(path, loop_variables)
         filters = self.filters(tail, match.start(2))
+        line, column = self.where(match.start())
         if not filters:
 
             def plain(scope: Mapping[str, Any]) -> str:
@@ -317,8 +427,11 @@ class _Parser:
 
         def filtered(scope: Mapping[str, Any]) -> str:
             value = get(scope)
-            for apply in filters:
-                value = apply(value)
+            try:
+                for apply in filters:
+                    value = apply(value, scope)
+            except _FilterFailed as exc:
+                raise errors.RenderError(f"{exc} (placeholder {{{path}}} at line {line}, column {column})") from None
             if value is _MISSING:
                 raise errors.MissingVariable(path)
             return _to_text(value)
@@ -366,9 +479,48 @@ class _Parser:
                 if not 0 <= digits <= 20:
                     raise self.error("number needs 0 to 20 decimals, as in |number:2", position)
                 result.append(_number(digits))
+            elif name in ("date", "datetime", "time", "currency"):
+                argument = _STRING.match(tail, i + 1) if number is None and tail.startswith(":", i) else None
+                if argument is None and name == "currency" and number is None and tail.startswith(":", i):
+                    argument = _PATH.match(tail, i + 1)
+                if argument is None and (number is not None or tail.startswith(":", i) or name == "currency"):
+                    usage = (
+                        'a currency code, as in |currency:"CNY" or |currency:data.currency'
+                        if name == "currency"
+                        else f'a quoted style or pattern, as in |{name}:"short"'
+                    )
+                    raise self.error(f"{name} needs {usage}", position)
+                make = self.currency if name == "currency" else self.when
+                result.append(make(name, argument, position))
+                i = i if argument is None else argument.end()
             else:
                 raise self.error(f"unknown filter '{name}' (known: {', '.join(sorted(FILTERS))})", position)
         return result
+
+    def when(self, name: str, argument: re.Match[str] | None, position: int) -> Filter:
+        style = "medium" if argument is None else self.literal(argument)
+        problem = locales.pattern_problem(style)
+        if problem is not None:
+            raise self.error(
+                f'{name} format {style[:40]!r} {problem} (styles: "short", "medium", "long", "full"; '
+                'or a CLDR pattern like "yyyy-MM-dd HH:mm")',
+                position,
+            )
+        return _when(name, style)
+
+    def currency(self, name: str, argument: re.Match[str] | None, position: int) -> Filter:
+        assert argument is not None
+        if argument.re is _PATH:  # the code is read from the data, as in |currency:data.currency
+            path = argument.group()
+            loop_variables = self.stack[-1].loop_variables
+            if path.split(".", 1)[0] not in loop_variables:
+                self.variables.add(path)
+            return _currency(_code_reader(path, _getter(path, loop_variables)))
+        code = locales.currency_code(self.literal(argument))
+        if code is None:
+            literal = self.literal(argument)[:40]
+            raise self.error(f'unknown currency code {literal!r} (an ISO 4217 code, as in |currency:"CNY")', position)
+        return _currency(lambda scope: code)
 
     @staticmethod
     def literal(string: re.Match[str]) -> str:
