@@ -175,8 +175,11 @@ messages = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("data", JSON, nullable=False),
     sa.Column("variant", sa.String(64)),
+    sa.Column("campaign_key", Key),  # the campaign run that sent it (None: a triggered send)
+    sa.Column("campaign_run", Id),
     *_timestamps(),
     sa.Index(None, "user_id", "created_at"),
+    sa.Index(None, "campaign_run", "user_id"),
 )
 
 deliveries = sa.Table(
@@ -289,4 +292,86 @@ short_links = sa.Table(
     sa.Column("clicks", sa.Integer, nullable=False),
     sa.Column("first_clicked_at", UTCDateTime()),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# -- audiences and campaigns ---------------------------------------------------------------------------------
+
+# Behaviour events (POST /v1/track): what segments ask ("login in the last 3 days"); ordered by id for the
+# index's catch-up.
+user_events = sa.Table(
+    "user_events",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("event", Key, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("properties", JSON),
+    sa.Index(None, "user_id", "event", "at"),
+)
+
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("definition", JSON, nullable=False),
+    *_timestamps(),
+)
+
+id_lists = sa.Table(
+    "id_lists",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("kind", sa.String(10), nullable=False),  # what was uploaded: user_id | phone | email
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("unknown", sa.Integer, nullable=False),
+    *_timestamps(),
+)
+
+id_list_members = sa.Table(
+    "id_list_members",
+    metadata,
+    sa.Column("list_key", Key, primary_key=True),
+    sa.Column("user_id", Key, primary_key=True),
+)
+
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("definition", JSON, nullable=False),  # template, audience, channels, schedule, rate, goal, ...
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("author", Key),
+    sa.Column("approvals", JSON, nullable=False),
+    sa.Column("next_run_at", UTCDateTime()),
+    *_timestamps(),
+    sa.Index(None, "status", "next_run_at"),
+)
+
+# One run of a campaign: its audience is frozen at the start, written in batches with the cursor recorded,
+# so a restart resumes after the last committed batch and nobody is sent twice.
+campaign_runs = sa.Table(
+    "campaign_runs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("campaign_key", Key, nullable=False, index=True),
+    sa.Column("status", sa.String(20), nullable=False),  # running | paused | completed | cancelled | failed
+    sa.Column("audience", sa.Integer, nullable=False),
+    sa.Column("processed", sa.Integer, nullable=False),
+    sa.Column("cursor", sa.Integer, nullable=False),  # how many of the frozen audience are done
+    sa.Column("counts", JSON, nullable=False),  # queued / filtered by reason / failed ...
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_until", UTCDateTime()),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime()),
+)
+
+# The frozen audience of a run, in the order it is sent.
+campaign_audience = sa.Table(
+    "campaign_audience",
+    metadata,
+    sa.Column("run_id", Id, primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("user_id", Key, nullable=False),
 )
