@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clarion import apikeys, metrics, unsubscribe, worker
+from clarion.campaigns.runner import CampaignRunner
 from clarion.channels import registry
 from clarion.counters import base as counters_base
 from clarion.counters.memory import MemoryCounters
@@ -20,6 +21,7 @@ from clarion.counters.redis import RedisCounters
 from clarion.domain import links, model, retry
 from clarion.domain.policy.decision import Candidate
 from clarion.pipeline import catalog, intake, policies
+from clarion.segments.service import SegmentService
 from clarion.settings import Settings
 from clarion.store import links as store_links
 from clarion.store.db import Database
@@ -40,6 +42,8 @@ class Clarion:
     counters: counters_base.Counters
     policies: policies.PolicyStage
     secret_key: str
+    segments: SegmentService
+    campaigns: CampaignRunner
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -53,10 +57,13 @@ class Clarion:
             await self.keys.create("bootstrap", key=self.settings.api_key.get_secret_value())
         count = self.settings.workers if workers is None else workers
         self._stop.clear()
+        await self.segments.start()
         self._workers = [
             asyncio.create_task(self.dispatcher.run(self._stop, index=i), name=f"clarion-worker-{i}")
             for i in range(count)
         ]
+        if count:
+            self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
 
     async def close(self) -> None:
         self._stop.set()
@@ -65,6 +72,7 @@ class Clarion:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*self._workers)
         self._workers = []
+        await self.segments.close()
         await self.providers.close()
         await self.counters.close()
         await self.db.close()
@@ -118,6 +126,7 @@ def build(settings: Settings | None = None) -> Clarion:
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )
+    segments = SegmentService(db)
     return Clarion(
         settings,
         db,
@@ -130,6 +139,8 @@ def build(settings: Settings | None = None) -> Clarion:
         counters,
         stage,
         secret,
+        segments,
+        CampaignRunner(db, the_intake, segments),
     )
 
 

@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from clarion import apikeys, bootstrap
+from clarion import apikeys, bootstrap, cli_campaigns, cli_users
 from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
@@ -24,6 +24,8 @@ from clarion.store import migrate as migrations
 app = typer.Typer(help="Clarion message push platform.", no_args_is_help=True, add_completion=False)
 apikey = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(apikey, name="apikey")
+app.add_typer(cli_users.app, name="users")
+app.add_typer(cli_campaigns.app, name="campaign")
 console = Console(stderr=True)
 
 

@@ -19,6 +19,8 @@ from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import (
     audit,
+    bulk,
+    campaigns,
     inbox,
     links,
     messages,
@@ -26,6 +28,7 @@ from clarion.api.routes import (
     policy_check,
     preview,
     providers,
+    segments,
     system,
     template_versions,
     templates,
@@ -96,6 +99,9 @@ def create_app(
         providers,
         policy_check,
         policies,
+        bulk,
+        segments,
+        campaigns,
         audit,
         unsubscribe,
         links,

@@ -1,0 +1,9 @@
+"""Campaigns: see the module's endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from clarion.api import deps
+
+router = APIRouter(prefix="/v1", tags=["campaigns"], dependencies=deps.AUTH)
