@@ -1,9 +1,267 @@
-"""Segments: see the module's endpoints."""
+"""Segments and ID lists: saved audience queries, counted and sampled on the in-memory index while an operator
+edits them, and uploaded lists of users for one-off audiences.
+
+A segment's ``conditions`` are the JSON tree documented in :mod:`clarion.segments.query` (tags, attributes,
+behaviour events, ``{"list": KEY}``). A definition is checked when saved — its syntax, and that it applies to the
+index (ID lists exist, values fit the attributes' kinds) — and refused with 422 naming the bad node
+(``details.path``, e.g. ``conditions.and[1].op``). Counts are of this process's index, which follows other
+processes' changes within seconds."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from starlette.datastructures import UploadFile
 
 from clarion.api import deps
+from clarion.domain import errors
+from clarion.segments import idlists, query
+from clarion.store import segments as store
 
 router = APIRouter(prefix="/v1", tags=["segments"], dependencies=deps.AUTH)
+KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+Definition = Body(..., description='{"name": optional text, "conditions": the condition tree}')
+_FIELDS = {"name", "conditions"}
+
+
+def _bad(field: str, message: str) -> errors.InvalidInput:
+    return errors.InvalidInput(f"{field}: {message}", code="invalid_segment", details={"path": field})
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def segment_json(row: Any) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "name": row.name,
+        "conditions": row.definition,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def _conditions(body: dict[str, Any]) -> query.Node:
+    for field in body:
+        if field not in _FIELDS:
+            raise _bad(field, "unknown field")
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise _bad("name", "must be text of at most 200 characters")
+    return query.parse(body.get("conditions"))
+
+
+def _ms(began: float) -> float:
+    return round((time.perf_counter() - began) * 1000, 3)
+
+
+# -- segments ------------------------------------------------------------------------------------------------
+
+
+@router.put("/segments/{key}")
+async def put_segment(
+    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Definition
+) -> dict[str, Any]:
+    """Create or replace a segment: ``{"name": "...", "conditions": {...}}``. Answers with the stored segment and
+    its current ``count``."""
+    node = _conditions(body)
+    count = await clarion.segments.count(node)  # refuses conditions that cannot apply (unknown list, kinds)
+    conditions = query.to_json(node)
+    now = datetime.now(UTC)
+    created = await clarion.db.write(lambda conn: store.put_segment(conn, key, body.get("name"), conditions, now))
+    response.status_code = 201 if created else 200
+    async with clarion.db.read() as conn:
+        row = await store.get_segment(conn, key)
+    return {**segment_json(row), "count": count}
+
+
+@router.get("/segments")
+async def list_segments(clarion: deps.Services) -> dict[str, Any]:
+    """Every segment by key (without counts: ask ``/count`` for each)."""
+    async with clarion.db.read() as conn:
+        return {"segments": [segment_json(row) for row in await store.list_segments(conn)]}
+
+
+@router.post("/segments:count")
+async def count_conditions(clarion: deps.Services, body: dict[str, Any] = Definition) -> dict[str, Any]:
+    """Count an unsaved definition (what the editor calls while an operator types); same body as the PUT."""
+    node = _conditions(body)
+    began = time.perf_counter()
+    count = await clarion.segments.count(node)
+    return {"count": count, "took_ms": _ms(began)}
+
+
+@router.get("/segments/{key}")
+async def get_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        row = await store.get_segment(conn, key)
+    if row is None:
+        raise errors.NotFound("segment", key)
+    return segment_json(row)
+
+
+@router.delete("/segments/{key}", status_code=204)
+async def delete_segment(clarion: deps.Services, key: str = KeyPath) -> Response:
+    if not await clarion.db.write(lambda conn: store.delete_segment(conn, key)):
+        raise errors.NotFound("segment", key)
+    return Response(status_code=204)
+
+
+@router.get("/segments/{key}/count")
+async def count_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    """How many users the segment selects now, and how long counting took."""
+    node = await clarion.segments.segment(key)
+    began = time.perf_counter()
+    count = await clarion.segments.count(node)
+    return {"key": key, "count": count, "took_ms": _ms(began)}
+
+
+@router.get("/segments/{key}/sample")
+async def sample_segment(
+    clarion: deps.Services,
+    key: str = KeyPath,
+    n: int = Query(default=20, ge=1, le=200),
+    seed: int | None = Query(default=None, description="draw at random with this seed; spread evenly when unset"),
+) -> dict[str, Any]:
+    """Up to ``n`` users of the segment with their attributes and tags: spread evenly over the result (the same
+    while nothing changes) or, with ``seed``, at random."""
+    node = await clarion.segments.segment(key)
+    user_ids = await clarion.segments.sample(node, n, seed)
+    found = {u.user_id: u for u in await store.users(clarion.db, user_ids)}
+    users = [{"user_id": u, "attributes": found[u].attributes, "tags": found[u].tags} for u in user_ids if u in found]
+    return {"key": key, "users": users}
+
+
+# -- ID lists ------------------------------------------------------------------------------------------------
+
+
+def list_json(row: Any) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "name": row.name,
+        "kind": row.kind,
+        "size": row.size,
+        "unknown": row.unknown,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(1 << 16):
+        yield chunk
+
+
+async def _upload(request: Request, kind: idlists.Kind, region: str | None) -> idlists.Upload:
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=20)
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise errors.InvalidInput("file: a file part is required", code="invalid_list", details={"field": "file"})
+        is_csv = (file.filename or "").lower().endswith(".csv") or (file.content_type or "").startswith("text/csv")
+        try:
+            return await idlists.read(_file_chunks(file), kind, is_csv=is_csv, region=region)
+        finally:
+            await file.close()
+    if content_type.startswith(("text/plain", "text/csv")) or not content_type:
+        return await idlists.read(request.stream(), kind, is_csv=content_type.startswith("text/csv"), region=region)
+    raise errors.InvalidInput(
+        "body: send a multipart/form-data 'file', or a text/plain or text/csv body",
+        code="invalid_list",
+        details={"field": "body"},
+    )
+
+
+@router.post("/lists", tags=["lists"])
+async def upload_list(
+    request: Request,
+    clarion: deps.Services,
+    response: Response,
+    key: str = Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
+    kind: idlists.Kind = Query(default="user_id"),
+    name: str | None = Query(default=None, max_length=200),
+    region: str | None = Query(default=None, pattern=r"^[A-Z]{2}$", description="for phone numbers without +"),
+) -> dict[str, Any]:
+    """Create or replace the ID list ``key`` from an upload: a multipart/form-data ``file`` or a text/plain or
+    text/csv body, one value a line (CSV: the first column; a header line is skipped), at most 1,000,000 lines.
+    ``kind``: ``user_id``, ``phone`` (normalized to E.164; give ``region`` for national numbers) or ``email``
+    (compared case-insensitively). Phones and e-mails are matched to users by their addresses.
+
+    Nothing is dropped silently: ``unknown`` counts the values that matched no user (``unknown_values`` shows the
+    first 100 as written; ``invalid`` counts those that could not be a value of the kind). Unknown user ids stay
+    members, so a user created later is in the list; unknown phones and e-mails cannot. The list is usable in
+    segments and audiences as ``{"list": KEY}`` at once."""
+    upload = await _upload(request, kind, region)
+    values = list(upload.values)
+    if kind == "user_id":
+        known = await store.existing_user_ids(clarion.db, values)
+        members = values
+        unknown = [v for v in values if v not in known]
+    else:
+        found = await store.users_by_address(clarion.db, "sms" if kind == "phone" else "email", set(values))
+        members = [u for v in values for u in found.get(v, ())]
+        unknown = [v for v in values if v not in found]
+    now = datetime.now(UTC)
+    missing = len(unknown) + upload.invalid
+
+    async def job(conn: Any) -> bool:
+        return await store.put_id_list(conn, key, name=name, kind=kind, members=members, unknown=missing, now=now)
+
+    created = await clarion.db.write(job)
+    await clarion.segments.lists_changed()
+    response.status_code = 201 if created else 200
+    async with clarion.db.read() as conn:
+        row = await store.get_id_list(conn, key)
+    return {
+        **list_json(row),
+        "lines": upload.lines,
+        "matched": len(values) - len(unknown),
+        "invalid": upload.invalid,
+        "unknown_values": (upload.invalid_values + unknown)[: idlists.REPORTED],
+    }
+
+
+@router.get("/lists", tags=["lists"])
+async def list_lists(clarion: deps.Services) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        return {"lists": [list_json(row) for row in await store.list_id_lists(conn)]}
+
+
+@router.get("/lists/{key}", tags=["lists"])
+async def get_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    async with clarion.db.read() as conn:
+        row = await store.get_id_list(conn, key)
+    if row is None:
+        raise errors.NotFound("ID list", key)
+    return list_json(row)
+
+
+@router.delete("/lists/{key}", status_code=204, tags=["lists"])
+async def delete_list(clarion: deps.Services, key: str = KeyPath) -> Response:
+    """Delete a list; refused with 409 while a saved segment uses it."""
+    async with clarion.db.read() as conn:
+        users = [row.key for row in await store.list_segments(conn) if key in _lists_in(row.definition)]
+    if users:
+        raise errors.Conflict(f"ID list {key!r} is used by segments {', '.join(users)}", details={"segments": users})
+    if not await clarion.db.write(lambda conn: store.delete_id_list(conn, key)):
+        raise errors.NotFound("ID list", key)
+    await clarion.segments.lists_changed()
+    return Response(status_code=204)
+
+
+def _lists_in(conditions: Any) -> set[str]:
+    """The ID lists a stored condition tree names."""
+    if isinstance(conditions, dict):
+        found = {conditions["list"]} if isinstance(conditions.get("list"), str) else set()
+        for child in conditions.values():
+            found |= _lists_in(child)
+        return found
+    if isinstance(conditions, list):
+        return set().union(*(_lists_in(c) for c in conditions)) if conditions else set()
+    return set()

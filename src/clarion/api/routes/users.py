@@ -50,6 +50,7 @@ async def put_user(
         return await records.upsert(clarion.db, conn, t.users, user_id, values, now)
 
     created = await clarion.db.write(job)
+    await clarion.segments.users_changed([user_id])
     response.status_code = 201 if created else 200
     return user_json(await records.get_one(clarion.db, t.users, user_id))
 
@@ -79,6 +80,7 @@ async def delete_user(clarion: deps.Services, user_id: str = UserId) -> Response
 
     if not await clarion.db.write(job):
         raise errors.NotFound("user", user_id)
+    await clarion.segments.users_changed([user_id])
     return Response(status_code=204)
 
 
