@@ -40,6 +40,8 @@ class Settings(BaseSettings):
 
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    #: the limit of the bulk paths (user batches, events, ID-list uploads)
+    max_upload_bytes: int = Field(default=64 * 1_048_576, ge=1024)
     max_recipients: int = Field(default=1000, ge=1)
     idempotency_hours: float = Field(default=24.0, gt=0)
     write_batch_max: int = Field(default=256, ge=1)
@@ -52,6 +54,17 @@ class Settings(BaseSettings):
     #: "utm_source=clarion&utm_medium={channel}&utm_campaign={template}" ({channel}, {template}, {category});
     #: a parameter the URL already has is kept as it is; unset adds none
     short_link_utm: str | None = None
+
+    #: campaigns: audience users per fan-out batch (one transaction each: messages, deliveries and progress)
+    campaign_batch: int = Field(default=1000, ge=1, le=20_000)
+    #: a campaign run's lease: another runner takes a run over this long after its runner stopped renewing it
+    campaign_lease_seconds: float = Field(default=60.0, gt=0)
+    #: the estimate judges every user of audiences up to this size, a random sample of larger ones
+    campaign_estimate_exact: int = Field(default=10_000, ge=1)
+    campaign_estimate_sample: int = Field(default=5_000, ge=100)
+    #: the estimate's price per delivery of each channel (per segment for sms), e.g. '{"sms": 0.045}'
+    campaign_prices: dict[str, float] = Field(default_factory=lambda: {"sms": 0.045, "email": 0.0005})
+    campaign_currency: str = "CNY"
 
     @field_validator("short_link_utm")
     @classmethod

@@ -207,3 +207,17 @@ async def test_refused_requests_write_nothing(clarion: bootstrap.Clarion, api) -
 async def test_unknown_route_and_method_are_json_errors(api) -> None:
     assert_error(await api.get("/v1/nothing-here"), 404, "not_found")
     assert_error(await api.delete("/v1/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV"), 405, "method_not_allowed")
+
+
+async def test_bulk_paths_take_bodies_over_the_general_limit(clarion: bootstrap.Clarion, api) -> None:
+    """An ID-list file of 2 MB is an upload, not an oversized API call; the same size elsewhere is refused."""
+    size = clarion.settings.max_body_bytes * 2
+    lines = "\n".join(f"user-{i:07d}" for i in range(size // 13))
+    assert len(lines) > clarion.settings.max_body_bytes
+    uploaded = await api.post(
+        "/v1/lists?key=big&kind=user_id", content=lines.encode(), headers={"content-type": "text/plain"}
+    )
+    assert uploaded.status_code in (200, 201), uploaded.text
+    assert uploaded.json()["size"] == size // 13
+    refused = await api.put("/v1/users/big", json={"attributes": {"blob": "x" * size}})
+    assert_error(refused, 413, "payload_too_large")

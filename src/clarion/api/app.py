@@ -113,4 +113,14 @@ def create_app(
         return app.state.clarion
 
     # Outside FastAPI, in this order: authenticate, limit the body, then serve sends in the fast lane.
-    return Authenticate(BodyLimit(FastLane(app, services), limit=settings.max_body_bytes), services)
+    limited = BodyLimit(
+        FastLane(app, services),
+        limit=settings.max_body_bytes,
+        uploads=UPLOADS,
+        upload_limit=settings.max_upload_bytes,
+    )
+    return Authenticate(limited, services)
+
+
+#: bulk paths whose bodies may reach ``max_upload_bytes``: 10,000 users or events a call, ID-list files
+UPLOADS = frozenset({"/v1/users:batch", "/v1/track", "/v1/lists"})

@@ -51,21 +51,26 @@ class Authenticate:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, whether or not Content-Length is declared."""
+    """Refuse request bodies over ``limit`` bytes with 413, whether or not Content-Length is declared. The bulk
+    paths in ``uploads`` (user batches, events, ID-list files) have their own, larger limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, *, uploads: frozenset[str] = frozenset(), upload_limit: int = 0):
         self.app = app
         self.limit = limit
+        self.uploads = uploads
+        self.upload_limit = max(upload_limit, limit)
 
-    def _too_large(self) -> dict[str, Any]:
-        return error_body("payload_too_large", f"request body exceeds {self.limit} bytes", {"limit": self.limit})
+    @staticmethod
+    def _too_large(limit: int) -> dict[str, Any]:
+        return error_body("payload_too_large", f"request body exceeds {limit} bytes", {"limit": limit})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.upload_limit if scope["path"] in self.uploads else self.limit
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return await _answer(send, 413, self._too_large())
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return await _answer(send, 413, self._too_large(limit))
         seen = 0
         refused = False
 
@@ -75,9 +80,9 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit and not refused:
+                if seen > limit and not refused:
                     refused = True
-                    await _answer(send, 413, self._too_large())
+                    await _answer(send, 413, self._too_large(limit))
             return {"type": "http.disconnect"} if refused else message
 
         async def guarded_send(message: Message) -> None:
