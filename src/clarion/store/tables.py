@@ -73,6 +73,7 @@ users = sa.Table(
     sa.Column("addresses", JSON, nullable=False),
     sa.Column("preferences", JSON),
     *_timestamps(),
+    sa.Index(None, "updated_at"),  # the segment index follows other processes' changes by it
 )
 
 templates = sa.Table(

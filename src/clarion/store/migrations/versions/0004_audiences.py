@@ -113,9 +113,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("campaign_key", sa.String(length=128), nullable=True))
         batch_op.add_column(sa.Column("campaign_run", sa.String(length=32), nullable=True))
         batch_op.create_index(batch_op.f("ix_messages_campaign_run_user_id"), ["campaign_run", "user_id"], unique=False)
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_users_updated_at"), ["updated_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_users_updated_at"))
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_messages_campaign_run_user_id"))
