@@ -140,7 +140,13 @@ def build(settings: Settings | None = None) -> Clarion:
         stage,
         secret,
         segments,
-        CampaignRunner(db, the_intake, segments),
+        CampaignRunner(
+            db,
+            the_intake,
+            segments,
+            batch_size=settings.campaign_batch,
+            lease=timedelta(seconds=settings.campaign_lease_seconds),
+        ),
     )
 
 

@@ -1,24 +1,287 @@
-"""Runs due campaigns: freezes each run's audience and fans it out in batches, resumably."""
+"""Runs due campaigns: freezes each run's audience and fans it out in batches, resumably.
+
+A run starts when its campaign is ``scheduled`` and due: the audience is evaluated once (less the users an
+earlier run reached within ``exclude_reached_days``) and frozen into ``campaign_audience`` in send order.
+Then the run is advanced a batch at a time by whichever runner holds its lease: each batch's messages are
+written in the same transaction as the run's cursor (``Intake.send_campaign_batch``), so after a crash the
+next runner — once the dead one's lease has run out — continues exactly after the last committed batch.
+Pausing stops the run after the batch in flight; the run's token bucket paces batches to the campaign's rate.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
-from clarion.pipeline.intake import Intake
+from clarion.campaigns import definition as spec
+from clarion.campaigns import pacing
+from clarion.domain import errors, ids
+from clarion.pipeline.intake import CampaignBatch, Intake, Tally
 from clarion.segments.service import SegmentService
+from clarion.store import campaigns as store
 from clarion.store.db import Database
+
+log = logging.getLogger(__name__)
+AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
+
+
+class Audiences(Protocol):
+    """What campaigns need of ``clarion.segments``: an audience spec's user ids (stable order), its size."""
+
+    async def audience(self, spec: Mapping[str, Any]) -> list[str]: ...
+
+    async def count_audience(self, spec: Mapping[str, Any]) -> int: ...
+
+
+def empty_counts() -> dict[str, Any]:
+    return {"excluded": 0, "skipped": 0, "messages": 0, "queued": 0, "deferred": {}, "filtered": {}, "failed": {}}
+
+
+def add_tally(counts: Mapping[str, Any], tally: Tally) -> dict[str, Any]:
+    out = {**empty_counts(), **counts}
+    for name in ("skipped", "messages", "queued"):
+        out[name] = int(out.get(name, 0)) + getattr(tally, name)
+    for name in ("deferred", "filtered", "failed"):
+        merged = dict(out.get(name) or {})
+        for reason, n in getattr(tally, name).items():
+            merged[reason] = merged.get(reason, 0) + n
+        out[name] = merged
+    return out
+
+
+@dataclass(slots=True)
+class _Run:
+    """What a runner keeps between batches of one run."""
+
+    definition: spec.Definition
+    bucket: pacing.Bucket | None
 
 
 class CampaignRunner:
-    def __init__(self, db: Database, intake: Intake, segments: SegmentService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        intake: Intake,
+        segments: SegmentService,
+        *,
+        batch_size: int = 1000,
+        lease: timedelta = timedelta(seconds=60),
+        poll_interval: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.db = db
         self.intake = intake
         self.segments = segments
+        self.audiences = cast(Audiences, segments)
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self._runs: dict[str, _Run] = {}
 
     async def run_once(self, owner: str) -> int:
-        """Start due runs and advance running ones by a batch each; returns how many messages it wrote."""
-        return 0
+        """Start due runs and advance running ones by a batch each; returns how many audience users it
+        processed (0: nothing to do)."""
+        await self.start_due()
+        now = self.clock()
+
+        async def lease(conn: Any) -> list[Any]:
+            return await store.lease_runs(
+                conn, owner=owner, now=now, until=now + self.lease, limit=8, is_sqlite=self.db.is_sqlite
+            )
+
+        processed = 0
+        for run in await self.db.write(lease):
+            processed += await self._advance(owner, run)
+        return processed
 
     async def run(self, stop: asyncio.Event) -> None:
         """The scheduler loop of ``clarion serve``/``clarion worker``."""
-        await stop.wait()
+        owner = f"{socket.gethostname()}:{os.getpid()}:campaigns"
+        while not stop.is_set():
+            try:
+                processed = await self.run_once(owner)
+            except Exception:
+                log.exception("campaign runner %s: cycle failed", owner)
+                processed = 0
+            if processed == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+
+    # -- starting a run ------------------------------------------------------------------------------------
+
+    async def start_due(self) -> list[str]:
+        """Start a run of every scheduled campaign that is due; returns the runs' ids."""
+        now = self.clock()
+        async with self.db.read() as conn:
+            due = await store.due(conn, now)
+        started = []
+        for campaign in due:
+            run_id = await self._start(campaign, now)
+            if run_id is not None:
+                started.append(run_id)
+        return started
+
+    async def _start(self, campaign: Any, now: datetime) -> str | None:
+        definition = spec.Definition.from_json(campaign.definition)
+        schedule = definition.schedule
+        next_run_at = schedule.next_after(now) if schedule.kind == "cron" else None
+        run_id = ids.new_id()
+        try:
+            template = await self.intake.catalog.template(definition.template)
+            if template is None:
+                raise errors.NotFound("template", definition.template)
+            definition.channels_for(template)
+            audience = list(dict.fromkeys(await self.audiences.audience(definition.audience)))
+        except errors.InvalidInput as exc:
+            await self._refuse(campaign, run_id, exc, now)
+            return None
+        counts = empty_counts()
+        if definition.exclude_reached_days:
+            since = now - timedelta(days=definition.exclude_reached_days)
+            async with self.db.read() as conn:
+                reached = await store.reached_since(conn, campaign.key, since)
+            kept = [u for u in audience if u not in reached]
+            counts["excluded"] = len(audience) - len(kept)
+            audience = kept
+        last = max(0, len(audience) - 1) // AUDIENCE_CHUNK * AUDIENCE_CHUNK
+        try:
+            for start in range(0, last, AUDIENCE_CHUNK):
+                chunk = audience[start : start + AUDIENCE_CHUNK]
+                await self.db.write(lambda conn, s=start, c=chunk: store.insert_audience(conn, run_id, s, c))  # type: ignore[misc]
+
+            async def create(conn: Any) -> None:
+                await store.insert_audience(conn, run_id, last, audience[last:])
+                await store.create_run(
+                    conn, run_id, campaign, audience=len(audience), counts=counts, now=now, next_run_at=next_run_at
+                )
+
+            await self.db.write(create)
+        except store.Moved:
+            await self.db.write(lambda conn: store.delete_audience(conn, run_id))
+            return None
+        log.info("campaign %s: run %s started for %d users", campaign.key, run_id, len(audience))
+        if not audience:
+            await self._finish(run_id, campaign.key, "completed")
+        return run_id
+
+    async def _refuse(self, campaign: Any, run_id: str, exc: errors.InvalidInput, now: datetime) -> None:
+        """A due campaign that cannot run (its template is gone or not approved, its audience unknown) gets a
+        failed run saying why, and is paused for an operator; ``resume`` tries again."""
+        log.warning("campaign %s cannot run: %s", campaign.key, exc.message)
+
+        async def job(conn: Any) -> None:
+            counts = {**empty_counts(), "error": {"code": exc.code, "message": exc.message}}
+            await store.create_run(conn, run_id, campaign, audience=0, counts=counts, now=now, next_run_at=None)
+            await store.finish_run(conn, run_id, "failed", now)
+            await store.update(conn, campaign.key, now, status="paused", next_run_at=campaign.next_run_at)
+
+        with contextlib.suppress(store.Moved):
+            await self.db.write(job)
+
+    # -- advancing a run -----------------------------------------------------------------------------------
+
+    def _state(self, run: Any, definition: spec.Definition) -> _Run:
+        state = self._runs.get(run.id)
+        if state is None:
+            bucket = None
+            if definition.rate:
+                bucket = pacing.Bucket(definition.rate, clock=self.monotonic, sleep=self.sleep)
+            state = self._runs[run.id] = _Run(definition, bucket)
+        return state
+
+    async def _advance(self, owner: str, run: Any) -> int:
+        if run.cursor >= run.audience:
+            await self._finish(run.id, run.campaign_key, "completed")
+            return 0
+        async with self.db.read() as conn:
+            campaign = await store.get(conn, run.campaign_key)
+        if campaign is None:
+            await self._finish(run.id, run.campaign_key, "cancelled")
+            return 0
+        state = self._state(run, spec.Definition.from_json(campaign.definition))
+        definition = state.definition
+        size = self.batch_size
+        if definition.rate:
+            size = max(1, min(size, int(definition.rate)))  # a batch is at most a second's worth
+        async with self.db.read() as conn:
+            user_ids = await store.audience_slice(conn, run.id, run.cursor, size)
+        if state.bucket is not None:
+            await state.bucket.take(len(user_ids))
+            async with self.db.read() as conn:  # paused or cancelled while it waited: leave the batch
+                current = await store.run(conn, run.id)
+            if current is None or current.status != "running":
+                return 0
+        try:
+            template = await self.intake.catalog.template(definition.template)
+            if template is None:
+                raise errors.NotFound("template", definition.template)
+            channels = definition.channels_for(template)
+        except errors.InvalidInput as exc:
+            log.warning("campaign %s run %s stopped: %s", run.campaign_key, run.id, exc.message)
+            await self._finish(run.id, run.campaign_key, "failed", error={"code": exc.code, "message": exc.message})
+            return 0
+        to = run.cursor + len(user_ids)
+        now = self.clock()
+
+        async def progress(conn: Any, tally: Tally) -> None:
+            await store.advance(
+                conn,
+                run.id,
+                owner=owner,
+                cursor=run.cursor,
+                to=to,
+                processed=run.processed + len(user_ids),
+                counts=add_tally(run.counts, tally),
+                lease_until=now + self.lease,
+            )
+
+        batch = CampaignBatch(run.campaign_key, run.id, template, channels, user_ids, definition.data)
+        try:
+            await self.intake.send_campaign_batch(batch, progress)
+        except store.Moved:
+            log.info("campaign run %s moved on under a batch; left to its new owner", run.id)
+            return 0
+        if to >= run.audience:
+            await self._finish(run.id, run.campaign_key, "completed")
+        return len(user_ids)
+
+    async def _finish(self, run_id: str, key: str, status: str, error: dict[str, Any] | None = None) -> None:
+        """End a run; its campaign goes back to ``scheduled`` for a cron's next fire, else to ``completed``."""
+        now = self.clock()
+        self._runs.pop(run_id, None)
+
+        async def job(conn: Any) -> None:
+            run = await store.run(conn, run_id)
+            if run is None or run.status != "running":
+                return
+            values: dict[str, Any] = {}
+            if error is not None:
+                values["counts"] = {**run.counts, "error": error}
+            await store.finish_run(conn, run_id, status, now, **values)
+            campaign = await store.get(conn, key)
+            if campaign is None or campaign.status != "running":
+                return
+            definition = spec.Definition.from_json(campaign.definition)
+            if status == "failed":
+                await store.update(conn, key, now, status="paused")
+            elif definition.schedule.kind == "cron":
+                next_run_at = campaign.next_run_at or definition.schedule.next_after(now)
+                await store.update(conn, key, now, status="scheduled", next_run_at=next_run_at)
+            else:
+                await store.update(conn, key, now, status="completed", next_run_at=None)
+
+        await self.db.write(job)
+        log.info("campaign %s: run %s %s", key, run_id, status)

@@ -6,7 +6,7 @@ Nothing is sent from here; the outbox rows this writes are what the workers clai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
 from clarion.pipeline.policies import PolicyStage, Verdict
+from clarion.store import campaigns as campaign_store
 from clarion.store import loader, outbox
 from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
@@ -44,6 +45,36 @@ class EventCommand:
     user_id: str
     data: Mapping[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignBatch:
+    """Part of a campaign run's frozen audience, to be written as one transaction with the run's progress."""
+
+    campaign: str
+    run_id: str
+    template: model.Template
+    channels: Sequence[model.Channel]
+    user_ids: Sequence[str]
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a campaign batch wrote: messages, and its deliveries by outcome (filtered and deferred by the
+    policy that decided; failed messages by reason)."""
+
+    users: int = 0
+    skipped: int = 0  # already held a message of the run (a batch re-read after a crash): not sent again
+    messages: int = 0
+    queued: int = 0
+    deferred: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+#: a campaign batch's own write, run first in the batch's transaction (it moves the run's cursor, or raises)
+Progress = Callable[[Any, Tally], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +218,46 @@ class Intake:
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
         return await self._commit(command, "event", plan, extra, stale_key=stored is not None)
 
+    async def send_campaign_batch(self, batch: CampaignBatch, progress: Progress) -> Tally:
+        """Messages for a campaign batch — plan, policies, rendering and routing for all of it at once — written
+        in ONE transaction with ``progress`` (the run's cursor and counts), so a crash leaves either the batch and
+        its progress or neither. Users already holding a message of the run are skipped, whatever the cursor
+        says."""
+        async with self.db.read() as conn:
+            held = await campaign_store.holding_message(conn, batch.run_id, batch.user_ids)
+        recipients = [u for u in dict.fromkeys(batch.user_ids) if u not in held]
+        users = await self.users.load_many(recipients)
+        plan = _Plan(batch.run_id, self.clock())
+        source = f"campaign {batch.campaign} run {batch.run_id}"
+        for user_id in recipients:
+            self._plan_message(
+                plan,
+                batch.template,
+                batch.channels,
+                user_id,
+                users.get(user_id),
+                batch.data,
+                source,
+                campaign=(batch.campaign, batch.run_id),
+            )
+        await self._compose(plan)
+        tally = _tally(plan, users=len(batch.user_ids), skipped=len(batch.user_ids) - len(recipients))
+        rows = {
+            t.messages: plan.messages,
+            t.deliveries: plan.deliveries,
+            t.delivery_events: plan.events,
+            **plan.extra,
+        }
+
+        async def job(conn: Any) -> None:
+            await progress(conn, tally)
+            await Inserts(rows)(conn)
+
+        await self.db.write(job)
+        if tally.queued:
+            self.on_queued(tally.queued)
+        return tally
+
     # -- stages ------------------------------------------------------------------------------------------
 
     def _plan_message(
@@ -199,6 +270,7 @@ class Intake:
         data: Mapping[str, Any],
         source: str,
         dedup_key: str | None = None,
+        campaign: tuple[str, str] | None = None,
     ) -> None:
         now = plan.now
         message_id = ids.new_id()
@@ -214,6 +286,8 @@ class Intake:
             "reason": None,
             "data": dict(data),
             "variant": variants.choose(template, user_id),
+            "campaign_key": campaign[0] if campaign else None,
+            "campaign_run": campaign[1] if campaign else None,
             "created_at": now,
             "updated_at": now,
         }
@@ -385,6 +459,23 @@ class Intake:
         if queued:
             self.on_queued(queued)
         return Accepted(response)
+
+
+def _tally(plan: _Plan, *, users: int, skipped: int) -> Tally:
+    tally = Tally(users=users, skipped=skipped, messages=len(plan.messages))
+    for event in plan.events:
+        status = event["status"]
+        if event["delivery_id"] is None:
+            if status == S.FAILED:
+                reason = str(event["reason"]).split(":", 1)[0]
+                tally.failed[reason] = tally.failed.get(reason, 0) + 1
+        elif status == S.QUEUED:
+            tally.queued += 1
+        elif status in (S.FILTERED, S.DEFERRED):
+            into = tally.filtered if status == S.FILTERED else tally.deferred
+            policy = (event["detail"] or {}).get("policy", "unknown")
+            into[policy] = into.get(policy, 0) + 1
+    return tally
 
 
 def _channels_for(template: model.Template, requested: Sequence[model.Channel] | None) -> list[model.Channel]:

@@ -1,9 +1,122 @@
-"""Campaigns: see the module's endpoints."""
+"""Campaigns: a template sent to an audience now, at a time or on a cron schedule, after approval.
+
+    PUT  /v1/campaigns/{key}            save (as a draft: every change is reviewed again)   editor, admin
+    GET  /v1/campaigns/{key}            the campaign, its latest run's live progress and recent runs
+    GET  /v1/campaigns                  all, by key
+    POST /v1/campaigns/{key}/estimate   the dry run: audience, what each policy drops/defers, SMS segments, cost
+    POST /v1/campaigns/{key}/submit|approve|reject|start|pause|resume|cancel   {"comment": "..."} optional
+
+The body of a PUT: ``template``, ``audience`` ({"segment": K} | {"list": L} | both, and "exclude": {...}),
+``channels`` (default: the template's), ``schedule`` ("now" | {"kind": "at", "at": ISO} |
+{"kind": "cron", "cron": "0 10 * * 1", "timezone": "Asia/Shanghai"}), ``rate`` (messages/s into the outbox),
+``exclude_reached_days``, ``department``, ``goal`` (the conversion event), ``data`` (the template's data.*),
+``name``. Approval needs an approver or admin other than whoever saved the campaign last; start, pause, resume
+and cancel need sender or admin (pause and cancel also editor). Every action is in the audit log
+(``campaign:{key}``)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import Field, StringConstraints
 
 from clarion.api import deps
+from clarion.api.schemas import Strict
+from clarion.campaigns import definition as spec
+from clarion.campaigns import estimate as estimates
+from clarion.campaigns import service
+from clarion.domain import approval, errors
+from clarion.store import campaigns as store
 
 router = APIRouter(prefix="/v1", tags=["campaigns"], dependencies=deps.AUTH)
+KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+Action = Literal["submit", "approve", "reject", "start", "pause", "resume", "cancel"]
+
+
+class ActionIn(Strict):
+    comment: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class EstimateIn(Strict):
+    at: datetime | None = Field(default=None, description="judge at this moment (default: when it would first run)")
+
+
+def _actor(caller: Any) -> approval.Actor:
+    return approval.Actor(caller.name, tuple(caller.roles))
+
+
+@router.put("/campaigns/{key}")
+async def put_campaign(
+    clarion: deps.Services,
+    caller: deps.Caller,
+    response: Response,
+    body: dict[str, Any] = Body(...),
+    key: str = KeyPath,
+) -> dict[str, Any]:
+    """Create or replace a campaign; it is saved as a ``draft`` (submit it for review). A scheduled, running or
+    paused campaign must be cancelled before it can be changed (409)."""
+    created, _ = await service.save(clarion, key, body, _actor(caller))
+    response.status_code = 201 if created else 200
+    return await service.show(clarion, key)
+
+
+@router.get("/campaigns/{key}")
+async def get_campaign(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
+    """The campaign with ``run``: the latest run's progress — ``audience``, ``processed``, ``queued``, ``sent``,
+    ``failed`` (its messages now), ``filtered``/``deferred`` (deliveries by policy) — and ``runs``."""
+    return await service.show(clarion, key)
+
+
+@router.get("/campaigns")
+async def list_campaigns(
+    clarion: deps.Services,
+    limit: int = Query(default=100, ge=1, le=1000),
+    cursor: str | None = Query(default=None, max_length=128),
+) -> dict[str, Any]:
+    return await service.page(clarion, limit=limit, after=cursor)
+
+
+@router.post("/campaigns/{key}/estimate")
+async def estimate_campaign(
+    clarion: deps.Services, body: EstimateIn | None = None, key: str = KeyPath
+) -> dict[str, Any]:
+    """What the campaign would do if it ran at ``at``: nothing is sent, counted or marked. Exact for audiences
+    up to ``CLARION_CAMPAIGN_ESTIMATE_EXACT`` users; above, from a random sample, with 95% ``intervals``.
+    Costs use ``CLARION_CAMPAIGN_PRICES`` (per delivery; per segment for SMS)."""
+    async with clarion.db.read() as conn:
+        row = await store.get(conn, key)
+    if row is None:
+        raise errors.NotFound("campaign", key)
+    definition = spec.Definition.from_json(row.definition)
+    now = datetime.now(UTC)
+    at = body.at if body is not None and body.at is not None else None
+    if at is not None and at.tzinfo is None:
+        raise errors.InvalidInput("at needs a time zone (e.g. 2026-01-01T21:00:00+08:00)", details={"field": "at"})
+    when = at.astimezone(UTC) if at is not None else row.next_run_at or definition.schedule.first_due(now)
+    settings = clarion.settings
+    return await estimates.estimate(
+        clarion,
+        key,
+        definition,
+        at=when,
+        exact_max=settings.campaign_estimate_exact,
+        sample_size=settings.campaign_estimate_sample,
+        prices=settings.campaign_prices,
+        currency=settings.campaign_currency,
+    )
+
+
+@router.post("/campaigns/{key}/{action}")
+async def campaign_action(
+    clarion: deps.Services,
+    caller: deps.Caller,
+    action: Action,
+    body: ActionIn | None = None,
+    key: str = KeyPath,
+) -> dict[str, Any]:
+    """Move the campaign through its lifecycle (see the module's table); 409 ``invalid_transition`` from a
+    status the action does not apply to, 403 ``own_campaign`` for its author approving it."""
+    await service.act(clarion, key, action, _actor(caller), comment=body.comment if body else None)
+    return await service.show(clarion, key)

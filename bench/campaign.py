@@ -1,0 +1,211 @@
+"""Campaign benchmark: one campaign to ``--users`` generated users (default 1,000,000) on the embedded default —
+SQLite, the file provider, every policy on — from ``start`` to the last delivery handed to the provider.
+
+Prints one JSON line: the seconds from start to the last delivery sent and when the fan-out finished; the
+rates of both; ``timeline`` (every second: [seconds, audience users processed, deliveries sent]); peak RSS;
+and, for the bound, a bare ``sqlite3`` executemany of the same number of rows the run writes.
+
+Setup (not timed): users are inserted straight into SQLite; policies get the configuration of
+``bench/triggered.py --policies on`` (two caps, a 1,000-word block list, a 100-word mask list, 1,000 address
+suppressions); the template is a ``notification`` (so the quiet-hours policy runs but the night does not defer
+it). The audience comes from a stand-in for ``clarion.segments`` returning the generated ids (the fan-out is
+what is measured). API, runner and ``--workers`` delivery workers run in this one process, as ``clarion serve``.
+
+Run: ``.venv/bin/python bench/campaign.py`` (``--users 100000`` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from clarion import bootstrap
+from clarion.api.app import create_app
+from clarion.settings import Settings
+from clarion.store import migrate
+
+KEY = "clk_bench_campaign_key"
+POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
+
+
+def generate_users(db: Path, n: int) -> None:
+    conn = sqlite3.connect(db)
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    zones = ("Asia/Shanghai", "Europe/London", "America/New_York", None)
+    conn.execute("BEGIN")
+    chunk = 100_000
+    for start in range(0, n, chunk):
+        rows = [
+            (
+                f"u{i}",
+                json.dumps({"name": f"User {i}", "city": "Hangzhou"}),
+                "[]",
+                zones[i % 4],
+                "zh-CN",
+                json.dumps({"sms": f"+86138{i % 100_000_000:08d}"}),
+                now,
+                now,
+            )
+            for i in range(start, min(n, start + chunk))
+        ]
+        conn.executemany(
+            "INSERT INTO users (user_id, attributes, tags, timezone, locale, addresses, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    conn.commit()
+    conn.close()
+
+
+async def configure(api: httpx.AsyncClient) -> None:
+    async def put(path: str, body: Any) -> None:
+        r = await api.put(path, json=body)
+        assert r.status_code in (200, 201), r.text
+
+    await put("/v1/policies/settings", {"enabled": dict.fromkeys(POLICIES, True)})
+    await put("/v1/policies/caps/sms-day", {"limit": 30, "window": {"unit": "day"}, "channel": "sms"})
+    cap = {"limit": 5, "window": {"unit": "day"}, "channel": "sms", "per_department": True}
+    await put("/v1/policies/caps/sms-dept-day", cap)
+    await put("/v1/keyword-lists/blocked", {"action": "block", "words": [f"blocked{i:04d}" for i in range(1000)]})
+    await put("/v1/keyword-lists/masked", {"action": "mask", "words": [f"rival{i:03d}" for i in range(100)]})
+    for i in range(1000):
+        r = await api.post("/v1/suppressions", json={"address": f"+861390013{i:04d}", "source": "admin"})
+        assert r.status_code in (200, 201), r.text
+    template = {
+        "name": "Spring",
+        "category": "notification",
+        "priority": "normal",
+        "department": "growth",
+        "channels": {"sms": {"text": "【Clarion】{name}, spring offers in ${user.city} this week"}},
+    }
+    await put("/v1/templates/spring", template)
+    await put("/v1/campaigns/spring", {"template": "spring", "audience": {"segment": "everyone"}})
+
+
+def bare_sqlite(db: Path, rows: int) -> float:
+    """rows/s of a bare executemany of message-like rows in one transaction (WAL, synchronous=NORMAL)."""
+    conn = sqlite3.connect(db.with_name("bare.db"))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE m (id TEXT PRIMARY KEY, user_id TEXT, status TEXT, data TEXT, at TEXT)")
+    data = [(f"{i:032d}", f"u{i}", "queued", '{"a": 1}', "2026-01-01 00:00:00") for i in range(rows)]
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO m VALUES (?, ?, ?, ?, ?)", data)
+    conn.commit()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return rows / elapsed
+
+
+async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    db = tmp / "clarion.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    settings = Settings(
+        database_url=url,
+        data_dir=str(tmp / "var"),
+        outbox_dir=str(tmp / "var" / "outbox"),
+        api_key=KEY,
+        secret_key="bench",
+        workers=args.workers,
+        claim_batch=args.claim_batch,
+        campaign_batch=args.batch,
+    )
+    clarion = bootstrap.build(settings)
+    clarion.campaigns.batch_size = settings.campaign_batch  # bootstrap does not pass it yet
+    clarion.campaigns.poll_interval = 0.05
+    ids = [f"u{i}" for i in range(args.users)]
+
+    async def everyone(spec: Any) -> list[str]:
+        return ids
+
+    clarion.segments.audience = everyone  # type: ignore[method-assign]
+    await clarion.start()
+    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
+    headers = {"Authorization": f"Bearer {KEY}"}
+    reader = sqlite3.connect(db)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as api:
+            await configure(api)
+            for action in ("submit", "approve", "start"):
+                if action == "approve":
+                    await clarion.keys.create("reviewer", ("approver",), key="clk_bench_reviewer")
+                    h = {"Authorization": "Bearer clk_bench_reviewer"}
+                else:
+                    h = headers
+                started = time.perf_counter()
+                r = await api.post(f"/v1/campaigns/spring/{action}", headers=h)
+                assert r.status_code == 200, r.text
+        timeline: list[list[float]] = []
+        fanout_done: float | None = None
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.perf_counter() - started
+            run_row = reader.execute("SELECT status, processed, audience FROM campaign_runs").fetchone()
+            pending = reader.execute(
+                "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending', 'deferred')"
+            ).fetchone()[0]
+            sent = reader.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+            processed = run_row[1] if run_row else 0
+            timeline.append([round(now, 1), processed, sent])
+            if run_row and run_row[0] == "completed" and fanout_done is None:
+                fanout_done = now
+            if run_row and run_row[0] == "completed" and pending == 0:
+                break
+            if now > args.timeout:
+                break
+        last_sent = reader.execute("SELECT max(sent_at), min(created_at) FROM deliveries").fetchone()
+        counts = dict(reader.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+    finally:
+        reader.close()
+        await clarion.close()
+    total = timeline[-1][0] if timeline else 0.0
+    return {
+        "users": args.users,
+        "seconds_to_last_sent": total,
+        "seconds_fanout": fanout_done,
+        "fanout_users_per_s": round(args.users / fanout_done, 1) if fanout_done else None,
+        "end_to_end_deliveries_per_s": round(counts.get("sent", 0) / total, 1) if total else None,
+        "deliveries": counts,
+        "first_created": last_sent[1],
+        "last_sent": last_sent[0],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "workers": args.workers,
+        "batch": args.batch,
+        "claim_batch": args.claim_batch,
+        "timeline": timeline,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=1, help="delivery workers in the process")
+    parser.add_argument("--batch", type=int, default=1000, help="CLARION_CAMPAIGN_BATCH")
+    parser.add_argument("--claim-batch", type=int, default=200, help="CLARION_CLAIM_BATCH")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="clarion-campaign-bench-") as tmp:
+        migrate.upgrade(f"sqlite+aiosqlite:///{tmp}/clarion.db")
+        generate_users(Path(tmp) / "clarion.db", args.users)
+        result = asyncio.run(run(args, Path(tmp)))
+        # the ceiling: a bare executemany of as many rows as the run wrote (messages, deliveries, events x4)
+        result["bare_sqlite_rows_per_s"] = round(bare_sqlite(Path(tmp) / "clarion.db", min(args.users, 1_000_000)))
+    result["rows_written_per_user"] = "message + delivery + 2 events at fan-out; 2 events + 2 updates at dispatch"
+    print(json.dumps(result), file=sys.stdout)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""Reads and writes of campaigns, their runs and the runs' frozen audiences. SQL in, rows out; the lifecycle's
+rules are ``clarion.campaigns.lifecycle``'s.
+
+A run's progress moves only through ``advance``, which the fan-out calls inside the transaction that writes a
+batch's messages: the cursor moves from the value the batch was read at, or the whole batch is rolled back.
+That one guard is what makes a resumed run exact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.domain import errors, model
+from clarion.store import outbox
+from clarion.store import tables as t
+
+C = t.campaigns
+R = t.campaign_runs
+A = t.campaign_audience
+M = t.messages
+ACTIVE = ("running", "paused")
+NOT_REACHED = (model.MessageStatus.FILTERED.value, model.MessageStatus.FAILED.value)
+
+
+class Moved(errors.Conflict):
+    """The run moved under a batch (another runner took it over, or it was finished): the batch is not written."""
+
+
+def subject(key: str) -> str:
+    """How the audit log names a campaign."""
+    return f"campaign:{key}"
+
+
+# -- campaigns -----------------------------------------------------------------------------------------------
+
+
+async def get(conn: AsyncConnection, key: str, *, for_update: bool = False) -> Any:
+    query = sa.select(C).where(C.c.key == key)
+    return (await conn.execute(query.with_for_update() if for_update else query)).first()
+
+
+async def list_page(conn: AsyncConnection, *, limit: int, after: str | None = None) -> list[Any]:
+    query = sa.select(C).order_by(C.c.key).limit(limit)
+    if after is not None:
+        query = query.where(C.c.key > after)
+    return list((await conn.execute(query)).all())
+
+
+async def save(conn: AsyncConnection, key: str, definition: Mapping[str, Any], *, author: str, now: datetime) -> bool:
+    """Store the definition as a draft (a saved change is reviewed again); True when the campaign is new."""
+    values = {"definition": dict(definition), "status": "draft", "author": author, "approvals": [], "updated_at": now}
+    values["next_run_at"] = None
+    if (await conn.execute(C.update().where(C.c.key == key).values(values))).rowcount:
+        return False
+    await conn.execute(C.insert().values(key=key, created_at=now, **values))
+    return True
+
+
+async def update(conn: AsyncConnection, key: str, now: datetime, **values: Any) -> None:
+    await conn.execute(C.update().where(C.c.key == key).values(updated_at=now, **values))
+
+
+async def due(conn: AsyncConnection, now: datetime, *, limit: int = 10) -> list[Any]:
+    query = sa.select(C).where(C.c.status == "scheduled", C.c.next_run_at <= now).order_by(C.c.next_run_at).limit(limit)
+    return list((await conn.execute(query)).all())
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+
+async def run(conn: AsyncConnection, run_id: str) -> Any:
+    return (await conn.execute(sa.select(R).where(R.c.id == run_id))).first()
+
+
+async def runs_of(conn: AsyncConnection, key: str, *, limit: int = 20) -> list[Any]:
+    query = sa.select(R).where(R.c.campaign_key == key).order_by(R.c.started_at.desc(), R.c.id.desc()).limit(limit)
+    return list((await conn.execute(query)).all())
+
+
+async def active_run(conn: AsyncConnection, key: str) -> Any:
+    query = sa.select(R).where(R.c.campaign_key == key, R.c.status.in_(ACTIVE))
+    return (await conn.execute(query)).first()
+
+
+async def insert_audience(conn: AsyncConnection, run_id: str, start: int, user_ids: Sequence[str]) -> None:
+    if user_ids:
+        await conn.execute(
+            A.insert(), [{"run_id": run_id, "position": start + i, "user_id": u} for i, u in enumerate(user_ids)]
+        )
+
+
+async def delete_audience(conn: AsyncConnection, run_id: str) -> None:
+    await conn.execute(A.delete().where(A.c.run_id == run_id))
+
+
+async def create_run(
+    conn: AsyncConnection,
+    run_id: str,
+    campaign: Any,
+    *,
+    audience: int,
+    counts: Mapping[str, Any],
+    now: datetime,
+    next_run_at: datetime | None,
+) -> None:
+    """The run's row, and the campaign moved to running — only if it is still the scheduled campaign that was
+    found due (another runner may have started it meanwhile): raises ``Moved`` otherwise."""
+    moved = await conn.execute(
+        C.update()
+        .where(C.c.key == campaign.key, C.c.status == "scheduled", C.c.next_run_at == campaign.next_run_at)
+        .values(status="running", next_run_at=next_run_at, updated_at=now)
+    )
+    if not moved.rowcount:
+        raise Moved("the campaign was started elsewhere", details={"campaign": campaign.key})
+    await conn.execute(
+        R.insert().values(
+            id=run_id,
+            campaign_key=campaign.key,
+            status="running",
+            audience=audience,
+            processed=0,
+            cursor=0,
+            counts=dict(counts),
+            lease_owner=None,
+            lease_until=None,
+            started_at=now,
+            finished_at=None,
+        )
+    )
+
+
+async def lease_runs(
+    conn: AsyncConnection, *, owner: str, now: datetime, until: datetime, limit: int, is_sqlite: bool
+) -> list[Any]:
+    """Running runs this owner may advance: its own, unleased ones, and those whose lease ran out (their runner
+    died); their lease is taken or extended in the same statement."""
+    free = sa.or_(R.c.lease_owner.is_(None), R.c.lease_owner == owner, R.c.lease_until < now)
+    chosen = sa.select(R.c.id).where(R.c.status == "running", free).order_by(R.c.started_at).limit(limit)
+    if not is_sqlite:
+        chosen = chosen.with_for_update(skip_locked=True)
+    stmt = (
+        R.update()
+        .where(R.c.id.in_(chosen.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=until)
+        .returning(*R.c)
+    )
+    return sorted((await conn.execute(stmt)).all(), key=lambda r: (r.started_at, r.id))
+
+
+async def audience_slice(conn: AsyncConnection, run_id: str, start: int, size: int) -> list[str]:
+    query = (
+        sa.select(A.c.user_id)
+        .where(A.c.run_id == run_id, A.c.position >= start, A.c.position < start + size)
+        .order_by(A.c.position)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
+async def advance(
+    conn: AsyncConnection,
+    run_id: str,
+    *,
+    owner: str,
+    cursor: int,
+    to: int,
+    processed: int,
+    counts: Mapping[str, Any],
+    lease_until: datetime,
+) -> None:
+    """Move the run's cursor from ``cursor`` to ``to``, as the owner of its lease; raises ``Moved`` (rolling
+    the batch back) when it is not there any more."""
+    moved = await conn.execute(
+        R.update()
+        .where(R.c.id == run_id, R.c.cursor == cursor, R.c.lease_owner == owner)
+        .values(cursor=to, processed=processed, counts=dict(counts), lease_until=lease_until)
+    )
+    if not moved.rowcount:
+        raise Moved("the run moved on under this batch", details={"run": run_id, "cursor": cursor})
+
+
+async def finish_run(conn: AsyncConnection, run_id: str, status: str, now: datetime, **values: Any) -> None:
+    await conn.execute(
+        R.update()
+        .where(R.c.id == run_id)
+        .values(status=status, finished_at=now, lease_owner=None, lease_until=None, **values)
+    )
+
+
+async def set_run_status(conn: AsyncConnection, run_id: str, status: str, *, keep_lease: bool = False) -> None:
+    """``keep_lease`` (a pause): the batch in flight still commits; otherwise any runner may take the run."""
+    values: dict[str, Any] = {"status": status}
+    if not keep_lease:
+        values.update(lease_owner=None, lease_until=None)
+    await conn.execute(R.update().where(R.c.id == run_id).values(values))
+
+
+# -- who a campaign reached ----------------------------------------------------------------------------------
+
+
+async def reached_since(conn: AsyncConnection, key: str, since: datetime) -> set[str]:
+    """Users holding a message (not filtered, not failed) of a run of ``key`` started since ``since``."""
+    runs: list[str] = list(
+        (await conn.execute(sa.select(R.c.id).where(R.c.campaign_key == key, R.c.started_at >= since))).scalars()
+    )
+    if not runs:
+        return set()
+    query = sa.select(M.c.user_id).where(M.c.campaign_run.in_(runs), M.c.status.not_in(NOT_REACHED))
+    return set((await conn.execute(query)).scalars())
+
+
+async def holding_message(conn: Any, run_id: str, user_ids: Sequence[str]) -> set[str]:
+    """Those of ``user_ids`` who already have a message of the run."""
+    if not user_ids:
+        return set()
+    query = sa.select(M.c.user_id).where(M.c.campaign_run == run_id, M.c.user_id.in_(list(user_ids)))
+    return set((await conn.execute(query)).scalars())
+
+
+async def message_statuses(conn: AsyncConnection, run_id: str) -> dict[str, int]:
+    """How many of the run's messages are in each status now (the dispatcher keeps them current)."""
+    query = sa.select(M.c.status, sa.func.count()).where(M.c.campaign_run == run_id).group_by(M.c.status)
+    return {row[0]: int(row[1]) for row in (await conn.execute(query)).all()}
+
+
+async def cancel_pending(conn: AsyncConnection, run_id: str, *, reason: str, now: datetime) -> int:
+    """Fail the run's deliveries that have not gone out yet (queued or deferred): a cancelled campaign stops."""
+    d = t.deliveries
+    mine = sa.select(M.c.id).where(M.c.campaign_run == run_id).scalar_subquery()
+    rows = (
+        await conn.execute(
+            d.update()
+            .where(d.c.message_id.in_(mine), d.c.status.in_(("queued", "deferred")))
+            .values(status="failed", last_error=reason, updated_at=now)
+            .returning(d.c.id, d.c.message_id)
+        )
+    ).all()
+    if rows:
+        await conn.execute(
+            t.delivery_events.insert(), [outbox.event_row(r.message_id, r.id, "failed", reason, now) for r in rows]
+        )
+        await outbox.refresh_messages(conn, {r.message_id for r in rows}, now)
+    return len(rows)
