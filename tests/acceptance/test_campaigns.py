@@ -520,3 +520,33 @@ async def test_the_cli_saves_reviews_starts_and_runs_a_campaign(
     assert done["status"] == "completed"
     assert (done["run"]["processed"], done["run"]["sent"], done["run"]["queued"]) == (7, 7, 0)
     assert sorted(line["user_id"] for line in sink(clarion, "sms")) == sorted(ids)
+
+
+# -- real audiences: the segment engine and ID lists, no stand-in ------------------------------------------------
+
+
+async def test_a_campaign_to_a_segment_minus_an_id_list_reaches_exactly_those_users(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None
+) -> None:
+    for i in range(8):
+        await put_user(
+            api,
+            f"r{i}",
+            attributes={"name": f"R{i}", "city": "Beijing" if i % 2 == 0 else "Shanghai"},
+            tags=["vip"] if i < 6 else [],
+            addresses={"sms": PHONE.format(i)},
+        )
+    segment = {"conditions": {"and": [{"tag": "vip"}, {"attr": "city", "op": "=", "value": "Beijing"}]}}
+    assert (await api.put("/v1/segments/beijing-vip", json=segment)).status_code in (200, 201)
+    listed = await api.post(
+        "/v1/lists?key=complained&kind=user_id", content=b"r2\n", headers={"content-type": "text/plain"}
+    )
+    assert listed.status_code in (200, 201), listed.text
+    audience = {"segment": "beijing-vip", "exclude": {"list": "complained"}}
+    await campaign(api, "spring", audience=audience)
+    estimate = (await api.post("/v1/campaigns/spring/estimate")).json()
+    assert estimate["audience"]["size"] == 2  # r0 and r4: vip in Beijing, r2 excluded
+    await launch(api, "spring")
+    assert await run_all(clarion.campaigns) == 2
+    assert await drain(clarion) == 2
+    assert sorted(line["user_id"] for line in sink(clarion, "sms")) == ["r0", "r4"]

@@ -53,9 +53,12 @@ class Segments:
     remaining: int
 
 
+_GSM7_ALL = frozenset(GSM7_BASIC) | frozenset(GSM7_EXTENSION)
+
+
 def is_gsm7(text: str) -> bool:
     """Whether every character of ``text`` is in the GSM 03.38 default alphabet or its extension table."""
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text)
+    return _GSM7_ALL.issuperset(text)
 
 
 def count_segments(text: str) -> Segments:

@@ -107,6 +107,15 @@ class Catalog:
 
         return await self._cached("policy", "caps", load)
 
+    async def any_suppression(self) -> bool:
+        """Whether any suppression exists (cached like the rest: this process's writes invalidate it)."""
+
+        async def load() -> bool:
+            async with self.db.read() as conn:
+                return await policies.any_suppression(conn)
+
+        return bool(await self._cached("policy", "any_suppression", load))
+
     async def keyword_lists(self) -> list[keywords.KeywordList]:
         """The enabled lists, compiled once per version: a refresh reads only (key, version) and compiles just the
         lists that changed, so a message only scans its text."""

@@ -151,7 +151,7 @@ class Intake:
         on_queued: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.db = db
-        self.users = loader.UserLoader(db)
+        self.users = loader.UserLoader(db, any_suppression=catalog.any_suppression)
         self.catalog = catalog
         self.policies = policies
         self.finishers = list(finishers)

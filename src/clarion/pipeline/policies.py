@@ -114,7 +114,8 @@ class PolicyStage:
             verdicts.append(verdict)
             if isinstance(verdict.decision, Drop):
                 continue
-            entry = caps.limits_for(candidate, cap_list, settings, screened.zones[i], dedup.key(candidate, content))
+            key = dedup.key(candidate, content) if settings.on(dedup.POLICY) else None
+            entry = caps.limits_for(candidate, cap_list, settings, screened.zones[i], key)
             if entry.limits:
                 counted.append((i, entry))
         if counted:

@@ -224,6 +224,10 @@ async def suppressions_for(
     return [_suppression(row) for row in rows]
 
 
+async def any_suppression(conn: AsyncConnection) -> bool:
+    return (await conn.execute(sa.select(t.suppressions.c.id).limit(1))).first() is not None
+
+
 async def add_suppression(
     conn: AsyncConnection,
     *,

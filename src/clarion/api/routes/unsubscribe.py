@@ -136,6 +136,7 @@ async def unsubscribe_now(token: str, clarion: deps.Services) -> HTMLResponse:
         return created
 
     created = await clarion.db.write(job)
+    clarion.catalog.invalidate()
     what = html.escape(scope.describe())
     said = "You are unsubscribed" if created else "You were already unsubscribed"
     return _page("Unsubscribed", f"<p>{said}: you will no longer receive {what} from us.</p>")
