@@ -11,7 +11,12 @@ suppressions); the template is a ``notification`` (so the quiet-hours policy run
 it). The audience comes from a stand-in for ``clarion.segments`` returning the generated ids (the fan-out is
 what is measured). API, runner and ``--workers`` delivery workers run in this one process, as ``clarion serve``.
 
-Run: ``.venv/bin/python bench/campaign.py`` (``--users 100000`` for a quick look).
+``--postgres ADMIN_URL`` runs the same on a fresh PostgreSQL database created on that server (and dropped after)
+with the counters in Redis (``--redis-url``), the deployment for several processes; users are then inserted
+through SQLAlchemy in chunks.
+
+Run: ``.venv/bin/python bench/campaign.py`` (``--users 100000`` for a quick look;
+``--postgres postgresql://postgres@127.0.0.1:5432/test`` for PostgreSQL + Redis).
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from clarion import bootstrap
 from clarion.api.app import create_app
 from clarion.settings import Settings
 from clarion.store import migrate
+from clarion.store import tables as t
 
 KEY = "clk_bench_campaign_key"
 POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
@@ -109,11 +116,52 @@ def bare_sqlite(db: Path, rows: int) -> float:
     return rows / elapsed
 
 
-async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    db = tmp / "clarion.db"
-    url = f"sqlite+aiosqlite:///{db}"
+async def generate_users_sql(clarion: bootstrap.Clarion, n: int) -> None:
+    """The same users as ``generate_users``, through SQLAlchemy (for PostgreSQL)."""
+    now = datetime.now(UTC)
+    zones = ("Asia/Shanghai", "Europe/London", "America/New_York", None)
+    for start in range(0, n, 20_000):
+        rows = [
+            {
+                "user_id": f"u{i}",
+                "attributes": {"name": f"User {i}", "city": "Hangzhou"},
+                "tags": [],
+                "timezone": zones[i % 4],
+                "locale": "zh-CN",
+                "addresses": {"sms": f"+86138{i % 100_000_000:08d}"},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(start, min(n, start + 20_000))
+        ]
+
+        async def job(conn: Any, rows: list[dict[str, Any]] = rows) -> None:
+            await conn.execute(t.users.insert(), rows)
+
+        await clarion.db.write(job)
+
+
+async def progress(clarion: bootstrap.Clarion) -> tuple[Any, int, int]:
+    """(the run's status, processed, audience), deliveries still pending, deliveries sent."""
+    d = t.deliveries
+    async with clarion.db.read() as conn:
+        run_row = (
+            await conn.execute(sa.select(t.campaign_runs.c.status, t.campaign_runs.c.processed).limit(1))
+        ).first()
+        pending = (
+            await conn.execute(
+                sa.select(sa.func.count()).select_from(d).where(d.c.status.in_(("queued", "sending", "deferred")))
+            )
+        ).scalar_one()
+        sent = (await conn.execute(sa.select(sa.func.count()).select_from(d).where(d.c.status == "sent"))).scalar_one()
+    return run_row, pending, sent
+
+
+async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
     settings = Settings(
         database_url=url,
+        redis_url=args.redis_url if args.postgres else None,
+        redis_prefix=f"bench{int(time.time())}:",
         data_dir=str(tmp / "var"),
         outbox_dir=str(tmp / "var" / "outbox"),
         api_key=KEY,
@@ -131,10 +179,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         return ids
 
     clarion.segments.audience = everyone  # type: ignore[method-assign]
+    if args.postgres:
+        await generate_users_sql(clarion, args.users)
     await clarion.start()
     transport = httpx.ASGITransport(app=create_app(clarion=clarion))
     headers = {"Authorization": f"Bearer {KEY}"}
-    reader = sqlite3.connect(db)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as api:
             await configure(api)
@@ -152,11 +201,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while True:
             await asyncio.sleep(1.0)
             now = time.perf_counter() - started
-            run_row = reader.execute("SELECT status, processed, audience FROM campaign_runs").fetchone()
-            pending = reader.execute(
-                "SELECT count(*) FROM deliveries WHERE status IN ('queued', 'sending', 'deferred')"
-            ).fetchone()[0]
-            sent = reader.execute("SELECT count(*) FROM deliveries WHERE status = 'sent'").fetchone()[0]
+            run_row, pending, sent = await progress(clarion)
             processed = run_row[1] if run_row else 0
             timeline.append([round(now, 1), processed, sent])
             if run_row and run_row[0] == "completed" and fanout_done is None:
@@ -165,10 +210,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 break
             if now > args.timeout:
                 break
-        last_sent = reader.execute("SELECT max(sent_at), min(created_at) FROM deliveries").fetchone()
-        counts = dict(reader.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+        d = t.deliveries
+        async with clarion.db.read() as conn:
+            last_sent = (await conn.execute(sa.select(sa.func.max(d.c.sent_at), sa.func.min(d.c.created_at)))).first()
+            counts = dict((await conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))).all())
     finally:
-        reader.close()
         await clarion.close()
     total = timeline[-1][0] if timeline else 0.0
     return {
@@ -178,14 +224,25 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "fanout_users_per_s": round(args.users / fanout_done, 1) if fanout_done else None,
         "end_to_end_deliveries_per_s": round(counts.get("sent", 0) / total, 1) if total else None,
         "deliveries": counts,
-        "first_created": last_sent[1],
-        "last_sent": last_sent[0],
+        "database": "postgresql+redis" if args.postgres else "sqlite",
+        "first_created": str(last_sent[1]),
+        "last_sent": str(last_sent[0]),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "workers": args.workers,
         "batch": args.batch,
         "claim_batch": args.claim_batch,
         "timeline": timeline,
     }
+
+
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"), timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 def main() -> None:
@@ -195,13 +252,26 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="CLARION_CAMPAIGN_BATCH")
     parser.add_argument("--claim-batch", type=int, default=200, help="CLARION_CLAIM_BATCH")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--postgres", metavar="ADMIN_URL", help="run on PostgreSQL (+ Redis counters) instead")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-campaign-bench-") as tmp:
-        migrate.upgrade(f"sqlite+aiosqlite:///{tmp}/clarion.db")
-        generate_users(Path(tmp) / "clarion.db", args.users)
-        result = asyncio.run(run(args, Path(tmp)))
-        # the ceiling: a bare executemany of as many rows as the run wrote (messages, deliveries, events x4)
-        result["bare_sqlite_rows_per_s"] = round(bare_sqlite(Path(tmp) / "clarion.db", min(args.users, 1_000_000)))
+        if args.postgres:
+            name = f"clarion_bench_{int(time.time())}"
+            asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
+            url = sa.make_url(args.postgres).set(drivername="postgresql+asyncpg", database=name)
+            url_text = url.render_as_string(hide_password=False)
+            try:
+                migrate.upgrade(url_text)
+                result = asyncio.run(run(args, Path(tmp), url_text))
+            finally:
+                asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        else:
+            migrate.upgrade(f"sqlite+aiosqlite:///{tmp}/clarion.db")
+            generate_users(Path(tmp) / "clarion.db", args.users)
+            result = asyncio.run(run(args, Path(tmp), f"sqlite+aiosqlite:///{tmp}/clarion.db"))
+            # the ceiling: a bare executemany of as many rows as the run wrote
+            result["bare_sqlite_rows_per_s"] = round(bare_sqlite(Path(tmp) / "clarion.db", min(args.users, 1_000_000)))
     result["rows_written_per_user"] = "message + delivery + 2 events at fan-out; 2 events + 2 updates at dispatch"
     print(json.dumps(result), file=sys.stdout)
     sys.stdout.flush()
