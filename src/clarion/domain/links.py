@@ -180,6 +180,8 @@ class Shortener:
         ``values`` fill the UTM placeholders; ``taken`` holds codes already given out that must not be reused.
         The content is returned as it was (the same object) when it has no URL to rewrite."""
         text_fields, html_fields = fields_for(channel, everywhere=self.everywhere)
+        if not any("://" in value for f in (*text_fields, *html_fields) if isinstance(value := content.get(f), str)):
+            return content, []  # most texts (codes, order updates) hold no link: nothing to scan
         made: dict[str, ShortLink] = {}
         params = utm_values(self.utm, values or {})
 

@@ -14,6 +14,7 @@ cap leaves no dedup mark behind, so one counter round trip per batch gives both 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,20 @@ class Counted:
 def _window(spec: config.CapWindow, candidate: Candidate, zone: ZoneInfo) -> counters.Window:
     if spec.unit is not None:
         start, seconds = timewindows.calendar_bucket(candidate.now, zone, spec.unit)
-        return counters.Window("fixed", seconds, start)
+        return _fixed(seconds, start)
     assert spec.seconds is not None
-    return counters.Window("rolling", spec.seconds)
+    return _rolling(spec.seconds)
+
+
+# Windows are immutable values shared by every delivery of a day and zone: built (and validated) once.
+@functools.lru_cache(maxsize=4096)
+def _fixed(seconds: int, start: float) -> counters.Window:
+    return counters.Window("fixed", seconds, start)
+
+
+@functools.lru_cache(maxsize=256)
+def _rolling(seconds: int) -> counters.Window:
+    return counters.Window("rolling", seconds)
 
 
 def _tag(spec: config.CapWindow) -> str:
@@ -73,7 +85,7 @@ def limits_for(
     sources: list[Source] = []
     seconds = dedup.window(candidate, settings)
     if dedup_key is not None and settings.on(dedup.POLICY) and seconds > 0:
-        limits.append(counters.Limit(dedup_key, 1, counters.Window("rolling", seconds)))
+        limits.append(counters.Limit(dedup_key, 1, _rolling(seconds)))
         sources.append(DedupMark(seconds))
     if settings.on(CAPS) and not candidate.overrides.exempt_caps:
         department = candidate.template.department or "-"
