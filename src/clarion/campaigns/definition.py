@@ -212,13 +212,4 @@ class Definition:
 
     def channels_for(self, template: model.Template) -> list[model.Channel]:
         """The channels a run sends on; raises ``InvalidInput`` when the template lacks one of them."""
-        if not self.channels:
-            return list(template.channels)
-        missing = [c.value for c in self.channels if c not in template.channels]
-        if missing:
-            raise errors.InvalidInput(
-                f"template {template.key!r} has no content for channel(s) {', '.join(missing)}",
-                code="invalid_channels",
-                details={"field": "channels", "unknown": missing},
-            )
-        return list(self.channels)
+        return template.channels_for(self.channels)

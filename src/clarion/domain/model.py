@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from clarion.domain import errors
 
 if TYPE_CHECKING:
     from clarion.domain.policy import config
@@ -120,6 +123,20 @@ class Template:
     default: dict[str, Any] | None = None
     #: A/B variants with their weights; empty: every user gets ``channels``
     variants: tuple[Variant, ...] = ()
+
+    def channels_for(self, requested: Sequence[Channel] | None) -> list[Channel]:
+        """The channels a send uses: all of the template's, or ``requested`` (in order, once each); raises
+        ``InvalidInput`` (``invalid_channels``) naming those the template has no content for."""
+        if not requested:
+            return list(self.channels)
+        unknown = [c.value for c in requested if c not in self.channels]
+        if unknown:
+            raise errors.InvalidInput(
+                f"template {self.key!r} has no content for channel(s) {', '.join(unknown)}",
+                code="invalid_channels",
+                details={"field": "channels", "unknown": unknown, "available": [c.value for c in self.channels]},
+            )
+        return list(dict.fromkeys(requested))
 
 
 @dataclass(frozen=True, slots=True)

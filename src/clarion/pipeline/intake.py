@@ -174,7 +174,7 @@ class Intake:
         template = template or await self.catalog.template(command.template)
         if template is None:
             raise errors.NotFound("template", command.template)
-        channels = _channels_for(template, command.channels)
+        channels = template.channels_for(command.channels)
         recipients = list(dict.fromkeys(command.to))
         users = await self.users.load_many(recipients)
         plan = _Plan(ids.new_id(), self.clock(), prefix=prefix)
@@ -476,23 +476,6 @@ def _tally(plan: _Plan, *, users: int, skipped: int) -> Tally:
             policy = (event["detail"] or {}).get("policy", "unknown")
             into[policy] = into.get(policy, 0) + 1
     return tally
-
-
-def _channels_for(template: model.Template, requested: Sequence[model.Channel] | None) -> list[model.Channel]:
-    if not requested:
-        return list(template.channels)
-    unknown = [c.value for c in requested if c not in template.channels]
-    if unknown:
-        raise errors.InvalidInput(
-            f"template {template.key!r} has no content for channel(s) {', '.join(unknown)}",
-            code="invalid_channels",
-            details={
-                "field": "channels",
-                "unknown": unknown,
-                "available": [c.value for c in template.channels],
-            },
-        )
-    return list(dict.fromkeys(requested))
 
 
 _PREFIXED_FIELDS = ("subject", "title", "text")

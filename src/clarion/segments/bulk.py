@@ -10,7 +10,6 @@ reaches ``max_categories`` values is dropped. Strings that look like ISO 8601 da
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from array import array
 from collections.abc import Iterable, Mapping
@@ -93,12 +92,7 @@ class BulkLoad:
         self.kinds[name] = kind
         if kind == "category":
             return all([self._add_category(row, name, v) for v in (value if isinstance(value, list) else [value])])
-        number: int | float | None
-        if kind == "timestamp":
-            number = ix.timestamp_minutes(value)
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            number = value if ok else None
+        number = ix.column_value(kind, value)
         if number is None:
             return False
         rows, values = self.columns.setdefault(name, (array("I"), []))

@@ -120,6 +120,15 @@ def timestamp_minutes(value: Any) -> int | None:
     return None
 
 
+def column_value(kind: Kind, value: Any) -> int | float | None:
+    """What a number or timestamp column holds for ``value`` (minutes since the epoch for a timestamp); None for
+    a value the column cannot hold."""
+    if kind == "timestamp":
+        return timestamp_minutes(value)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
+
 def category_key(value: Any) -> CategoryKey | None:
     """Dictionary key of a categorical value: booleans, numbers and strings never collide (``True != 1``)."""
     if isinstance(value, bool):
@@ -408,12 +417,7 @@ class SegmentIndex:
         self.kinds[name] = kind
         if kind == "category":
             return all([self._add_category(row, name, v) for v in (value if isinstance(value, list) else [value])])
-        number: int | float | None
-        if kind == "timestamp":
-            number = timestamp_minutes(value)
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-            number = value if ok else None
+        number = column_value(kind, value)
         if number is None:
             return False
         dtype = np.int32 if kind == "timestamp" else (np.int64 if isinstance(number, int) else np.float64)

@@ -41,14 +41,7 @@ async def check(body: CheckIn, clarion: deps.Services) -> dict[str, Any]:
     user = (await clarion.intake.users.load_many([body.user_id])).get(body.user_id)
     if user is None:
         raise errors.NotFound("user", body.user_id)
-    channels = list(dict.fromkeys(body.channels or template.channels))
-    missing = [c.value for c in channels if c not in template.channels]
-    if missing:
-        raise errors.InvalidInput(
-            f"template {template.key!r} has no content for channel(s) {', '.join(missing)}",
-            code="invalid_channels",
-            details={"field": "channels", "unknown": missing},
-        )
+    channels = template.channels_for(body.channels)
     prefs = user.preferences or config.NO_PREFERENCES
     candidates = [
         Candidate("check", user, template, c, at, user.address_for(c), body.dedup_key, prefs) for c in channels

@@ -43,14 +43,7 @@ async def preview(body: PreviewIn, clarion: deps.Services, key: str = KeyPath) -
         user = (await clarion.intake.users.load_many([body.user_id])).get(body.user_id)
         if user is None:
             raise errors.NotFound("user", body.user_id)
-    channels = list(dict.fromkeys(body.channels or template.channels))
-    missing = [c.value for c in channels if c not in template.channels]
-    if missing:
-        raise errors.InvalidInput(
-            f"template {template.key!r} has no content for channel(s) {', '.join(missing)}",
-            code="invalid_channels",
-            details={"field": "channels", "unknown": missing, "available": [c.value for c in template.channels]},
-        )
+    channels = template.channels_for(body.channels)
     variant = _variant(template, body.variant, body.user_id)
     context = render.context_for(user, body.data)
     lists = await clarion.catalog.keyword_lists()
