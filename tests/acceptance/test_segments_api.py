@@ -232,6 +232,35 @@ async def test_the_background_poll_follows_another_process(api, settings) -> Non
         await watcher.close()
 
 
+async def test_a_poll_does_not_read_again_what_settled_before_the_previous_one(api, other, monkeypatch) -> None:
+    """Changes older than the previous poll's start minus LAG are settled: a big import is read once, not at
+    every poll until a later change comes."""
+    from clarion.segments import service as segment_service
+    from clarion.store import segments as segment_store
+
+    monkeypatch.setattr(segment_service, "LAG", timedelta(milliseconds=50))
+    read: list[int] = []
+    real = segment_store.users_updated_since
+
+    async def counting(*args: Any) -> Any:
+        page = await real(*args)
+        read.append(len(page))
+        return page
+
+    monkeypatch.setattr(segment_store, "users_updated_since", counting)
+    await other.start(workers=0)
+    for i in range(5):
+        await put_user(api, f"imp{i}", tags=["imported"])
+    await other.segments.refresh()
+    assert sum(read) == 5
+    await asyncio.sleep(0.1)  # the import is now older than the last poll's start minus LAG
+    await other.segments.refresh()  # reads them once more: they were within LAG of that poll
+    read.clear()
+    await other.segments.refresh()
+    assert read == [0]
+    assert await other.segments.count(query.parse({"tag": "imported"})) == 5
+
+
 # -- ID lists ------------------------------------------------------------------------------------------------
 
 

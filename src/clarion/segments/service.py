@@ -6,11 +6,11 @@ Each process holds its own :class:`~clarion.segments.index.SegmentIndex` and kee
   re-read; those gone are deleted from the index), event intake calls ``events_tracked()`` (events with an id
   above the last one seen are read), the lists API calls ``lists_changed()``;
 * **other processes' writes**, by a poll every ``poll_seconds``: users whose ``updated_at`` is at or after the
-  newest one seen minus :data:`LAG` (clocks and commit delays: a change stamped a little before one already seen
-  is still found; users already applied at the same ``updated_at`` are skipped), events with an id above the
-  mark or among the ids found missing below it (PostgreSQL may commit serial ids out of order; a missing id is
-  looked for again for :data:`GAP_SECONDS`, then given up — it was a rolled-back insert), and ID lists whose
-  ``updated_at`` changed;
+  previous poll's start minus :data:`LAG` (clocks and commit delays: a change committed late, or stamped by a
+  clock a little behind, is still found; users already applied at the same ``updated_at`` are skipped), events
+  with an id above the mark or among the ids found missing below it (PostgreSQL may commit serial ids out of
+  order; a missing id is looked for again for :data:`GAP_SECONDS`, then given up — it was a rolled-back insert),
+  and ID lists whose ``updated_at`` changed;
 * **deletions by other processes** leave no row to poll: a reconciliation every ``recheck_seconds`` pages through
   every user id, deletes from the index the users that are gone and adds any that were missed. Until then a user
   another process deleted may still be counted (never sent to: the send pipeline loads each user).
@@ -210,6 +210,10 @@ class SegmentService:
             self._applied.pop(user_id, None)
 
     async def _catch_up_users(self) -> None:
+        # Every change committed by now is read below; one committed later was stamped at most LAG before
+        # now. So the next poll starts at now - LAG — not at the newest change seen minus LAG, which would
+        # re-read the last LAG seconds of a big import at every poll until some later change moved it on.
+        started = datetime.now(UTC)
         since, after = self._users_since, None
         while True:
             page = await store.users_updated_since(self.db, since, after, store.PAGE)
@@ -220,8 +224,7 @@ class SegmentService:
             if len(page) < store.PAGE:
                 break
         async with self._lock:
-            if after is not None:
-                self._users_since = max(self._users_since, since - LAG)
+            self._users_since = max(self._users_since, started - LAG)
             self._applied = {u: at for u, at in self._applied.items() if at >= self._users_since}
 
     def _advance_events(self, seen: list[int]) -> None:
