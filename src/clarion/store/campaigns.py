@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import errors, model
 from clarion.store import outbox
 from clarion.store import tables as t
+from clarion.store.db import executemany, insert_of
 
 C = t.campaigns
 R = t.campaign_runs
@@ -88,8 +89,10 @@ async def active_run(conn: AsyncConnection, key: str) -> Any:
 
 async def insert_audience(conn: AsyncConnection, run_id: str, start: int, user_ids: Sequence[str]) -> None:
     if user_ids:
-        await conn.execute(
-            A.insert(), [{"run_id": run_id, "position": start + i, "user_id": u} for i, u in enumerate(user_ids)]
+        await executemany(
+            conn,
+            insert_of(A),
+            [{"run_id": run_id, "position": start + i, "user_id": u} for i, u in enumerate(user_ids)],
         )
 
 

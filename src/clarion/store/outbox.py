@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
 from clarion.store import tables as t
+from clarion.store.db import executemany, insert_of
 
 S = model.DeliveryStatus
 CLAIMABLE = (S.QUEUED.value, S.DEFERRED.value)
@@ -110,8 +111,9 @@ async def claim(
     claimed = [Claimed(*row) for row in rows]  # type: ignore[arg-type]
     claimed.sort(key=lambda c: (c.lane, c.id))
     if claimed:
-        await conn.execute(
-            t.delivery_events.insert(),
+        await executemany(
+            conn,
+            insert_of(t.delivery_events),
             [
                 event_row(c.message_id, c.id, S.SENDING, f"attempt {c.attempts}", now, {"worker": owner})
                 for c in claimed
@@ -144,40 +146,51 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
     mine = [o for o in outcomes if o.delivery_id in held]
     if not mine:
         return 0
-    stmt = (
-        d.update()
-        .where(d.c.id == sa.bindparam("b_id"), d.c.lease_owner == completing)
-        .values(
-            status=sa.bindparam("b_status"),
-            provider=sa.func.coalesce(sa.bindparam("b_provider"), d.c.provider),
-            provider_message_id=sa.func.coalesce(sa.bindparam("b_pmid"), d.c.provider_message_id),
-            last_error=sa.bindparam("b_error"),
-            run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=t.UTCDateTime()), d.c.run_at),
-            sent_at=sa.bindparam("b_sent_at", type_=t.UTCDateTime()),
-            lease_owner=None,
-            lease_until=None,
-            updated_at=now,
-        )
-    )
     params = [
         {
             "b_id": o.delivery_id,
+            "b_owner": completing,
             "b_status": o.status.value,
             "b_provider": o.provider,
             "b_pmid": o.provider_message_id,
             "b_error": o.reason if o.status in (S.FAILED, S.QUEUED) else None,
             "b_run_at": o.run_at,
             "b_sent_at": now if o.status is S.SENT else None,
+            "b_now": now,
         }
         for o in mine
     ]
-    await conn.execute(stmt, params)
-    await conn.execute(
-        t.delivery_events.insert(),
+    await executemany(conn, _COMPLETE, params)
+    await executemany(
+        conn,
+        insert_of(t.delivery_events),
         [event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail) for o in mine],
     )
     await refresh_messages(conn, {o.message_id for o in mine}, now)
     return len(mine)
+
+
+_d = t.deliveries
+_COMPLETE = (
+    _d.update()
+    .where(_d.c.id == sa.bindparam("b_id"), _d.c.lease_owner == sa.bindparam("b_owner"))
+    .values(
+        status=sa.bindparam("b_status"),
+        provider=sa.func.coalesce(sa.bindparam("b_provider"), _d.c.provider),
+        provider_message_id=sa.func.coalesce(sa.bindparam("b_pmid"), _d.c.provider_message_id),
+        last_error=sa.bindparam("b_error"),
+        run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=t.UTCDateTime()), _d.c.run_at),
+        sent_at=sa.bindparam("b_sent_at", type_=t.UTCDateTime()),
+        lease_owner=None,
+        lease_until=None,
+        updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()),
+    )
+)
+_REFRESH = (
+    t.messages.update()
+    .where(t.messages.c.id == sa.bindparam("b_id"))
+    .values(status=sa.bindparam("b_status"), updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()))
+)
 
 
 async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], now: datetime) -> None:
@@ -199,15 +212,12 @@ async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], no
         statuses[row.message_id].append(row.status)
         current[row.message_id] = row.current
     changes = [
-        {"b_id": mid, "b_status": new.value}
+        {"b_id": mid, "b_status": new.value, "b_now": now}
         for mid, sts in statuses.items()
         if (new := model.message_status(sts)).value != current[mid]
     ]
     if changes:
-        await conn.execute(
-            m.update().where(m.c.id == sa.bindparam("b_id")).values(status=sa.bindparam("b_status"), updated_at=now),
-            changes,
-        )
+        await executemany(conn, _REFRESH, changes)
 
 
 async def reap_expired(conn: AsyncConnection, *, now: datetime, max_attempts: int = 1_000_000) -> int:

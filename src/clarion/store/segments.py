@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store import tables as t
-from clarion.store.db import Database
+from clarion.store.db import Database, executemany, insert_of
 
 PAGE = 10_000
 _IN_CHUNK = 500
@@ -106,7 +106,7 @@ async def put_id_list(
         await conn.execute(t.id_list_members.delete().where(t.id_list_members.c.list_key == key))
     for start in range(0, len(members), PAGE):
         page = members[start : start + PAGE]
-        await conn.execute(t.id_list_members.insert(), [{"list_key": key, "user_id": u} for u in page])
+        await executemany(conn, insert_of(t.id_list_members), [{"list_key": key, "user_id": u} for u in page])
     return created
 
 
