@@ -58,6 +58,14 @@ class Dispatcher:
 
     async def run_once(self, owner: str) -> int:
         """One claim → send → complete cycle; returns how many deliveries it handled."""
+        handled, completion = await self._claim_and_send(owner)
+        if completion is not None:
+            await self.db.write(completion)
+        return handled
+
+    async def _claim_and_send(self, owner: str) -> tuple[int, Any]:
+        """Claim a batch and send it; returns how many were handled and the write that records their outcomes
+        (None when nothing was claimed)."""
         now = self.clock()
         if time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
             self._last_reap = time.monotonic()
@@ -76,11 +84,14 @@ class Dispatcher:
 
         batch = await self.db.write(claim)
         if not batch:
-            return 0
+            return 0, None
         outcomes = await self._send(batch)
         done = self.clock()
-        await self.db.write(lambda conn: outbox.complete(conn, owner=owner, now=done, outcomes=outcomes))
-        return len(batch)
+
+        async def complete(conn: AsyncConnection) -> int:
+            return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
+
+        return len(batch), complete
 
     async def _send(self, batch: list[outbox.Claimed]) -> list[outbox.Outcome]:
         groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
@@ -164,11 +175,21 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event, *, index: int = 0) -> None:
         owner = f"{socket.gethostname()}:{os.getpid()}:{index}"
         log.info("worker %s started", owner)
+        # A batch's outcomes are written while the next batch is claimed and sent: the two writes share a
+        # group commit. At most one completion is in flight, and it is committed before the next one is queued.
+        completing: asyncio.Future[Any] | None = None
         while not stop.is_set():
             try:
-                handled = await self.run_once(owner)
+                handled, completion = await self._claim_and_send(owner)
+                if completing is not None:
+                    await completing
+                    completing = None
+                if completion is not None:
+                    completing = asyncio.ensure_future(self.db.write(completion))
             except Exception:
                 log.exception("worker %s: cycle failed", owner)
+                if completing is not None and completing.done():  # it failed; else await it next cycle
+                    completing = None
                 handled = 0
                 await asyncio.sleep(1)
             if handled == 0:
@@ -178,4 +199,9 @@ class Dispatcher:
                 await asyncio.wait({stopping, woken}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 woken.cancel()
+        if completing is not None:  # a graceful stop records the last batch's outcomes
+            try:
+                await completing
+            except Exception:
+                log.exception("worker %s: recording the last batch failed", owner)
         log.info("worker %s stopped", owner)
