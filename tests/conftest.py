@@ -121,6 +121,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         retry_max_seconds=0.5,
         max_attempts=3,
         poll_interval=0.01,
+        tune_gc=False,  # thousands of starts in one test process
     )
 
 

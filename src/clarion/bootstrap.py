@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -58,6 +59,10 @@ class Clarion:
         count = self.settings.workers if workers is None else workers
         self._stop.clear()
         await self.segments.start()
+        if self.settings.tune_gc:
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 100)
         self._workers = [
             asyncio.create_task(self.dispatcher.run(self._stop, index=i), name=f"clarion-worker-{i}")
             for i in range(count)

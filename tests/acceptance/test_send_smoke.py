@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from clarion import bootstrap
 from tests.conftest import drain, put_template, put_user, sink
 
@@ -35,3 +37,23 @@ async def test_send_reaches_inbox_and_file_sink(api, clarion: bootstrap.Clarion)
     sms = next(d for d in detail["deliveries"] if d["channel"] == "sms")
     assert [e["status"] for e in sms["timeline"]] == ["queued", "sending", "sent"]
     assert sms["provider_message_id"] == f"file:{sms['id']}"
+
+
+async def test_a_started_process_tunes_the_garbage_collector_unless_told_not_to(settings) -> None:
+    gc.unfreeze()
+    thresholds = gc.get_threshold()
+    services = bootstrap.build(settings.model_copy(update={"tune_gc": True}))
+    try:
+        await services.start(workers=0)
+        assert gc.get_freeze_count() > 10_000  # modules, the app, the segment index …
+        assert gc.get_threshold()[0] == 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        await services.close()
+    services = bootstrap.build(settings)  # tune_gc=False: the tests' own setting
+    try:
+        await services.start(workers=0)
+        assert gc.get_freeze_count() == 0
+    finally:
+        await services.close()
