@@ -22,7 +22,6 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,10 +134,7 @@ def _driver_statement(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]
 
 
 def _is_timestamp(kind: Any) -> bool:
-    try:
-        return kind.python_type is datetime
-    except NotImplementedError:
-        return False
+    return isinstance(kind, sa.DateTime) or isinstance(getattr(kind, "impl", None), sa.DateTime)
 
 
 def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
