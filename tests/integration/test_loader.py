@@ -15,13 +15,13 @@ async def test_concurrent_loads_share_one_query(api, clarion: bootstrap.Clarion,
     for n in range(5):
         await put_user(api, f"u{n}", attributes={"n": n})
     queries: list[list[str]] = []
-    real = records.users_by_id
+    real = records.user_rows
 
     async def counting(conn, ids):  # type: ignore[no-untyped-def]
         queries.append(sorted(ids))
         return await real(conn, ids)
 
-    monkeypatch.setattr(records, "users_by_id", counting)
+    monkeypatch.setattr(records, "user_rows", counting)
     users = loader.UserLoader(clarion.db)
     results = await asyncio.gather(
         users.load_many(["u0", "u1"]), users.load_many(["u1", "ghost"]), users.load_many(["u4"])
@@ -40,7 +40,7 @@ async def test_a_failing_query_fails_every_waiter(clarion: bootstrap.Clarion, mo
     async def broken(conn, ids):  # type: ignore[no-untyped-def]
         raise RuntimeError("database gone")
 
-    monkeypatch.setattr(records, "users_by_id", broken)
+    monkeypatch.setattr(records, "user_rows", broken)
     users = loader.UserLoader(clarion.db)
     outcomes = await asyncio.gather(users.load_many(["a"]), users.load_many(["b"]), return_exceptions=True)
     assert [type(o) for o in outcomes] == [RuntimeError, RuntimeError]

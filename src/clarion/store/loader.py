@@ -8,9 +8,8 @@ a ``Coalescing`` loader gathers the keys requested during one turn of the event 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from clarion.domain import model
 from clarion.domain.policy import config
@@ -81,26 +80,29 @@ class UserLoader(Coalescing[str, model.User]):
             # most deployments have no suppression at all most of the time: then there is nothing to read
             skip = any_suppression is not None and not await any_suppression()
             async with db.read() as conn:
-                users = await records.users_by_id(conn, ids)
-                if not users or skip:
-                    return {k: dataclasses.replace(u, suppressions=()) for k, u in users.items()}
-                addresses = {u.user_id: _addresses(u) for u in users.values()}
+                rows = await records.user_rows(conn, ids)
+                if not rows or skip:
+                    return {row.user_id: records.user_from_row(row, ()) for row in rows}
+                addresses = {row.user_id: _addresses(row.addresses or {}) for row in rows}
                 everyone = sorted({a for found in addresses.values() for a in found})
-                suppressions = await policies.suppressions_for(conn, list(users), everyone)
+                suppressions = await policies.suppressions_for(conn, list(addresses), everyone)
             if not suppressions:
-                return {k: dataclasses.replace(u, suppressions=()) for k, u in users.items()}
-            return {
-                k: dataclasses.replace(
-                    u,
-                    suppressions=tuple(
-                        s for s in suppressions if s.user_id == k or (s.user_id is None and s.address in addresses[k])
-                    ),
-                )
-                for k, u in users.items()
-            }
+                return {row.user_id: records.user_from_row(row, ()) for row in rows}
+            holders: dict[str, list[str]] = {}  # address → the users who have it
+            for user_id, found in addresses.items():
+                for address in found:
+                    holders.setdefault(address, []).append(user_id)
+            mine: dict[str, list[config.Suppression]] = {}  # each user's, in the order read
+            for s in suppressions:
+                if s.user_id is not None:
+                    mine.setdefault(s.user_id, []).append(s)
+                elif s.address is not None:
+                    for user_id in holders.get(s.address, ()):
+                        mine.setdefault(user_id, []).append(s)
+            return {row.user_id: records.user_from_row(row, tuple(mine.get(row.user_id, ()))) for row in rows}
 
         super().__init__(fetch, max_batch=max_batch)
 
 
-def _addresses(user: model.User) -> set[str]:
-    return {config.normalize_address(a) for value in user.addresses.values() for a in addresses_of(value)}
+def _addresses(addresses: dict[str, Any]) -> set[str]:
+    return {config.normalize_address(a) for value in addresses.values() for a in addresses_of(value)}

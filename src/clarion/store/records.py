@@ -3,7 +3,7 @@ providers, API keys. Thin: SQL in, domain values out."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ from clarion.store import tables as t
 from clarion.store.db import Database
 
 
-def user_from_row(row: Any) -> model.User:
+def user_from_row(row: Any, suppressions: tuple[config.Suppression, ...] | None = None) -> model.User:
     return model.User(
         user_id=row.user_id,
         attributes=row.attributes or {},
@@ -25,6 +25,7 @@ def user_from_row(row: Any) -> model.User:
         locale=row.locale,
         addresses=row.addresses or {},
         preferences=config.Preferences.from_json(row.preferences) if row.preferences else None,
+        suppressions=suppressions,
     )
 
 
@@ -110,14 +111,17 @@ _USER_BY_ID = _PROFILE.where(t.users.c.user_id == sa.bindparam("id"))
 
 
 async def users_by_id(conn: AsyncConnection, user_ids: Iterable[str]) -> dict[str, model.User]:
+    return {row.user_id: user_from_row(row) for row in await user_rows(conn, user_ids)}
+
+
+async def user_rows(conn: AsyncConnection, user_ids: Iterable[str]) -> Sequence[Any]:
+    """The profile rows of ``user_ids`` that exist (for ``user_from_row``)."""
     ids = list(set(user_ids))
     if not ids:
-        return {}
+        return []
     if len(ids) == 1:  # the common case, and a statement that needs no per-call expansion
-        rows = (await conn.execute(_USER_BY_ID, {"id": ids[0]})).all()
-    else:
-        rows = (await conn.execute(_USERS_BY_ID, {"ids": ids})).all()
-    return {row.user_id: user_from_row(row) for row in rows}
+        return (await conn.execute(_USER_BY_ID, {"id": ids[0]})).all()
+    return (await conn.execute(_USERS_BY_ID, {"ids": ids})).all()
 
 
 async def rules_for_event(conn: AsyncConnection, event: str) -> list[model.Rule]:
