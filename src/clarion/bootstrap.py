@@ -112,6 +112,7 @@ def build(settings: Settings | None = None) -> Clarion:
         the_metrics,
         retry_policy=retry.RetryPolicy(settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds),
         batch_size=settings.claim_batch,
+        max_batch_size=settings.claim_batch_max,
         lease=timedelta(seconds=settings.lease_seconds),
         poll_interval=settings.poll_interval,
     )

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     #: delivery workers in this process (serve runs API + workers)
     workers: int = Field(default=1, ge=0, le=64)
     claim_batch: int = Field(default=200, ge=1, le=5000)
+    #: while a backlog lasts, each full claim doubles the next one up to this (see ``Dispatcher``)
+    claim_batch_max: int = Field(default=1000, ge=1, le=5000)
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_interval: float = Field(default=0.05, gt=0)
     max_attempts: int = Field(default=6, ge=1, le=50)

@@ -37,6 +37,7 @@ class Dispatcher:
         *,
         retry_policy: retry.RetryPolicy,
         batch_size: int = 200,
+        max_batch_size: int | None = None,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 0.05,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -46,6 +47,11 @@ class Dispatcher:
         self.metrics = metrics
         self.retry_policy = retry_policy
         self.batch_size = batch_size
+        # A claim that comes back full means a backlog (a campaign): the next claim takes twice as many, up to
+        # ``max_batch_size`` — fewer, larger statements per delivery. A claim that is not full goes back to
+        # ``batch_size``. Lanes are claimed in order either way, so an urgent message waits at most one batch.
+        self.max_batch_size = max_batch_size or batch_size
+        self._limit: int | None = None
         self.lease = lease
         self.poll_interval = poll_interval
         self.clock = clock
@@ -78,11 +84,13 @@ class Dispatcher:
                 owner=owner,
                 now=now,
                 lease_until=now + self.lease,
-                limit=self.batch_size,
+                limit=limit,
                 is_sqlite=self.db.is_sqlite,
             )
 
+        limit = self._limit or self.batch_size
         batch = await self.db.write(claim)
+        self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if len(batch) >= limit else None
         if not batch:
             return 0, None
         outcomes = await self._send(batch)

@@ -115,6 +115,21 @@ async def one_queued(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> str:
 # -- priority lanes ----------------------------------------------------------------------------------------
 
 
+async def test_claims_grow_while_a_backlog_lasts_and_shrink_when_it_is_gone(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    await sms_template(api, "promo", "notification", "low")
+    users = [f"b{i:03d}" for i in range(115)]
+    await seed_users(clarion, users)
+    await queue(clarion, "promo", users[:100])
+    clarion.dispatcher.batch_size, clarion.dispatcher.max_batch_size = 10, 40
+    handled = [await clarion.dispatcher.run_once("w1") for _ in range(5)]
+    assert handled == [10, 20, 40, 30, 0]  # full claims double up to the maximum; a short one ends the run
+    await queue(clarion, "promo", users[100:])
+    assert await clarion.dispatcher.run_once("w1") == 10  # back to the base size
+    assert len(sink(clarion)) == 110
+
+
 async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion
 ) -> None:
