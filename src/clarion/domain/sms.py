@@ -61,18 +61,25 @@ def is_gsm7(text: str) -> bool:
     return _GSM7_ALL.issuperset(text)
 
 
+_WITHOUT_EXTENSION = {ord(ch): None for ch in GSM7_EXTENSION}
+
+
 def count_segments(text: str) -> Segments:
     """Encoding, billing units and number of SMS segments for ``text`` (empty text is one segment)."""
     encoding: Literal["GSM-7", "UCS-2"]
+    # the units counted in C (a single segment, the common case, needs no more)
     if is_gsm7(text):
         encoding, single, multi = "GSM-7", _GSM7_SINGLE, _GSM7_MULTI
-        widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        total = 2 * len(text) - len(text.translate(_WITHOUT_EXTENSION))
     else:
         encoding, single, multi = "UCS-2", _UCS2_SINGLE, _UCS2_MULTI
-        widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    total = sum(widths)
+        total = len(text.encode("utf-16-le", "surrogatepass")) // 2
     if total <= single:
         return Segments(encoding, total, 1, single, single - total)
+    if encoding == "GSM-7":
+        widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+    else:
+        widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
     count, used = 1, 0
     for width in widths:
         if used + width > multi:  # never split a two-unit character across segments

@@ -222,6 +222,7 @@ class Database:
             self._sqlite_writer = _sqlite_engine(parsed, immediate=True)
             self._sqlite_reader = _sqlite_engine(parsed, immediate=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clarion-sqlite-writer")
+            self._writer_connection: sa.Connection | None = None
         else:
             self._engine = create_async_engine(
                 url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_size=10, max_overflow=10
@@ -282,8 +283,17 @@ class Database:
             return await _run_merged(conn, jobs)
 
     def _sqlite_transaction(self, jobs: list[Job]) -> list[Any]:
-        with self._sqlite_writer.begin() as sync:
+        # the writer thread keeps its one connection: no pool checkout per transaction
+        sync = self._writer_connection
+        if sync is None or sync.closed or sync.invalidated:
+            sync = self._writer_connection = self._sqlite_writer.connect()
+        with sync.begin():
             return _drive(_run_merged(InlineConnection(sync), jobs))
+
+    def _sqlite_release(self) -> None:
+        if self._writer_connection is not None:
+            self._writer_connection.close()
+            self._writer_connection = None
 
     async def close(self) -> None:
         if self._writer_task is not None:
@@ -292,6 +302,8 @@ class Database:
                 await self._writer_task
             self._writer_task = None
         if self.is_sqlite:
+            with contextlib.suppress(RuntimeError):  # closed before
+                self._thread.submit(self._sqlite_release)
             self._thread.shutdown(wait=True)
             self._sqlite_writer.dispose()
             self._sqlite_reader.dispose()
