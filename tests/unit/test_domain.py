@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import random
 from pathlib import Path
 
@@ -102,3 +103,18 @@ def test_ids_within_one_millisecond_keep_creation_order() -> None:
     made = [ids.new_id(now=1_800_000_000.0005) for _ in range(1000)]
     assert made == sorted(made)
     assert len(set(made)) == 1000
+
+
+def test_a_forked_child_does_not_reuse_its_parents_random_bytes() -> None:
+    ids.new_id()  # the parent now holds a pool of random bytes
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, ids.new_id(now=1_900_000_000.0).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    mine = ids.new_id(now=1_900_000_000.0)
+    assert mine[12:] != from_child[12:]  # the 80 random bits differ
