@@ -7,6 +7,8 @@ of user ids (in order), so each test states exactly who is targeted — the segm
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -219,11 +221,49 @@ async def test_an_at_campaign_waits_for_its_time(
     assert (await api.get("/v1/campaigns/later")).json()["status"] == "completed"
 
 
+async def test_a_turn_pipelines_batches_and_each_commits_in_order(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
+) -> None:
+    """Batch N+1 is composed while N is written; N+1 is written only after N committed."""
+    ids = await users(api, 20)
+    audience(ids)
+    clarion.campaigns.batch_size = 4
+    await campaign(api, "spring")
+    await launch(api, "spring")
+    events: list[str] = []
+    prepare, write = clarion.intake.prepare_campaign_batch, clarion.intake.write_campaign_batch
+
+    async def preparing(batch: intake.CampaignBatch) -> intake.PreparedBatch:
+        events.append(f"compose {batch.user_ids[0]}")
+        return await prepare(batch)
+
+    async def writing(prepared: intake.PreparedBatch, progress: intake.Progress) -> intake.Tally:
+        first = prepared.rows[t.messages][0]["user_id"]
+        events.append(f"write {first}")
+        await asyncio.sleep(0.01)  # the transaction takes a while: the next batch is composed meanwhile
+        tally = await write(prepared, progress)
+        events.append(f"committed {first}")
+        return tally
+
+    clarion.intake.prepare_campaign_batch = preparing  # type: ignore[method-assign]
+    clarion.intake.write_campaign_batch = writing  # type: ignore[method-assign]
+    assert await clarion.campaigns.run_once("r") == 20  # one turn, five batches
+    firsts = [e.split()[1] for e in events if e.startswith("compose")]
+    assert firsts == ["u0", "u4", "u8", "u12", "u16"]
+    for earlier, later in itertools.pairwise(firsts):
+        assert events.index(f"compose {later}") < events.index(f"committed {earlier}")  # overlapped
+        assert events.index(f"committed {earlier}") < events.index(f"write {later}")  # in order
+    shown = (await api.get("/v1/campaigns/spring")).json()
+    assert shown["status"] == "completed" and shown["run"]["processed"] == 20
+    assert sorted(m.user_id for m in await campaign_messages(clarion, "spring")) == sorted(ids)
+
+
 async def test_pause_stops_the_fan_out_and_resume_continues_it(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
     audience(await users(api, 20))
     clarion.campaigns.batch_size = 4
+    clarion.campaigns.slice_seconds = 0  # one batch per turn
     await campaign(api, "spring")
     await launch(api, "spring")
     assert await clarion.campaigns.run_once("r") == 4
@@ -246,6 +286,7 @@ async def test_cancel_stops_a_run_and_what_it_had_queued(
 ) -> None:
     audience(await users(api, 10))
     clarion.campaigns.batch_size = 4
+    clarion.campaigns.slice_seconds = 0  # one batch per turn
     await campaign(api, "spring")
     await launch(api, "spring")
     assert await clarion.campaigns.run_once("r") == 4
@@ -267,22 +308,22 @@ async def test_a_crash_in_the_middle_of_the_fan_out_resumes_without_sending_anyo
     await launch(api, "spring")
 
     # the third batch dies inside its transaction, after its messages were written: none of it may stay
-    real = clarion.intake.send_campaign_batch
+    real = clarion.intake.write_campaign_batch
     calls = 0
 
-    async def crashing(batch: intake.CampaignBatch, progress: intake.Progress) -> intake.Tally:
+    async def crashing(prepared: intake.PreparedBatch, progress: intake.Progress) -> intake.Tally:
         nonlocal calls
         calls += 1
         if calls < 3:
-            return await real(batch, progress)
+            return await real(prepared, progress)
 
         async def dying(conn: Any, tally: intake.Tally) -> None:
             await progress(conn, tally)
             raise RuntimeError("power cut")
 
-        return await real(batch, dying)
+        return await real(prepared, dying)
 
-    clarion.intake.send_campaign_batch = crashing  # type: ignore[method-assign]
+    clarion.intake.write_campaign_batch = crashing  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="power cut"):
         await run_all(clarion.campaigns, "dead-runner")
     assert len(await campaign_messages(clarion, "spring")) == 10

@@ -75,6 +75,7 @@ class CampaignRunner:
         batch_size: int = 1000,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
+        slice_seconds: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -86,6 +87,7 @@ class CampaignRunner:
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
+        self.slice_seconds = slice_seconds  # how long one run is advanced before the others get a turn
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
@@ -203,6 +205,12 @@ class CampaignRunner:
         return state
 
     async def _advance(self, owner: str, run: Any) -> int:
+        """Fan out batches of ``run`` for up to ``slice_seconds``; returns how many audience users it processed.
+
+        Batches are pipelined: batch N+1 is read and composed while batch N's transaction is being written, and
+        N+1 is written only once N has committed (its cursor update expects N's), so the cursor still moves one
+        committed batch at a time. A batch whose write finds the run moved (paused, cancelled, taken over)
+        raises ``Moved``: the batch composed behind it is dropped unwritten."""
         if run.cursor >= run.audience:
             await self._finish(run.id, run.campaign_key, "completed")
             return 0
@@ -216,14 +224,6 @@ class CampaignRunner:
         size = self.batch_size
         if definition.rate:
             size = max(1, min(size, int(definition.rate)))  # a batch is at most a second's worth
-        async with self.db.read() as conn:
-            user_ids = await store.audience_slice(conn, run.id, run.cursor, size)
-        if state.bucket is not None:
-            await state.bucket.take(len(user_ids))
-            async with self.db.read() as conn:  # paused or cancelled while it waited: leave the batch
-                current = await store.run(conn, run.id)
-            if current is None or current.status != "running":
-                return 0
         try:
             template = await self.intake.catalog.template(definition.template)
             if template is None:
@@ -233,30 +233,66 @@ class CampaignRunner:
             log.warning("campaign %s run %s stopped: %s", run.campaign_key, run.id, exc.message)
             await self._finish(run.id, run.campaign_key, "failed", error={"code": exc.code, "message": exc.message})
             return 0
-        to = run.cursor + len(user_ids)
-        now = self.clock()
+        cursor, processed, counts = run.cursor, run.processed, run.counts
+        writing: asyncio.Future[Any] | None = None
+        done = 0
+        began = self.monotonic()
+        try:
+            while cursor < run.audience and (done == 0 or self.monotonic() - began < self.slice_seconds):
+                async with self.db.read() as conn:
+                    user_ids = await store.audience_slice(conn, run.id, cursor, size)
+                if not user_ids:
+                    break
+                if state.bucket is not None:
+                    await state.bucket.take(len(user_ids))
+                    async with self.db.read() as conn:  # paused or cancelled while it waited: leave the batch
+                        current = await store.run(conn, run.id)
+                    if current is None or current.status != "running":
+                        break
+                batch = CampaignBatch(run.campaign_key, run.id, template, channels, user_ids, definition.data)
+                prepared = await self.intake.prepare_campaign_batch(batch)
+                if writing is not None:
+                    await writing
+                    writing = None
+                to = cursor + len(user_ids)
+                processed += len(user_ids)
+                counts = add_tally(counts, prepared.tally)
+                progress = self._progress(run.id, owner, cursor, to, processed, counts)
+                writing = asyncio.ensure_future(self.intake.write_campaign_batch(prepared, progress))
+                cursor = to
+                done += len(user_ids)
+            if writing is not None:
+                await writing
+        except store.Moved:
+            log.info("campaign run %s moved on under a batch; left to its new owner", run.id)
+            return 0
+        finally:
+            if writing is not None and not writing.done():  # another error: let the batch in flight finish
+                with contextlib.suppress(Exception):
+                    await writing
+        if cursor >= run.audience:
+            await self._finish(run.id, run.campaign_key, "completed")
+        return done
+
+    def _progress(
+        self, run_id: str, owner: str, cursor: int, to: int, processed: int, counts: dict[str, Any]
+    ) -> Callable[[Any, Tally], Awaitable[None]]:
+        """A batch's own write: the run's cursor from ``cursor`` to ``to``, its counts, a renewed lease."""
+        lease_until = self.clock() + self.lease
 
         async def progress(conn: Any, tally: Tally) -> None:
             await store.advance(
                 conn,
-                run.id,
+                run_id,
                 owner=owner,
-                cursor=run.cursor,
+                cursor=cursor,
                 to=to,
-                processed=run.processed + len(user_ids),
-                counts=add_tally(run.counts, tally),
-                lease_until=now + self.lease,
+                processed=processed,
+                counts=counts,
+                lease_until=lease_until,
             )
 
-        batch = CampaignBatch(run.campaign_key, run.id, template, channels, user_ids, definition.data)
-        try:
-            await self.intake.send_campaign_batch(batch, progress)
-        except store.Moved:
-            log.info("campaign run %s moved on under a batch; left to its new owner", run.id)
-            return 0
-        if to >= run.audience:
-            await self._finish(run.id, run.campaign_key, "completed")
-        return len(user_ids)
+        return progress
 
     async def _finish(self, run_id: str, key: str, status: str, error: dict[str, Any] | None = None) -> None:
         """End a run; its campaign goes back to ``scheduled`` for a cron's next fire, else to ``completed``."""

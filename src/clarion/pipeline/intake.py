@@ -78,6 +78,14 @@ Progress = Callable[[Any, Tally], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A campaign batch composed in memory: its rows (table → rows) and what they add up to."""
+
+    rows: dict[sa.Table, list[dict[str, Any]]]
+    tally: Tally
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     response: dict[str, Any]
     replayed: bool = False
@@ -223,6 +231,10 @@ class Intake:
         in ONE transaction with ``progress`` (the run's cursor and counts), so a crash leaves either the batch and
         its progress or neither. Users already holding a message of the run are skipped, whatever the cursor
         says."""
+        return await self.write_campaign_batch(await self.prepare_campaign_batch(batch), progress)
+
+    async def prepare_campaign_batch(self, batch: CampaignBatch) -> PreparedBatch:
+        """The first half of ``send_campaign_batch``: the batch's rows, built in memory, nothing written."""
         async with self.db.read() as conn:
             held = await campaign_store.holding_message(conn, batch.run_id, batch.user_ids)
         recipients = [u for u in dict.fromkeys(batch.user_ids) if u not in held]
@@ -248,15 +260,19 @@ class Intake:
             t.delivery_events: plan.events,
             **plan.extra,
         }
+        return PreparedBatch(rows, tally)
+
+    async def write_campaign_batch(self, prepared: PreparedBatch, progress: Progress) -> Tally:
+        """The second half: ``progress`` and the batch's rows in one transaction."""
 
         async def job(conn: Any) -> None:
-            await progress(conn, tally)
-            await Inserts(rows)(conn)
+            await progress(conn, prepared.tally)
+            await Inserts(prepared.rows)(conn)
 
         await self.db.write(job)
-        if tally.queued:
-            self.on_queued(tally.queued)
-        return tally
+        if prepared.tally.queued:
+            self.on_queued(prepared.tally.queued)
+        return prepared.tally
 
     # -- stages ------------------------------------------------------------------------------------------
 
