@@ -52,6 +52,7 @@ class Dispatcher:
         # ``batch_size``. Lanes are claimed in order either way, so an urgent message waits at most one batch.
         self.max_batch_size = max_batch_size or batch_size
         self._limit: int | None = None
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.lease = lease
         self.poll_interval = poll_interval
         self.clock = clock
@@ -154,11 +155,20 @@ class Dispatcher:
             outcomes.append(self._outcome(name, claimed, result, now))
         return outcomes
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (prometheus' own look-up takes a lock and builds keys)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _outcome(self, name: str, claimed: outbox.Claimed, result: model.SendResult, now: datetime) -> outbox.Outcome:
         base: dict[str, Any] = {"delivery_id": claimed.id, "message_id": claimed.message_id, "provider": name}
         if result.error is None:
-            self.metrics.sent.labels(claimed.channel, name).inc()
-            self.metrics.accepted_to_sent.labels(claimed.channel).observe((now - claimed.created_at).total_seconds())
+            self._child(self.metrics.sent, claimed.channel, name).inc()
+            latency = self._child(self.metrics.accepted_to_sent, claimed.channel)
+            latency.observe((now - claimed.created_at).total_seconds())
             return outbox.Outcome(
                 **base,
                 status=S.SENT,
@@ -169,14 +179,14 @@ class Dispatcher:
         reason = error.reason if isinstance(error, errors.SendError) else repr(error)
         decision = self.retry_policy.decide(claimed.attempts, error)
         if decision.retry:
-            self.metrics.retried.labels(claimed.channel, name).inc()
+            self._child(self.metrics.retried, claimed.channel, name).inc()
             return outbox.Outcome(
                 **base,
                 status=S.QUEUED,
                 run_at=now + timedelta(seconds=decision.delay),
                 reason=f"retry in {decision.delay:.1f}s after attempt {claimed.attempts}: {reason}",
             )
-        self.metrics.failed.labels(claimed.channel, name).inc()
+        self._child(self.metrics.failed, claimed.channel, name).inc()
         kind = "permanent" if isinstance(error, errors.PermanentSendError) else "attempts exhausted"
         return outbox.Outcome(**base, status=S.FAILED, reason=f"{kind}: {reason}")
 

@@ -26,7 +26,7 @@ S = model.DeliveryStatus
 CLAIMABLE = (S.QUEUED.value, S.DEFERRED.value)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Claimed:
     id: str
     message_id: str
@@ -40,7 +40,7 @@ class Claimed:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What to record for one claimed delivery after its send."""
 
