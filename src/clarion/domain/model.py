@@ -176,6 +176,8 @@ def message_status(delivery_statuses: list[str]) -> MessageStatus:
 
     Clicked beats delivered beats sent beats in-flight; a message is filtered or failed only when no channel is
     left that could still reach the user."""
+    if len(delivery_statuses) == 1 and (single := _OF_ONE.get(delivery_statuses[0])) is not None:
+        return single
     s = set(delivery_statuses)
     if DeliveryStatus.CLICKED in s:
         return MessageStatus.CLICKED
@@ -190,3 +192,7 @@ def message_status(delivery_statuses: list[str]) -> MessageStatus:
     if s and s <= {DeliveryStatus.FILTERED}:
         return MessageStatus.FILTERED
     return MessageStatus.FAILED
+
+
+_OF_ONE: dict[str, MessageStatus] = {}  # a message of one delivery (most are): its status by that delivery's
+_OF_ONE.update((status.value, message_status([status.value])) for status in DeliveryStatus)

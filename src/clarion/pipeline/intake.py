@@ -353,7 +353,8 @@ class Intake:
                 rendered = [_prefixed(c, plan.prefix) if c is not None else None for c in rendered]
             contents.extend(rendered)
         verdicts = iter(await self.policies.after_render(screened, contents))
-        providers = await self.catalog.provider_choices()
+        choices = await self.catalog.provider_choices()
+        providers = {c: routing.choose_provider(c, choices) for c in {c.channel for c in candidates}}
         for draft in drafts:
             judged = [next(verdicts) for _ in draft.candidates]
             if draft.failed:
@@ -371,7 +372,7 @@ class Intake:
         draft: _Draft,
         candidate: Candidate,
         verdict: Verdict,
-        providers: Sequence[routing.ProviderChoice],
+        providers: Mapping[model.Channel, str],
     ) -> str:
         """One delivery row and its first timeline entry, from the policies' verdict; returns its status."""
         now, decision, content = plan.now, verdict.decision, verdict.content
@@ -400,7 +401,7 @@ class Intake:
                 "message_id": candidate.message_id,
                 "user_id": candidate.user.user_id,
                 "channel": candidate.channel.value,
-                "provider": routing.choose_provider(candidate.channel, providers),
+                "provider": providers[candidate.channel],
                 "address": candidate.address,
                 "content": content,
                 "status": status.value,
