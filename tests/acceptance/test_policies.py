@@ -8,6 +8,7 @@ actually reached the provider.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,8 @@ import pytest
 
 from clarion import bootstrap
 from clarion.api.app import create_app
+from clarion.domain import model
+from clarion.domain.policy.decision import ALLOW, Candidate, Drop
 from clarion.settings import Settings
 from tests.conftest import (
     API_KEY,
@@ -156,6 +159,31 @@ async def test_a_marketing_unsubscribe_leaves_transactional_mail(
     await put_template(api, "receipt", category="transactional", channels={"sms": {"text": "paid"}})
     assert [m["status"] for m in await send(api, "promo", "u1")] == ["filtered"]
     assert [m["status"] for m in await send(api, "receipt", "u1")] == ["queued"]
+
+
+async def test_profiles_handed_over_without_their_suppressions_are_checked_all_the_same(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    # The stage reads the suppressions of users that did not come through the profile loader itself.
+    await put_user(api, "u1", addresses={"sms": PHONE})
+    await put_user(api, "u2", addresses={"sms": "+8613900139000"})
+    created = await api.post("/v1/suppressions", json={"address": PHONE, "source": "sms_reply"})
+    assert created.status_code == 201, created.text
+    await put_template(api, "notice", category="notification", channels={"sms": {"text": "news"}})
+    template = await clarion.catalog.template("notice")
+    assert template is not None
+    loaded = await clarion.intake.users.load_many(["u1", "u2"])
+    now = datetime.now(UTC)
+    for bare in (False, True):
+        users = [dataclasses.replace(loaded[u], suppressions=None) if bare else loaded[u] for u in ("u1", "u2")]
+        candidates = [
+            Candidate("m", user, template, model.Channel.SMS, now, user.address_for(model.Channel.SMS))
+            for user in users
+        ]
+        screened = await clarion.policies.before_render(candidates)
+        first, second = screened.decisions
+        assert isinstance(first, Drop) and first.policy == "suppression"
+        assert second is ALLOW
 
 
 # -- 3. quiet hours --------------------------------------------------------------------------------------------

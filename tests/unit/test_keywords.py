@@ -379,3 +379,62 @@ def test_every_span_holds_its_word(words: list[str], text: str, normalize: bool)
     if first is not None:
         assert first in found
         assert first.end == min(m.end for m in found)
+
+
+# --- the presence check ------------------------------------------------------------------------------------------
+
+# Characters the regular expression must take literally, next to ones that fold.
+SPECIAL = "ab.*+?()[]{}|^$\\-赌博ßİＡ\u200b"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    words=st.lists(st.text(alphabet=SPECIAL, min_size=1, max_size=4), max_size=8),
+    text=st.text(alphabet=SPECIAL + "AB ", max_size=30),
+    normalize=st.booleans(),
+    case_sensitive=st.booleans(),
+)
+def test_the_presence_check_agrees_with_the_automaton(
+    words: list[str], text: str, normalize: bool, case_sensitive: bool
+) -> None:
+    # A text is scanned only when the list's regular expression finds a word in it: it must find one exactly
+    # when the automaton does, or a word would slip through.
+    kl = KeywordList("b", words, action="block", normalize=normalize, case_sensitive=case_sensitive)
+    folded = kl._fold(text)[0]
+    assert kl._occurs(folded) == bool(kl._scan(folded, first=False))
+
+
+def test_the_presence_check_of_long_nested_words_and_its_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every word a prefix of the next: the deepest trie the length limit allows still compiles.
+    words = ["a" * n + "b" for n in range(MAX_WORD_LENGTH)]
+    kl = block(words)
+    assert kl._present is not None
+    assert kl.first("x" + "a" * 150 + "b") == Match("a" * 150 + "b", 1, 152, "b")
+    assert kl.find("aa") == []
+
+    def refuse(pattern: str, flags: int = 0) -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(keywords.re, "compile", refuse)
+    scanned = block(["赌博", "a" * 3])
+    assert scanned._present is None  # no presence check: every text is scanned
+    assert scanned.first("网络赌博") == Match("赌博", 2, 4, "b")
+    assert scanned.find("ok") == []
+
+
+def test_screen_folds_once_per_folding_and_agrees_with_each_list() -> None:
+    lists = [
+        mask(["ＶＰＮ"], key="default"),
+        mask(["VPN"], key="exact", case_sensitive=True),
+        mask(["vpn", "ｖ"], key="raw", normalize=False),
+        block(["Casino"], key="casino", case_sensitive=True),
+    ]
+    for text in ["VPN ｖｐｎ vpn", "casino ＶＰＮ", "Casino vpn", "nothing here"]:
+        expected_block = next((kl.first(text) for kl in lists if kl.action == "block" and kl.first(text)), None)
+        result = screen(text, lists)
+        assert result.blocked_by == expected_block
+        if expected_block is None:
+            expected = sorted(
+                (m for kl in lists if kl.action == "mask" for m in kl.find(text)), key=lambda m: (m.start, -m.end)
+            )
+            assert result.masks == expected

@@ -268,6 +268,31 @@ def test_protected_messages_are_counted_but_never_refused_by_caps_exempt_ones_no
     assert caps.limits_for(candidate(), CAPS, off, UTC_ZONE).hit() is None
 
 
+def test_limits_in_force_serve_every_user_zone_day_and_template_alike() -> None:
+    # The stage keeps one Limits while the caps and settings stay the same: what it works out per template and
+    # channel must not leak one delivery's user, zone, day or template into another's.
+    limits = caps.Limits(CAPS, SETTINGS)
+    deliveries = [
+        (candidate(now=at(SHANGHAI, 2026, 6, 1, 12)), SHANGHAI, "dedup:a"),
+        (candidate(now=at(SHANGHAI, 2026, 6, 1, 12), user_id="u2", department=None), SHANGHAI, None),
+        (candidate(now=at(NEW_YORK, 2026, 6, 1, 23)), NEW_YORK, "dedup:b"),
+        (candidate(now=at(NEW_YORK, 2026, 6, 2, 1)), NEW_YORK, "dedup:c"),
+        (candidate(C.VERIFICATION, now=at(SHANGHAI, 2026, 6, 2, 1), user_id="u3"), SHANGHAI, "dedup:d"),
+        (candidate(C.TRANSACTIONAL, Ch.EMAIL, policy={"dedup_seconds": 0}), UTC_ZONE, "dedup:e"),
+        (candidate(policy={"exempt_caps": True}), UTC_ZONE, "dedup:f"),
+    ]
+    for c, zone, key in deliveries * 2:
+        assert limits.counted(c, zone, key) == caps.limits_for(c, CAPS, SETTINGS, zone, key)
+    shanghai_day = limits.counted(*deliveries[0]).limits[2]
+    assert shanghai_day.key == "cap:sms-dept-day:day:u1:growth"
+    assert shanghai_day.window.start == at(SHANGHAI, 2026, 6, 1, 0).timestamp()
+    no_department = limits.counted(*deliveries[1]).limits[1]
+    assert no_department.key == "cap:sms-dept-day:day:u2:-"
+    assert limits.counted(*deliveries[3]).limits[2].window.start == at(NEW_YORK, 2026, 6, 2, 0).timestamp()
+    assert [limit.key for limit in limits.counted(*deliveries[5]).limits] == ["cap:email-day:day:u1", "valve:3600s:u1"]
+    assert limits.dedup_seconds(deliveries[5][0]) == 0 and limits.dedup_seconds(deliveries[0][0]) == 300
+
+
 def test_decide_names_the_cap_and_the_count_it_saw() -> None:
     c = candidate()
     counted = caps.limits_for(c, CAPS, SETTINGS, UTC_ZONE, dedup_key="dedup:k")

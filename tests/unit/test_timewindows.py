@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clarion.domain import timewindows
 from clarion.domain.timewindows import DailyWindow, calendar_bucket, quiet_period, resolve_zone
 
 NY = ZoneInfo("America/New_York")
@@ -539,6 +540,28 @@ def check_bucket(at: datetime, tz: ZoneInfo, unit: str) -> None:
 def test_property_calendar_bucket_contains_at_and_tiles(zone_at: tuple[ZoneInfo, datetime], unit: str) -> None:
     tz, at = zone_at
     check_bucket(at, tz, unit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(zone_and_instant(), min_size=1, max_size=8), st.sampled_from(["day", "week"]))
+def test_property_a_remembered_bucket_is_the_one_computed_afresh(
+    zones_at: list[tuple[ZoneInfo, datetime]], unit: str
+) -> None:
+    # calendar_bucket remembers the last bucket per zone and answers instants inside it from memory.
+    for tz, at in zones_at:
+        for instant in (at, at + timedelta(hours=13), at - timedelta(hours=1)):
+            answered = calendar_bucket(instant, tz, unit)  # type: ignore[arg-type]
+            timewindows._LAST_BUCKET.clear()
+            assert calendar_bucket(instant, tz, unit) == answered  # type: ignore[arg-type]
+            calendar_bucket(at, tz, unit)  # type: ignore[arg-type]
+
+
+def test_a_remembered_bucket_when_the_clock_steps_back_across_midnight() -> None:
+    # The 31st is remembered; then comes an instant whose wall clock says the 31st again, after the 1st began.
+    goose_bay = ZoneInfo("America/Goose_Bay")  # 2009-11-01 00:01 ADT -> 2009-10-31 23:01 AST
+    calendar_bucket(utc(2009, 11, 1, 2, 59), goose_bay, "day")
+    assert bucket_dt(utc(2009, 11, 1, 3, 30), goose_bay, "day") == (utc(2009, 11, 1, 3), 25)
+    assert bucket_dt(utc(2009, 11, 1, 2, 59), goose_bay, "day") == (utc(2009, 10, 31, 3), 24)
 
 
 ALL_ZONES = sorted(available_timezones() - {"localtime", "posixrules", "Factory"})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 WindowKind = Literal["rolling", "fixed"]
 
@@ -58,19 +58,26 @@ class Window:
         return index, self.anchor + (index + 1) * self.seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """At most ``limit`` units under ``key`` per ``window``, e.g. ``Limit("cap:sms-daily:u1", 30, day)``."""
-
+class _LimitFields(NamedTuple):
     key: str
     limit: int
     window: Window
 
-    def __post_init__(self) -> None:
-        if not self.key:
+
+class Limit(_LimitFields):
+    """At most ``limit`` units under ``key`` per ``window``, e.g. ``Limit("cap:sms-daily:u1", 30, day)``.
+
+    A named tuple rather than a dataclass: every delivery builds several, and a tuple is the cheapest immutable
+    value to build."""
+
+    __slots__ = ()
+
+    def __new__(cls, key: str, limit: int, window: Window) -> Limit:
+        if not key:
             raise ValueError("a limit needs a key")
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 0:
-            raise ValueError(f"limit must be a non-negative integer, not {self.limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be a non-negative integer, not {limit!r}")
+        return super().__new__(cls, key, limit, window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +91,24 @@ class Hit:
     cost: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "limits", tuple(self.limits))
-        if not self.limits:
+        limits = self.limits
+        if type(limits) is not tuple:
+            limits = tuple(limits)
+            object.__setattr__(self, "limits", limits)
+        if not limits:
             raise ValueError("a hit needs at least one limit")
         if isinstance(self.cost, bool) or not isinstance(self.cost, int) or self.cost < 1:
             raise ValueError(f"cost must be a positive integer, not {self.cost!r}")
-        names = [(limit.window.kind, limit.key) for limit in self.limits]
-        if len(set(names)) != len(names):
-            raise ValueError(f"a hit names the same key twice: {[key for _, key in names]}")
+        if len(limits) > 1 and len({(limit.window.kind, limit.key) for limit in limits}) != len(limits):
+            raise ValueError(f"a hit names the same key twice: {[limit.key for limit in limits]}")
 
 
-@dataclass(frozen=True, slots=True)
-class HitResult:
+class HitResult(NamedTuple):
     """The answer for one ``Hit``.
 
     ``counts`` has one entry per limit: the count after the hit if it was allowed, the count before it if it
     was refused (so "explain" output shows what stood in the way). ``blocked`` is the index of the first limit
-    that refused, ``None`` when allowed.
+    that refused, ``None`` when allowed. (A named tuple: a backend builds one per delivery.)
     """
 
     allowed: bool

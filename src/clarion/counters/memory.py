@@ -27,9 +27,9 @@ class _Log:
 
     __slots__ = ("entries", "seconds", "total")
 
-    def __init__(self, seconds: int) -> None:
-        self.entries: list[tuple[float, int]] = []
-        self.total = 0
+    def __init__(self, seconds: int, now: float, cost: int) -> None:
+        self.entries: list[tuple[float, int]] = [(now, cost)]  # a log is made for its first entry
+        self.total = cost
         self.seconds = seconds
 
     def prune(self, now: float) -> None:
@@ -60,25 +60,60 @@ class MemoryCounters:
 
     async def hit(self, hits: Sequence[Hit], *, dry_run: bool = False) -> list[HitResult]:
         now = self._now()
+        rolling, fixed = self._rolling, self._fixed
         # A dry run applies nothing, so later hits of the call see the earlier ones through this overlay.
         pending: dict[tuple[str, str], int] = {}
+        # The fixed bucket holding `now`, per window: the windows of a day and zone are shared by many hits.
+        buckets: dict[int, tuple[int, float]] = {}
         results: list[HitResult] = []
         for hit in hits:
-            slots = [self._slot(limit, now) for limit in hit.limits]
-            counts = [
-                self._count(limit, slot, now) + pending.get(slot, 0)
-                for limit, slot in zip(hit.limits, slots, strict=True)
-            ]
-            blocked = next((i for i, limit in enumerate(hit.limits) if counts[i] + hit.cost > limit.limit), None)
+            cost = hit.cost
+            names: list[str] = []  # per limit: its rolling key, or its fixed bucket's key
+            ends: list[float | None] = []  # per limit: when its fixed bucket ends (None: rolling)
+            counts: list[int] = []
+            blocked: int | None = None
+            for i, limit in enumerate(hit.limits):
+                window = limit.window
+                if window.kind == "rolling":
+                    name, ends_at = limit.key, None
+                    log = rolling.get(name)
+                    if log is None:
+                        count = 0
+                    else:
+                        log.seconds = window.seconds
+                        log.prune(now)
+                        count = log.total
+                else:
+                    bucket = buckets.get(id(window))
+                    if bucket is None:
+                        bucket = buckets[id(window)] = window.bucket(now)
+                    name, ends_at = f"{limit.key}:{bucket[0]}", bucket[1]
+                    held = fixed.get(name)
+                    count = held[0] if held is not None and held[1] > now else 0
+                if pending:
+                    count += pending.get(("r" if ends_at is None else "f", name), 0)
+                if blocked is None and count + cost > limit.limit:
+                    blocked = i
+                names.append(name)
+                ends.append(ends_at)
+                counts.append(count)
             if blocked is not None:
                 results.append(HitResult(False, tuple(counts), blocked))
                 continue
-            for limit, slot in zip(hit.limits, slots, strict=True):
+            for name, ends_at, limit in zip(names, ends, hit.limits, strict=True):
                 if dry_run:
-                    pending[slot] = pending.get(slot, 0) + hit.cost
+                    slot = ("r" if ends_at is None else "f", name)
+                    pending[slot] = pending.get(slot, 0) + cost
+                elif ends_at is None:
+                    log = rolling.get(name)
+                    if log is None:
+                        rolling[name] = _Log(limit.window.seconds, now, cost)
+                    else:
+                        log.add(now, cost)
                 else:
-                    self._add(limit, slot, now, hit.cost)
-            results.append(HitResult(True, tuple(count + hit.cost for count in counts)))
+                    held = fixed.get(name)
+                    fixed[name] = (held[0] + cost if held is not None and held[1] > now else cost, ends_at)
+            results.append(HitResult(True, tuple([count + cost for count in counts])))
         return results
 
     async def seen(self, keys: Sequence[str], ttl_seconds: int, *, dry_run: bool = False) -> list[bool]:
@@ -138,18 +173,6 @@ class MemoryCounters:
             return log.total
         count, ends_at = self._fixed.get(name, (0, 0.0))
         return count if ends_at > now else 0
-
-    def _add(self, limit: Limit, slot: tuple[str, str], now: float, cost: int) -> None:
-        kind, name = slot
-        if kind == "r":
-            log = self._rolling.get(name)
-            if log is None:
-                log = self._rolling[name] = _Log(limit.window.seconds)
-            log.add(now, cost)
-            return
-        _, ends_at = limit.window.bucket(now)
-        count, old_end = self._fixed.get(name, (0, 0.0))
-        self._fixed[name] = (count + cost if old_end > now else cost, ends_at)
 
     def _sweep(self, now: float) -> None:
         for name, log in list(self._rolling.items()):

@@ -144,9 +144,9 @@ class RedisCounters:
             return []
         rows = await self._run(hits, [hit.cost for hit in hits], dry_run=dry_run)
         return [
-            HitResult(True, tuple(int(c) for c in row[2:]))
+            HitResult(True, tuple([int(c) for c in row[2:]]))
             if int(row[0])
-            else HitResult(False, tuple(int(c) for c in row[2:]), int(row[1]))
+            else HitResult(False, tuple([int(c) for c in row[2:]]), int(row[1]))
             for row in rows
         ]
 
@@ -171,15 +171,22 @@ class RedisCounters:
 
     async def _run(self, hits: Sequence[Hit], costs: Sequence[int], *, dry_run: bool) -> list[list[Any]]:
         args: list[str | int] = ["1" if dry_run else "0", os.urandom(8).hex(), len(hits)]
+        rolling, fixed = f"{self.prefix}r:", f"{self.prefix}f:"
+        # (kind, window ms, anchor ms) per window: the windows of a day and zone are shared by many hits
+        windows: dict[int, tuple[str, int, int]] = {}
         for hit, cost in zip(hits, costs, strict=True):
             args += (cost, len(hit.limits))
             for limit in hit.limits:
                 window = limit.window
-                if window.kind == "rolling":
-                    args += ("r", f"{self.prefix}r:{limit.key}", limit.limit, window.seconds * 1000, 0)
-                else:
-                    anchor_ms = round(window.anchor * 1000)
-                    args += ("f", f"{self.prefix}f:{limit.key}", limit.limit, window.seconds * 1000, anchor_ms)
+                spec = windows.get(id(window))
+                if spec is None:
+                    if window.kind == "rolling":
+                        spec = ("r", window.seconds * 1000, 0)
+                    else:
+                        spec = ("f", window.seconds * 1000, round(window.anchor * 1000))
+                    windows[id(window)] = spec
+                kind, window_ms, anchor_ms = spec
+                args += (kind, f"{rolling if kind == 'r' else fixed}{limit.key}", limit.limit, window_ms, anchor_ms)
         rows: list[list[Any]] = await self._hit(args=args)
         return rows
 

@@ -36,16 +36,24 @@ in the order given. ``words`` keeps all of them.
 
 Limits: at most ``MAX_WORDS`` (100,000) distinct words per list and ``MAX_WORD_LENGTH`` (200) characters per
 stripped word; beyond either the constructor raises ``ValueError``.
+
+Speed
+-----
+Every rendered message is screened, and almost none contains a listed word. Besides the automaton, each list
+compiles its words into one regular expression, a trie of alternatives, that only answers "does any word occur
+in this folded text?"; the regular expression engine answers that in C, so a text without a match never walks
+the automaton character by character. ``screen`` folds a text once for all the lists that fold alike.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 MAX_WORDS = 100_000
 MAX_WORD_LENGTH = 200
@@ -124,7 +132,10 @@ _ONE_TO_ONE_SIZE = 1 << 16
 _ONE_TO_ONE = {True: _OneToOne(casefold=True), False: _OneToOne(casefold=False)}
 
 
-def _fold(text: str, *, casefold: bool, normalize: bool) -> tuple[str, list[int] | None, list[int] | None]:
+_Folded = tuple[str, list[int] | None, list[int] | None]  # what ``_fold`` gives
+
+
+def _fold(text: str, *, casefold: bool, normalize: bool) -> _Folded:
     """Fold ``text`` for matching: ``(folded, starts, ends)``.
 
     ``starts[k]``/``ends[k]`` are the original ``[start, end)`` of the unit that produced ``folded[k]``; both are
@@ -180,6 +191,7 @@ class KeywordList:
         "_normalize",
         "_out",
         "_out_link",
+        "_present",
         "_version",
         "_words",
     )
@@ -268,6 +280,7 @@ class KeywordList:
         self._out_link = out_link
         self._labels = labels
         self._lengths = lengths
+        self._present = _presence(patterns)
         self._goto = goto  # last: from here on the list is frozen (see __setattr__)
 
     # --- read-only attributes ---
@@ -309,8 +322,12 @@ class KeywordList:
 
     # --- matching ---
 
-    def _fold(self, text: str) -> tuple[str, list[int] | None, list[int] | None]:
+    def _fold(self, text: str) -> _Folded:
         return _fold(text, casefold=self._casefold, normalize=self._normalize)
+
+    def _occurs(self, folded: str) -> bool:
+        """Whether the automaton would find a pattern in ``folded``: exact with a presence check, else always True."""
+        return self._present is None or self._present.search(folded) is not None
 
     def _scan(self, folded: str, *, first: bool) -> list[tuple[int, int]]:
         """``(end, pattern)`` for every pattern occurrence in ``folded``, by end; only the first when ``first``.
@@ -347,7 +364,12 @@ class KeywordList:
         then by word: ``ss`` and ``s`` can both cover one ``ß``).
 
         Occurrences in the folded text that land on the same original span (``s`` twice in one ``ß``) are one."""
-        folded, starts, ends = self._fold(text)
+        return self._find_folded(self._fold(text))
+
+    def _find_folded(self, fold: _Folded) -> list[Match]:
+        folded, starts, ends = fold
+        if not self._occurs(folded):
+            return []
         matches = [self._match(end, pattern, starts, ends) for end, pattern in self._scan(folded, first=False)]
         if starts is not None:
             matches = list(dict.fromkeys(matches))
@@ -358,7 +380,12 @@ class KeywordList:
         """The first match the scan meets — the one that ends earliest, the longest of those — or None.
 
         Stops there: the rest of the text is not scanned. Enough for a block list, which needs one reason."""
-        folded, starts, ends = self._fold(text)
+        return self._first_folded(self._fold(text))
+
+    def _first_folded(self, fold: _Folded) -> Match | None:
+        folded, starts, ends = fold
+        if not self._occurs(folded):
+            return None
         found = self._scan(folded, first=True)
         return self._match(*found[0], starts, ends) if found else None
 
@@ -370,6 +397,48 @@ class KeywordList:
         (see ``screen``)."""
         matches = self.find(text)
         return _replace(text, matches, replacement), matches
+
+
+_END = ""  # marks the end of a pattern in the trie ``_presence`` builds (no pattern is empty)
+_NOTHING = re.compile("(?!)")  # the presence check of a list without words: never matches
+
+
+def _presence(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """A regular expression that finds whether any of ``patterns`` occurs in a folded text, or None when it cannot
+    be compiled (then every text is scanned by the automaton).
+
+    The patterns become a trie with single-child chains written as one literal, so at each position the engine
+    follows one branch, like the automaton. A pattern that has a shorter pattern as a prefix is left out: wherever
+    it occurs, the shorter one does too."""
+    root: dict[str, dict[str, Any]] = {}
+    for pattern in patterns:
+        node = root
+        for ch in pattern:
+            if _END in node:
+                break
+            node = node.setdefault(ch, {})
+        else:
+            node.clear()
+            node[_END] = {}
+    if not root:
+        return _NOTHING
+    try:
+        return re.compile(_alternatives(root))
+    except (RecursionError, re.error, OverflowError, MemoryError):
+        return None
+
+
+def _alternatives(node: dict[str, dict[str, Any]]) -> str:
+    if _END in node:
+        return ""
+    branches = []
+    for ch, child in node.items():
+        chain = [ch]
+        while _END not in child and len(child) == 1:
+            ((following, child),) = child.items()
+            chain.append(following)
+        branches.append(re.escape("".join(chain)) + _alternatives(child))
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
 
 
 def _replace(text: str, matches: Iterable[Match], replacement: str) -> str:
@@ -437,16 +506,26 @@ def screen(text: str, lists: Sequence[KeywordList], *, replacement: str = DEFAUL
     every such occurrence was masked. With an empty replacement it does not hold: masking ``ab`` in ``aabb``
     leaves ``ab``.
     """
+    folds: dict[tuple[bool, bool], _Folded] = {}
     for keyword_list in lists:
-        if keyword_list.action == "block":
-            hit = keyword_list.first(text)
+        if keyword_list._action == "block":
+            hit = keyword_list._first_folded(_fold_once(text, keyword_list, folds))
             if hit is not None:
                 return Screening(blocked_by=hit, masked_text=text, masks=[])
     masks: list[Match] = []
     for keyword_list in lists:
-        if keyword_list.action == "mask":
-            masks.extend(keyword_list.find(text))
+        if keyword_list._action == "mask":
+            masks.extend(keyword_list._find_folded(_fold_once(text, keyword_list, folds)))
     if not masks:
         return Screening(blocked_by=None, masked_text=text, masks=[])
     masks.sort(key=lambda m: (m.start, -m.end))  # stable: list order among equal spans
     return Screening(blocked_by=None, masked_text=_replace(text, masks, replacement), masks=masks)
+
+
+def _fold_once(text: str, keyword_list: KeywordList, folds: dict[tuple[bool, bool], _Folded]) -> _Folded:
+    """``text`` folded as ``keyword_list`` folds, remembered in ``folds`` for the other lists that fold alike."""
+    how = (keyword_list._casefold, keyword_list._normalize)
+    found = folds.get(how)
+    if found is None:
+        found = folds[how] = keyword_list._fold(text)
+    return found

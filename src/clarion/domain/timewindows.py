@@ -135,6 +135,12 @@ def quiet_period(text: str) -> DailyWindow:
     return DailyWindow(start=quiet.end, end=quiet.start)
 
 
+# Every delivery resolves its user's zone, and users share a few dozen zone names (a bad name costs a failed
+# file lookup): each (name, default) is resolved once. Bounded, since names come from user profiles.
+_RESOLVED: dict[tuple[str | None, str], ZoneInfo] = {}
+_MAX_REMEMBERED = 4096
+
+
 def resolve_zone(name: str | None, default: str) -> ZoneInfo:
     """The user's IANA zone ``name``, or the operator's ``default`` when the user has none or a bad one.
 
@@ -142,12 +148,24 @@ def resolve_zone(name: str | None, default: str) -> ZoneInfo:
     A bad ``default`` is a configuration error and raises ``ValueError``. ``localtime`` and ``posixrules``
     (files in the system database that are not zones) are refused, since they would follow the server.
     """
+    key = (name, default)
+    found = _RESOLVED.get(key) if isinstance(name, str | None) and isinstance(default, str) else None
+    if found is not None:
+        return found
     fallback = _load_zone(default)
     if fallback is None:
         raise ValueError(f"invalid default time zone {default!r}: expected an IANA name like 'Europe/Berlin'")
-    if not isinstance(name, str) or not name.strip():
-        return fallback
-    return _load_zone(name.strip()) or fallback
+    zone = _load_zone(name.strip()) or fallback if isinstance(name, str) and name.strip() else fallback
+    if isinstance(name, str | None):
+        if len(_RESOLVED) >= _MAX_REMEMBERED:
+            _RESOLVED.clear()
+        _RESOLVED[key] = zone
+    return zone
+
+
+# The bucket last given per zone and unit. Buckets tile the time line, so an instant inside it belongs to it:
+# every delivery of one day in one zone is answered from here.
+_LAST_BUCKET: dict[tuple[ZoneInfo, str], tuple[datetime, datetime, tuple[float, int]]] = {}
 
 
 def calendar_bucket(at: datetime, tz: ZoneInfo, unit: Literal["day", "week"]) -> tuple[float, int]:
@@ -159,6 +177,9 @@ def calendar_bucket(at: datetime, tz: ZoneInfo, unit: Literal["day", "week"]) ->
     tile the time line: the one after ``(start, seconds)`` starts exactly at ``start + seconds``.
     """
     at = _as_utc(at)
+    last = _LAST_BUCKET.get((tz, unit))
+    if last is not None and last[0] <= at < last[1]:
+        return last[2]
     if unit == "day":
         step = timedelta(days=1)
         first = at.astimezone(tz).date()
@@ -175,7 +196,11 @@ def calendar_bucket(at: datetime, tz: ZoneInfo, unit: Literal["day", "week"]) ->
     while at >= end:
         first += step
         start, end = _midnights(first, step, tz)
-    return start.timestamp(), round((end - start).total_seconds())
+    bucket = start.timestamp(), round((end - start).total_seconds())
+    if len(_LAST_BUCKET) >= _MAX_REMEMBERED:
+        _LAST_BUCKET.clear()
+    _LAST_BUCKET[(tz, unit)] = (start, end, bucket)
+    return bucket
 
 
 @functools.lru_cache(maxsize=4096)

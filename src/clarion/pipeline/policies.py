@@ -16,7 +16,7 @@ policy's own answer is reported even when an earlier one already decided.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,34 +57,41 @@ class PolicyStage:
         self.catalog = catalog
         self.counters = counters
         self.db = db
+        # worked out for the settings (and caps) the catalog last handed out
+        self._enabled: tuple[config.PolicySettings, tuple[_PreDecide, ...], tuple[_PreDecide, ...]] | None = None
+        self._limits: caps.Limits | None = None
 
     # -- before rendering ------------------------------------------------------------------------------------
 
     async def before_render(self, candidates: Sequence[Candidate]) -> Screened:
         settings = await self.catalog.policy_settings()
-        zones = [timewindows.resolve_zone(c.user.timezone, settings.default_timezone) for c in candidates]
-        found = await self._suppressions(candidates, settings)
+        default_zone = settings.default_timezone
+        zones = [timewindows.resolve_zone(c.user.timezone, default_zone) for c in candidates]
+        found = _loaded_suppressions(candidates, settings)
+        if found is None:  # some users were not read through the loader: their suppressions are read here
+            found = await self._suppressions(candidates, settings)
+        policies = self._pre_policies(settings, found)
         decisions: list[Decision] = []
         for candidate, zone in zip(candidates, zones, strict=True):
             decision: Decision = _no_address(candidate) if candidate.address is None else ALLOW
-            for name, decide in self._pre_policies(settings, found, zone):
-                if not isinstance(decision, Drop) and settings.on(name):
-                    decision = _combine(decision, decide(candidate))
+            for decide in policies:
+                if isinstance(decision, Drop):
+                    break
+                decision = _combine(decision, decide(candidate, settings, found, zone))
             decisions.append(decision)
         return Screened(candidates, settings, zones, decisions)
 
-    def _pre_policies(
-        self, settings: config.PolicySettings, found: _Suppressions, zone: ZoneInfo
-    ) -> list[tuple[str, Any]]:
-        return [
-            (consent.POLICY, lambda c: consent.decide(c, settings)),
-            (suppression.POLICY, lambda c: suppression.decide(c, found.relevant(c))),
-            (quiet_hours.POLICY, lambda c: quiet_hours.decide(c, settings, zone)),
-        ]
+    def _pre_policies(self, settings: config.PolicySettings, found: _Suppressions) -> tuple[_PreDecide, ...]:
+        """The enabled ones, worked out once per settings. A policy with nothing to go on (no suppression in the
+        batch) would allow everyone: it is not asked."""
+        if self._enabled is None or self._enabled[0] is not settings:
+            on = [(name, decide) for name, decide in _PRE_POLICIES if settings.on(name)]
+            self._enabled = (settings, tuple(d for _, d in on), tuple(d for n, d in on if n != suppression.POLICY))
+        return self._enabled[1] if found.any else self._enabled[2]
 
     async def _suppressions(self, candidates: Sequence[Candidate], settings: config.PolicySettings) -> _Suppressions:
         if not candidates or not settings.on(suppression.POLICY):
-            return _Suppressions([])
+            return _NO_SUPPRESSIONS
         found = {s.id: s for c in candidates for s in c.user.suppressions or ()}
         unloaded = [c for c in candidates if c.user.suppressions is None]  # users not read through the loader
         if unloaded:
@@ -92,7 +99,7 @@ class PolicyStage:
             addresses = sorted({config.normalize_address(a) for c in unloaded for a in addresses_of(c.address)})
             async with self.db.read() as conn:
                 found.update((s.id, s) for s in await store.suppressions_for(conn, user_ids, addresses))
-        return _Suppressions(list(found.values()))
+        return _Suppressions(list(found.values())) if found else _NO_SUPPRESSIONS
 
     # -- after rendering -------------------------------------------------------------------------------------
 
@@ -100,9 +107,10 @@ class PolicyStage:
         """``contents[i]`` is candidate i's rendered content (None where it was dropped before rendering)."""
         settings = screened.settings
         lists = await self.catalog.keyword_lists() if settings.on(keywords.POLICY) else []
-        cap_list = await self.catalog.caps()
+        limits = self._limits_in_force(await self.catalog.caps(), settings)
         verdicts: list[Verdict] = []
         counted: list[tuple[int, caps.Counted]] = []
+        zones = screened.zones
         for i, (candidate, decision, content) in enumerate(
             zip(screened.candidates, screened.decisions, contents, strict=True)
         ):
@@ -110,22 +118,28 @@ class PolicyStage:
                 verdicts.append(Verdict(decision))
                 continue
             screen, content, masked = keywords.screen(content, lists)
-            verdict = Verdict(_combine(decision, screen), content, masked)
-            verdicts.append(verdict)
-            if isinstance(verdict.decision, Drop):
+            decision = _combine(decision, screen)
+            verdicts.append(Verdict(decision, content, masked))
+            if isinstance(decision, Drop):
                 continue
-            key = dedup.key(candidate, content) if settings.on(dedup.POLICY) else None
-            entry = caps.limits_for(candidate, cap_list, settings, screened.zones[i], key)
+            key = dedup.key(candidate, content) if limits.dedup_seconds(candidate) else None  # 0: dedup is off
+            entry = limits.counted(candidate, zones[i], key)
             if entry.limits:
                 counted.append((i, entry))
         if counted:
-            hits = [entry.hit() for _, entry in counted]
-            results = await self.counters.hit([h for h in hits if h is not None])
+            results = await self.counters.hit([counters.Hit(entry.limits) for _, entry in counted])
             for (i, entry), result in zip(counted, results, strict=True):
-                verdicts[i].decision = _combine(
-                    verdicts[i].decision, caps.decide(screened.candidates[i], entry, result)
-                )
+                if result.allowed:
+                    continue
+                verdict = verdicts[i]
+                verdict.decision = _combine(verdict.decision, caps.decide(screened.candidates[i], entry, result))
         return verdicts
+
+    def _limits_in_force(self, cap_list: Sequence[config.Cap], settings: config.PolicySettings) -> caps.Limits:
+        limits = self._limits
+        if limits is None or limits.caps is not cap_list or limits.settings is not settings:
+            limits = self._limits = caps.Limits(cap_list, settings)
+        return limits
 
     # -- dry run ---------------------------------------------------------------------------------------------
 
@@ -145,8 +159,9 @@ class PolicyStage:
             steps: list[dict[str, Any]] = []  # one entry per policy, in the order they run
             if candidate.address is None:
                 steps.append({"policy": ADDRESS, **explain(_no_address(candidate))})
-            for name, decide in self._pre_policies(settings, found, zone):
-                steps.append({"policy": name, "enabled": settings.on(name), **explain(decide(candidate))})
+            for name, decide in _PRE_POLICIES:
+                decision = decide(candidate, settings, found, zone)
+                steps.append({"policy": name, "enabled": settings.on(name), **explain(decision)})
             screened_content = content
             if content is not None:
                 screen, screened_content, masked = keywords.screen(content, lists)
@@ -178,6 +193,20 @@ class PolicyStage:
         return reports
 
 
+def _loaded_suppressions(candidates: Sequence[Candidate], settings: config.PolicySettings) -> _Suppressions | None:
+    """The batch's suppressions when every user came with theirs (read through the loader), else None."""
+    if not candidates or not settings.on(suppression.POLICY):
+        return _NO_SUPPRESSIONS
+    found: dict[str, config.Suppression] = {}
+    for c in candidates:
+        loaded = c.user.suppressions
+        if loaded is None:
+            return None
+        for s in loaded:
+            found[s.id] = s
+    return _Suppressions(list(found.values())) if found else _NO_SUPPRESSIONS
+
+
 class _Suppressions:
     """The batch's suppressions, indexed so each candidate sees only its own."""
 
@@ -189,14 +218,28 @@ class _Suppressions:
                 self.by_user[s.user_id].append(s)
             elif s.address is not None:
                 self.by_address[s.address].append(s)
+        self.any = bool(self.by_user or self.by_address)
 
     def relevant(self, candidate: Candidate) -> list[config.Suppression]:
-        if not self.by_user and not self.by_address:
+        if not self.any:
             return []
         out = list(self.by_user.get(candidate.user.user_id, ()))
         for address in addresses_of(candidate.address):
             out.extend(self.by_address.get(config.normalize_address(address), ()))
         return out
+
+
+_NO_SUPPRESSIONS = _Suppressions([])
+
+
+# The policies that judge the person and the moment, in the order they run. Each takes (candidate, settings,
+# the batch's suppressions, the candidate's zone).
+_PreDecide = Callable[[Candidate, config.PolicySettings, _Suppressions, ZoneInfo], Decision]
+_PRE_POLICIES: tuple[tuple[str, _PreDecide], ...] = (
+    (consent.POLICY, lambda c, settings, found, zone: consent.decide(c, settings)),
+    (suppression.POLICY, lambda c, settings, found, zone: suppression.decide(c, found.relevant(c))),
+    (quiet_hours.POLICY, lambda c, settings, found, zone: quiet_hours.decide(c, settings, zone)),
+)
 
 
 def _no_address(candidate: Candidate) -> Drop:
@@ -205,6 +248,8 @@ def _no_address(candidate: Candidate) -> Drop:
 
 def _combine(current: Decision, new: Decision) -> Decision:
     """A drop wins; of two deferrals the later one; a deferral survives a later allow."""
+    if current is ALLOW:
+        return new
     if isinstance(current, Drop) or isinstance(new, Drop):
         return current if isinstance(current, Drop) else new
     if isinstance(current, Defer) and isinstance(new, Defer):

@@ -15,6 +15,7 @@ form back, so what the API returns is what it accepted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -260,7 +261,7 @@ class Preferences:
     @property
     def allowed_window(self) -> timewindows.DailyWindow | None:
         """The user's do-not-disturb period as the window in which they may be reached."""
-        return timewindows.quiet_period(self.do_not_disturb) if self.do_not_disturb else None
+        return _allowed_window(self.do_not_disturb) if self.do_not_disturb else None
 
     @classmethod
     def from_json(cls, value: Any) -> Preferences:
@@ -311,6 +312,12 @@ class Preferences:
 
 
 NO_PREFERENCES = Preferences()
+
+
+@functools.lru_cache(maxsize=1024)
+def _allowed_window(do_not_disturb: str) -> timewindows.DailyWindow:
+    """Parsed once per period: quiet hours ask on every delivery, and users pick among a few periods."""
+    return timewindows.quiet_period(do_not_disturb)
 
 
 # -- frequency caps ------------------------------------------------------------------------------------------

@@ -20,22 +20,8 @@ def screen(
     if not lists:
         return ALLOW, content, []
     masked: list[dict[str, Any]] = []
-
-    def walk(value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            result = keywords.screen(value, lists)
-            if result.blocked_by is not None:
-                raise _Blocked(path, result)
-            masked.extend({"field": path, "word": m.word, "list": m.list_key} for m in result.masks)
-            return result.masked_text
-        if isinstance(value, list):
-            return [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: walk(v, f"{path}.{k}" if path else k) for k, v in value.items()}
-        return value
-
     try:
-        screened = walk(content, "")
+        screened = {k: _walk(v, k, lists, masked) for k, v in content.items()}
     except _Blocked as blocked:
         hit = blocked.result.blocked_by
         assert hit is not None
@@ -49,6 +35,21 @@ def screen(
             [],
         )
     return ALLOW, screened, masked
+
+
+def _walk(value: Any, path: str, lists: Sequence[keywords.KeywordList], masked: list[dict[str, Any]]) -> Any:
+    if isinstance(value, str):
+        result = keywords.screen(value, lists)
+        if result.blocked_by is not None:
+            raise _Blocked(path, result)
+        if result.masks:
+            masked.extend({"field": path, "word": m.word, "list": m.list_key} for m in result.masks)
+        return result.masked_text
+    if isinstance(value, list):
+        return [_walk(v, f"{path}.{i}", lists, masked) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _walk(v, f"{path}.{k}" if path else k, lists, masked) for k, v in value.items()}
+    return value
 
 
 class _Blocked(Exception):

@@ -24,15 +24,15 @@ _MAX_STEPS = 16  # alternating between two daily windows converges in a couple o
 
 def decide(candidate: Candidate, settings: config.PolicySettings, zone: ZoneInfo) -> Decision:
     overrides = candidate.overrides
-    behaviour = overrides.quiet_hours or settings.quiet_hours.get(candidate.category, "defer")
+    category = candidate.category
+    behaviour = overrides.quiet_hours or settings.quiet_hours.get(category, "defer")
+    protected = candidate.protected
     windows: list[tuple[str, timewindows.DailyWindow]] = []
-    if not candidate.protected and behaviour != "ignore":
-        window = overrides.send_window or settings.send_windows.get(candidate.category)
+    if not protected and behaviour != "ignore":
+        window = overrides.send_window or settings.send_windows.get(category)
         if window is not None and not window.always_open:
             windows.append(("send_window", window))
-    user_exempt = (
-        candidate.category is model.Category.VERIFICATION or candidate.template.priority is model.Priority.URGENT
-    )
+    user_exempt = category is model.Category.VERIFICATION or candidate.template.priority is model.Priority.URGENT
     own = candidate.preferences.allowed_window
     if own is not None and not user_exempt:
         windows.append(("do_not_disturb", own))
@@ -64,7 +64,7 @@ def decide(candidate: Candidate, settings: config.PolicySettings, zone: ZoneInfo
         else f"inside the user's do-not-disturb period {candidate.preferences.do_not_disturb}"
     )
     at = f"{local:%H:%M} {zone.key}"
-    if behaviour == "drop" and not candidate.protected:
+    if behaviour == "drop" and not protected:
         return Drop(POLICY, f"quiet_hours: {what} ({at})", detail)
     return Defer(
         opens, POLICY, f"quiet_hours: {what} ({at}); deferred until {opens.astimezone(zone):%Y-%m-%d %H:%M}", detail
