@@ -18,6 +18,8 @@ from clarion.store import policies, records, templates
 from clarion.store import tables as t
 from clarion.store.db import Database
 
+_MISS = object()
+
 
 class Catalog:
     def __init__(self, db: Database, *, ttl: float = 2.0) -> None:
@@ -28,6 +30,11 @@ class Catalog:
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+    def _fresh(self, kind: str, key: str) -> Any:
+        """The cached value while it is fresh, else ``_MISS`` — checked before a loader is even built."""
+        hit = self._cache.get((kind, key))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else _MISS
 
     async def _cached(self, kind: str, key: str, load: Any) -> Any:
         hit = self._cache.get((kind, key))
@@ -43,6 +50,14 @@ class Catalog:
         """What sends of ``key`` use: its live (approved) version where its category needs approval, otherwise
         its latest; None for an unknown key. Raises ``approval.NotApproved`` (409 ``not_approved``) for a template
         that needs approval and has none approved yet. One query per load."""
+        found = self._fresh("template", key)
+        if found is _MISS:
+            found = await self._load_template(key)
+        if isinstance(found, approval.NotApproved):
+            raise approval.NotApproved(key)
+        return found
+
+    async def _load_template(self, key: str) -> model.Template | approval.NotApproved | None:
         settings = await self.approval_settings()
 
         async def load() -> model.Template | approval.NotApproved | None:
@@ -52,10 +67,7 @@ class Catalog:
                 return None
             return templates.sendable(row, settings) or approval.NotApproved(key)
 
-        found = await self._cached("template", key, load)
-        if isinstance(found, approval.NotApproved):
-            raise approval.NotApproved(key)
-        return found
+        return await self._cached("template", key, load)
 
     async def templates(self, keys: Sequence[str]) -> dict[str, model.Template]:
         """The sendable templates among ``keys``; unknown and not yet approved ones are left out."""
@@ -70,6 +82,9 @@ class Catalog:
         return found
 
     async def approval_settings(self) -> approval.Settings:
+        if (fresh := self._fresh("approval", "settings")) is not _MISS:
+            return fresh
+
         async def load() -> approval.Settings:
             async with self.db.read() as conn:
                 return await templates.load_settings(conn)
@@ -84,6 +99,9 @@ class Catalog:
         return await self._cached("rules", event, load)
 
     async def provider_choices(self) -> list[routing.ProviderChoice]:
+        if (fresh := self._fresh("providers", "*")) is not _MISS:
+            return fresh
+
         async def load() -> list[routing.ProviderChoice]:
             async with self.db.read() as conn:
                 rows = (
@@ -94,6 +112,9 @@ class Catalog:
         return await self._cached("providers", "*", load)
 
     async def policy_settings(self) -> config.PolicySettings:
+        if (fresh := self._fresh("policy", "settings")) is not _MISS:
+            return fresh
+
         async def load() -> config.PolicySettings:
             async with self.db.read() as conn:
                 return await policies.load_settings(conn)
@@ -101,6 +122,9 @@ class Catalog:
         return await self._cached("policy", "settings", load)
 
     async def caps(self) -> list[config.Cap]:
+        if (fresh := self._fresh("policy", "caps")) is not _MISS:
+            return fresh
+
         async def load() -> list[config.Cap]:
             async with self.db.read() as conn:
                 return [cap for cap in await policies.load_caps(conn) if cap.enabled]
@@ -109,6 +133,8 @@ class Catalog:
 
     async def any_suppression(self) -> bool:
         """Whether any suppression exists (cached like the rest: this process's writes invalidate it)."""
+        if (fresh := self._fresh("policy", "any_suppression")) is not _MISS:
+            return bool(fresh)
 
         async def load() -> bool:
             async with self.db.read() as conn:
@@ -119,6 +145,8 @@ class Catalog:
     async def keyword_lists(self) -> list[keywords.KeywordList]:
         """The enabled lists, compiled once per version: a refresh reads only (key, version) and compiles just the
         lists that changed, so a message only scans its text."""
+        if (fresh := self._fresh("policy", "keyword_lists")) is not _MISS:
+            return fresh
 
         async def load() -> list[keywords.KeywordList]:
             async with self.db.read() as conn:
