@@ -3,7 +3,7 @@
 A run starts when its campaign is ``scheduled`` and due: the audience is evaluated once (less the users an
 earlier run reached within ``exclude_reached_days``) and frozen into ``campaign_audience`` in send order.
 Then the run is advanced a batch at a time by whichever runner holds its lease: each batch's messages are
-written in the same transaction as the run's cursor (``Intake.send_campaign_batch``), so after a crash the
+written in the same transaction as the run's cursor (``Intake.write_campaign_batch``), so after a crash the
 next runner — once the dead one's lease has run out — continues exactly after the last committed batch.
 Pausing stops the run after the batch in flight; the run's token bucket paces batches to the campaign's rate.
 """

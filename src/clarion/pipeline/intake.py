@@ -226,15 +226,10 @@ class Intake:
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
         return await self._commit(command, "event", plan, extra, stale_key=stored is not None)
 
-    async def send_campaign_batch(self, batch: CampaignBatch, progress: Progress) -> Tally:
-        """Messages for a campaign batch — plan, policies, rendering and routing for all of it at once — written
-        in ONE transaction with ``progress`` (the run's cursor and counts), so a crash leaves either the batch and
-        its progress or neither. Users already holding a message of the run are skipped, whatever the cursor
-        says."""
-        return await self.write_campaign_batch(await self.prepare_campaign_batch(batch), progress)
-
     async def prepare_campaign_batch(self, batch: CampaignBatch) -> PreparedBatch:
-        """The first half of ``send_campaign_batch``: the batch's rows, built in memory, nothing written."""
+        """Messages for a campaign batch — plan, policies, rendering and routing for all of it at once — built in
+        memory; nothing is written (``write_campaign_batch`` does). Users already holding a message of the run are
+        skipped, whatever the cursor says."""
         async with self.db.read() as conn:
             held = await campaign_store.holding_message(conn, batch.run_id, batch.user_ids)
         recipients = [u for u in dict.fromkeys(batch.user_ids) if u not in held]
@@ -263,7 +258,8 @@ class Intake:
         return PreparedBatch(rows, tally)
 
     async def write_campaign_batch(self, prepared: PreparedBatch, progress: Progress) -> Tally:
-        """The second half: ``progress`` and the batch's rows in one transaction."""
+        """A prepared batch's rows written in ONE transaction with ``progress`` (the run's cursor and counts), so a
+        crash leaves either the batch and its progress or neither."""
 
         async def job(conn: Any) -> None:
             await progress(conn, prepared.tally)
