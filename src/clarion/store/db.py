@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -105,32 +106,35 @@ def _driver_statement(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]
     if any(b.expanding or b.callable is not None for b in binds):
         return None
     sql = compiled.string
-    # per position: the row's key and its converter, or (for a value bound in the statement itself, the same
-    # for every row) no key and the converted value
-    plan: list[tuple[str | None, Any, Any]] = []
-    for name, bind in zip(names, binds, strict=True):
-        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if name in keys:
-            plan.append((name, convert, _is_timestamp(bind.type)))
-        else:
-            value = bind.effective_value
-            plan.append((None, None, convert(value) if convert is not None else value))
+    # per position: the row's key (None for a value bound in the statement itself), its converter, whether it is
+    # a timestamp, and the statement's own value
+    plan = [
+        (
+            name if name in keys else None,
+            bind.type.dialect_impl(dialect).bind_processor(dialect),
+            _is_timestamp(bind.type),
+            bind.effective_value,
+        )
+        for name, bind in zip(names, binds, strict=True)
+    ]
 
     def run(sync: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        steps = [
-            (name, _memoized(convert) if name is not None and extra is True and convert is not None else convert, extra)
-            for name, convert, extra in plan
-        ]
-        values = [
-            tuple(
-                extra if name is None else row[name] if convert is None else convert(row[name])
-                for name, convert, extra in steps
-            )
-            for row in rows
-        ]
-        sync.exec_driver_sql(sql, values)
+        getters = [_getter(*position) for position in plan]  # fresh per call: the timestamp memos are per batch
+        sync.exec_driver_sql(sql, [tuple(get(row) for get in getters) for row in rows])
 
     return run
+
+
+def _getter(key: str | None, convert: Any, timestamp: bool, fixed: Any) -> Callable[[dict[str, Any]], Any]:
+    """How one parameter's value is taken from a row and converted for the driver."""
+    if key is None:
+        value = convert(fixed) if convert is not None else fixed
+        return lambda row: value
+    if convert is None:
+        return operator.itemgetter(key)
+    if timestamp:
+        convert = _memoized(convert)
+    return lambda row: convert(row[key])
 
 
 def _is_timestamp(kind: Any) -> bool:
