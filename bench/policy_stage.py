@@ -27,7 +27,6 @@ import cProfile
 import json
 import os
 import pstats
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -47,62 +46,18 @@ from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Drop
 from clarion.settings import Settings
 from clarion.store import migrate
+from population import configure_policies, generate_users, put_notification
 
 KEY = "clk_bench_policy_stage_key"
-POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
-ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", None)
 # 10:00 UTC: daytime or evening in every zone above, so nothing is held by a window.
 NOW = datetime(2026, 3, 17, 10, 0, tzinfo=UTC)
 PATHS = {"batch_1": 1, "batch_1000": 1000}  # candidates per call
 
 
-def generate_users(db: Path, n: int) -> None:
-    conn = sqlite3.connect(db)
-    now = NOW.replace(tzinfo=None).isoformat(sep=" ")
-    rows = [
-        (
-            f"u{i}",
-            json.dumps({"name": f"User {i}", "city": "Hangzhou"}),
-            "[]",
-            ZONES[i % 4],
-            "zh-CN",
-            json.dumps({"sms": f"+86138{i % 100_000_000:08d}"}),
-            now,
-            now,
-        )
-        for i in range(n)
-    ]
-    conn.executemany(
-        "INSERT INTO users (user_id, attributes, tags, timezone, locale, addresses, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    conn.commit()
-    conn.close()
-
-
 async def configure(api: httpx.AsyncClient) -> None:
-    async def put(path: str, body: Any) -> None:
-        r = await api.put(path, json=body)
-        assert r.status_code in (200, 201), r.text
-
-    await put("/v1/policies/settings", {"enabled": dict.fromkeys(POLICIES, True)})
-    await put("/v1/policies/caps/sms-day", {"limit": 30, "window": {"unit": "day"}, "channel": "sms"})
-    cap = {"limit": 5, "window": {"unit": "day"}, "channel": "sms", "per_department": True}
-    await put("/v1/policies/caps/sms-dept-day", cap)
-    await put("/v1/keyword-lists/blocked", {"action": "block", "words": [f"blocked{i:04d}" for i in range(1000)]})
-    await put("/v1/keyword-lists/masked", {"action": "mask", "words": [f"rival{i:03d}" for i in range(100)]})
-    for i in range(1000):
-        r = await api.post("/v1/suppressions", json={"address": f"+861390013{i:04d}", "source": "admin"})
-        assert r.status_code in (200, 201), r.text
-    template = {
-        "name": "Notification",
-        "category": "notification",
-        "priority": "normal",
-        "department": "growth",
-        "channels": {"sms": {"text": "【Clarion】{name}, your parcel to ${user.city} ships this week"}},
-    }
-    await put("/v1/templates/notification", template)
+    await configure_policies(api)
+    text = "【Clarion】{name}, your parcel to ${user.city} ships this week"
+    await put_notification(api, "notification", "Notification", text)
 
 
 async def prepare(clarion: bootstrap.Clarion, users: int) -> tuple[list[Candidate], list[dict[str, Any]]]:
@@ -196,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="clarion-policy-bench-") as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/clarion.db"
         migrate.upgrade(url)
-        generate_users(Path(tmp) / "clarion.db", args.users)
+        generate_users(Path(tmp) / "clarion.db", args.users, NOW)
         result = asyncio.run(measure(args, Path(tmp), url))
     if result:
         print(json.dumps(result))
