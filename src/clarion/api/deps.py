@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 
 from clarion import apikeys, bootstrap
+from clarion.domain import errors
+
+T = TypeVar("T")
 
 
 async def services(request: Request) -> bootstrap.Clarion:
@@ -25,3 +29,14 @@ def caller(request: Request) -> apikeys.Caller:
 Caller = Annotated[apikeys.Caller, Depends(caller)]
 #: documents the bearer scheme in OpenAPI; enforcement is the middleware's, before any body is parsed
 AUTH = [Depends(HTTPBearer(auto_error=False, description="an API key: `clarion apikey create NAME`"))]
+
+
+async def read_or_404(
+    clarion: bootstrap.Clarion, read: Callable[[Any, str], Awaitable[T | None]], what: str, key: str
+) -> T:
+    """``read(conn, key)`` on a read connection; a 404 naming ``what`` when it finds nothing."""
+    async with clarion.db.read() as conn:
+        found = await read(conn, key)
+    if found is None:
+        raise errors.NotFound(what, key)
+    return found

@@ -85,10 +85,7 @@ async def estimate_campaign(
     """What the campaign would do if it ran at ``at``: nothing is sent, counted or marked. Exact for audiences
     up to ``CLARION_CAMPAIGN_ESTIMATE_EXACT`` users; above, from a random sample, with 95% ``intervals``.
     Costs use ``CLARION_CAMPAIGN_PRICES`` (per delivery; per segment for SMS)."""
-    async with clarion.db.read() as conn:
-        row = await store.get(conn, key)
-    if row is None:
-        raise errors.NotFound("campaign", key)
+    row = await deps.read_or_404(clarion, store.get, "campaign", key)
     definition = spec.Definition.from_json(row.definition)
     now = datetime.now(UTC)
     at = body.at if body is not None and body.at is not None else None

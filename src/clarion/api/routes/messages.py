@@ -59,8 +59,4 @@ async def event(body: schemas.EventIn, clarion: deps.Services) -> JSON:
 @router.get("/messages/{message_id}")
 async def get_message(clarion: deps.Services, message_id: str = Path(max_length=32)) -> dict[str, Any]:
     """A message, its deliveries, and every status change each went through, with reasons."""
-    async with clarion.db.read() as conn:
-        found = await history.message_detail(conn, message_id)
-    if found is None:
-        raise errors.NotFound("message", message_id)
-    return found
+    return await deps.read_or_404(clarion, history.message_detail, "message", message_id)

@@ -87,10 +87,7 @@ async def put_cap(
 
 @router.get("/policies/caps/{key}")
 async def get_cap(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    async with clarion.db.read() as conn:
-        cap = await policies.get_cap(conn, key)
-    if cap is None:
-        raise errors.NotFound("cap", key)
+    cap = await deps.read_or_404(clarion, policies.get_cap, "cap", key)
     return cap.to_json()
 
 
@@ -136,11 +133,7 @@ async def put_keyword_list(
 
 @router.get("/keyword-lists/{key}", tags=["keywords"])
 async def get_keyword_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    async with clarion.db.read() as conn:
-        spec = await policies.get_keyword_list(conn, key)
-    if spec is None:
-        raise errors.NotFound("keyword list", key)
-    return keyword_list_json(spec)
+    return keyword_list_json(await deps.read_or_404(clarion, policies.get_keyword_list, "keyword list", key))
 
 
 @router.get("/keyword-lists", tags=["keywords"])

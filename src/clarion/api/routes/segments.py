@@ -98,11 +98,7 @@ async def count_conditions(clarion: deps.Services, body: dict[str, Any] = Defini
 
 @router.get("/segments/{key}")
 async def get_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    async with clarion.db.read() as conn:
-        row = await store.get_segment(conn, key)
-    if row is None:
-        raise errors.NotFound("segment", key)
-    return segment_json(row)
+    return segment_json(await deps.read_or_404(clarion, store.get_segment, "segment", key))
 
 
 @router.delete("/segments/{key}", status_code=204)
@@ -235,11 +231,7 @@ async def list_lists(clarion: deps.Services) -> dict[str, Any]:
 
 @router.get("/lists/{key}", tags=["lists"])
 async def get_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    async with clarion.db.read() as conn:
-        row = await store.get_id_list(conn, key)
-    if row is None:
-        raise errors.NotFound("ID list", key)
-    return list_json(row)
+    return list_json(await deps.read_or_404(clarion, store.get_id_list, "ID list", key))
 
 
 @router.delete("/lists/{key}", status_code=204, tags=["lists"])
