@@ -2,9 +2,10 @@
 
 Calling ``upsert`` per user at start would clear every bitmap for every user (quadratic); this collects compact
 arrays of rows per tag, value, column and event day while pages stream in, then hands each to a bulk loader once.
-It keeps ``upsert``'s rules: an attribute's kind is its declared one or that of the first value seen (in user-id
-order), list values are categories per element, values that do not fit the kind are skipped, an attribute that
-reaches ``max_categories`` values is dropped. Strings that look like ISO 8601 dates or times are timestamps
+It keeps ``upsert``'s rules, with the same code (:class:`~clarion.segments.index.AttributeRules`): an
+attribute's kind is its declared one or that of the first value seen (in user-id order), list values are
+categories per element, values that do not fit the kind are skipped, an attribute that reaches
+``max_categories`` values is dropped. Strings that look like ISO 8601 dates or times are timestamps
 (see :func:`prepared`)."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def prepared(attributes: Mapping[str, Any], kinds: Mapping[str, ix.Kind]) -> dic
     return out
 
 
-class BulkLoad:
+class BulkLoad(ix.AttributeRules):
     """Users (in the index's row order: UTF-8 byte order of the ids), their last events and event days."""
 
     def __init__(self, index: ix.SegmentIndex) -> None:
@@ -48,6 +49,7 @@ class BulkLoad:
         self.values: dict[str, dict[ix.CategoryKey, tuple[Any, array[int]]]] = {}
         self.columns: dict[str, tuple[array[int], list[int | float]]] = {}
         self.unindexed: set[str] = set(index.unindexed)
+        self.max_categories = index.max_categories
         self.last: dict[str, tuple[array[int], array[int]]] = {}
         self.days: dict[tuple[str, int], array[int]] = {}
         self.strays: list[tuple[str, str, datetime]] = []
@@ -65,56 +67,45 @@ class BulkLoad:
 
     def add_last_event(self, row: int | None, user_id: str, event: str, at: datetime) -> None:
         """The user's latest ``event`` (``row`` None: an id that is not a user, tracked after the load)."""
-        minutes = ix.timestamp_minutes(at)
-        if minutes is None:
-            return
-        if row is None:
-            self.strays.append((user_id, event, at))
-            return
-        rows, values = self.last.setdefault(event, (array("I"), array("i")))
-        rows.append(row)
-        values.append(minutes)
+        minutes = self._minutes(row, user_id, event, at)
+        if minutes is not None and row is not None:
+            rows, values = self.last.setdefault(event, (array("I"), array("i")))
+            rows.append(row)
+            values.append(minutes)
 
     def add_event(self, row: int | None, user_id: str, event: str, at: datetime) -> None:
         """One event within the horizon, for the per-day bitmaps."""
+        minutes = self._minutes(row, user_id, event, at)
+        if minutes is not None and row is not None:
+            self.days.setdefault((event, minutes // 1440), array("I")).append(row)
+
+    def _minutes(self, row: int | None, user_id: str, event: str, at: datetime) -> int | None:
+        """``at`` in minutes, for an event of a loaded user; None for an unusable time, and for an event of an id
+        that is not a user (kept to be tracked after the load)."""
         minutes = ix.timestamp_minutes(at)
         if minutes is None:
-            return
+            return None
         if row is None:
             self.strays.append((user_id, event, at))
-            return
-        self.days.setdefault((event, minutes // 1440), array("I")).append(row)
+            return None
+        return minutes
 
-    def _set(self, row: int, name: str, value: Any) -> bool:
-        kind = self.kinds.get(name) or _detect(value)
-        if kind is None or name in self.unindexed:
-            return kind is not None
-        self.kinds[name] = kind
-        if kind == "category":
-            return all([self._add_category(row, name, v) for v in (value if isinstance(value, list) else [value])])
-        number = ix.column_value(kind, value)
-        if number is None:
-            return False
+    def _put_number(self, name: str, kind: ix.Kind, row: int, number: int | float) -> None:
         rows, values = self.columns.setdefault(name, (array("I"), []))
         rows.append(row)
         values.append(number)
-        return True
 
-    def _add_category(self, row: int, name: str, value: Any) -> bool:
-        key = ix.category_key(value)
-        if key is None:
-            return False
-        if name in self.unindexed:
-            return True
-        values = self.values.setdefault(name, {})
-        if key not in values:
-            if len(values) >= self.index.max_categories:
-                self.unindexed.add(name)
-                del self.values[name]
-                return True
-            values[key] = (value, array("I"))
-        values[key][1].append(row)
-        return True
+    def _category_values(self, name: str) -> dict[ix.CategoryKey, Any]:
+        return self.values.setdefault(name, {})
+
+    def _drop_categories(self, name: str) -> None:
+        del self.values[name]
+
+    def _new_category(self, value: Any) -> tuple[Any, array[int]]:
+        return (value, array("I"))
+
+    def _add_row(self, entry: tuple[Any, array[int]], row: int) -> None:
+        entry[1].append(row)
 
     def finish(self) -> ix.SegmentIndex:
         """Load everything collected into the index and return it."""
@@ -157,13 +148,3 @@ class BulkLoad:
 
 def _rows(rows: array[int]) -> Any:
     return np.frombuffer(rows, dtype=np.uint32) if len(rows) else np.zeros(0, dtype=np.uint32)
-
-
-def _detect(value: Any) -> ix.Kind | None:
-    if isinstance(value, datetime):
-        return "timestamp"
-    if isinstance(value, bool | str | list | tuple):
-        return "category"
-    if isinstance(value, int | float):
-        return "number"
-    return None

@@ -233,7 +233,65 @@ class EventLog:
     days: dict[int, BitMap] = field(default_factory=dict)
 
 
-class SegmentIndex:
+class AttributeRules:
+    """How an attribute value becomes index entries, shared by ``SegmentIndex.upsert`` and the bulk load
+    (``clarion.segments.bulk``), which keep the entries differently: an attribute's kind is its declared one or
+    that of the first value seen; list values are categories per element; a value that does not fit the kind is
+    skipped; an attribute that reaches ``max_categories`` values is dropped (``unindexed``). Subclasses say
+    where categories and column values go."""
+
+    kinds: dict[str, Kind]
+    unindexed: set[str]
+    max_categories: int
+
+    def _set(self, row: int, name: str, value: Any) -> bool:
+        """Index ``value`` of attribute ``name`` for ``row``; False when (part of) it was skipped."""
+        kind = self.kinds.get(name) or _detect(value)
+        if kind is None or name in self.unindexed:
+            return kind is not None
+        self.kinds[name] = kind
+        if kind == "category":
+            return all([self._add_category(row, name, v) for v in (value if isinstance(value, list) else [value])])
+        number = column_value(kind, value)
+        if number is None:
+            return False
+        self._put_number(name, kind, row, number)
+        return True
+
+    def _add_category(self, row: int, name: str, value: Any) -> bool:
+        key = category_key(value)
+        if key is None:
+            return False
+        if name in self.unindexed:
+            return True
+        values = self._category_values(name)
+        if key not in values:
+            if len(values) >= self.max_categories:
+                self.unindexed.add(name)
+                self._drop_categories(name)
+                return True
+            values[key] = self._new_category(value)
+        self._add_row(values[key], row)
+        return True
+
+    def _put_number(self, name: str, kind: Kind, row: int, number: int | float) -> None:
+        raise NotImplementedError
+
+    def _category_values(self, name: str) -> dict[CategoryKey, Any]:
+        """The entries of ``name``'s values (created empty when missing)."""
+        raise NotImplementedError
+
+    def _drop_categories(self, name: str) -> None:
+        raise NotImplementedError
+
+    def _new_category(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def _add_row(self, entry: Any, row: int) -> None:
+        raise NotImplementedError
+
+
+class SegmentIndex(AttributeRules):
     """Tags, attributes, behaviour and ID lists of every user, laid out for fast segment evaluation."""
 
     def __init__(
@@ -410,35 +468,21 @@ class SegmentIndex:
                 for bitmap in log.days.values():
                     bitmap.discard(row)
 
-    def _set(self, row: int, name: str, value: Any) -> bool:
-        kind = self.kinds.get(name) or _detect(value)
-        if kind is None or name in self.unindexed:
-            return kind is not None
-        self.kinds[name] = kind
-        if kind == "category":
-            return all([self._add_category(row, name, v) for v in (value if isinstance(value, list) else [value])])
-        number = column_value(kind, value)
-        if number is None:
-            return False
+    def _put_number(self, name: str, kind: Kind, row: int, number: int | float) -> None:
         dtype = np.int32 if kind == "timestamp" else (np.int64 if isinstance(number, int) else np.float64)
         self.columns.setdefault(name, Column(kind, np.zeros(0, dtype=dtype))).set(row, number)
-        return True
 
-    def _add_category(self, row: int, name: str, value: Any) -> bool:
-        key = category_key(value)
-        if key is None:
-            return False
-        if name in self.unindexed:
-            return True
-        values = self.categories.setdefault(name, {})
-        if key not in values:
-            if len(values) >= self.max_categories:
-                self.unindexed.add(name)
-                del self.categories[name]
-                return True
-            values[key] = BitMap()
-        values[key].add(row)
-        return True
+    def _category_values(self, name: str) -> dict[CategoryKey, Any]:
+        return self.categories.setdefault(name, {})
+
+    def _drop_categories(self, name: str) -> None:
+        del self.categories[name]
+
+    def _new_category(self, value: Any) -> BitMap:
+        return BitMap()
+
+    def _add_row(self, entry: BitMap, row: int) -> None:
+        entry.add(row)
 
     # -- introspection ------------------------------------------------------------------------------------------------
 
