@@ -258,14 +258,19 @@ async def test_a_turn_pipelines_batches_and_each_commits_in_order(
     assert sorted(m.user_id for m in await campaign_messages(clarion, "spring")) == sorted(ids)
 
 
+async def launch_in_steps_of_4(api: httpx.AsyncClient, clarion: bootstrap.Clarion, audience: Any, n: int) -> None:
+    """Campaign "spring" to ``n`` users, launched; each turn of the runner fans out one batch of 4."""
+    audience(await users(api, n))
+    clarion.campaigns.batch_size = 4
+    clarion.campaigns.slice_seconds = 0
+    await campaign(api, "spring")
+    await launch(api, "spring")
+
+
 async def test_pause_stops_the_fan_out_and_resume_continues_it(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
-    audience(await users(api, 20))
-    clarion.campaigns.batch_size = 4
-    clarion.campaigns.slice_seconds = 0  # one batch per turn
-    await campaign(api, "spring")
-    await launch(api, "spring")
+    await launch_in_steps_of_4(api, clarion, audience, 20)
     assert await clarion.campaigns.run_once("r") == 4
     assert await clarion.campaigns.run_once("r") == 4
     paused = await act(api, "spring", "pause")
@@ -284,11 +289,7 @@ async def test_pause_stops_the_fan_out_and_resume_continues_it(
 async def test_cancel_stops_a_run_and_what_it_had_queued(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
-    audience(await users(api, 10))
-    clarion.campaigns.batch_size = 4
-    clarion.campaigns.slice_seconds = 0  # one batch per turn
-    await campaign(api, "spring")
-    await launch(api, "spring")
+    await launch_in_steps_of_4(api, clarion, audience, 10)
     assert await clarion.campaigns.run_once("r") == 4
     cancelled = (await act(api, "spring", "cancel")).json()
     assert cancelled["status"] == "cancelled" and cancelled["run"]["status"] == "cancelled"

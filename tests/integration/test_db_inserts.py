@@ -81,43 +81,38 @@ def stored(path: Path, tables: list[sa.Table]) -> dict[str, list[tuple[Any, ...]
         raw.close()
 
 
+async def written(path: Path, *jobs: Any) -> Path:
+    """A new SQLite database at ``path`` with Clarion's schema, after ``jobs`` ran as writes, in order."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    t.metadata.create_all(engine)
+    engine.dispose()
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        for job in jobs:
+            await db.write(job)
+    finally:
+        await db.close()
+    return path
+
+
 async def test_driver_inserts_store_the_same_bytes_as_sqlalchemy(tmp_path) -> None:
     rows = sample_rows()
-    paths = {}
-    for way in ("sqlalchemy", "driver"):
-        paths[way] = path = tmp_path / f"{way}.db"
-        engine = sa.create_engine(f"sqlite:///{path}")
-        t.metadata.create_all(engine)
-        engine.dispose()
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        try:
-            if way == "driver":
-                await db.write(Inserts(rows))
-            else:
 
-                async def job(conn: Any) -> None:
-                    for table, table_rows in rows.items():
-                        await conn.execute(table.insert(), table_rows)
+    async def through_sqlalchemy(conn: Any) -> None:
+        for table, table_rows in rows.items():
+            await conn.execute(table.insert(), table_rows)
 
-                await db.write(job)
-        finally:
-            await db.close()
-    assert stored(paths["driver"], list(rows)) == stored(paths["sqlalchemy"], list(rows))
-    assert stored(paths["driver"], [t.deliveries])["deliveries"][1][9] == "2026-03-08 01:59:59.123456"  # UTC
+    by_sqlalchemy = await written(tmp_path / "sqlalchemy.db", through_sqlalchemy)
+    by_driver = await written(tmp_path / "driver.db", Inserts(rows))
+    assert stored(by_driver, list(rows)) == stored(by_sqlalchemy, list(rows))
+    assert stored(by_driver, [t.deliveries])["deliveries"][1][9] == "2026-03-08 01:59:59.123456"  # UTC
 
 
 async def test_a_naive_timestamp_is_still_refused(tmp_path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    t.metadata.create_all(engine)
-    engine.dispose()
     rows = sample_rows()
     rows[t.messages][0]["created_at"] = NOW.replace(tzinfo=None)
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
-    try:
-        with pytest.raises(Exception, match="naive datetime"):
-            await db.write(Inserts({t.messages: rows[t.messages]}))
-    finally:
-        await db.close()
+    with pytest.raises(Exception, match="naive datetime"):
+        await written(tmp_path / "c.db", Inserts({t.messages: rows[t.messages]}))
 
 
 def test_a_table_with_a_python_default_left_out_goes_through_sqlalchemy(tmp_path) -> None:
@@ -159,25 +154,12 @@ async def test_driver_updates_store_the_same_bytes_as_sqlalchemy(tmp_path) -> No
         {"b_id": "d0", "b_status": "sent", "b_content": {"text": "新"}, "b_run_at": None},
         {"b_id": "d1", "b_status": "failed", "b_content": None, "b_run_at": later},
     ]
-    paths = {}
-    for way in ("sqlalchemy", "driver"):
-        paths[way] = path = tmp_path / f"u-{way}.db"
-        engine = sa.create_engine(f"sqlite:///{path}")
-        t.metadata.create_all(engine)
-        engine.dispose()
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        try:
-            await db.write(Inserts(sample_rows()))
-
-            async def job(conn: Any, way: str = way) -> None:
-                if way == "driver":
-                    await store_db.executemany(conn, statement, changes)
-                else:
-                    await conn.execute(statement, changes)
-
-            await db.write(job)
-        finally:
-            await db.close()
-    after = stored(paths["driver"], [t.deliveries])
-    assert after == stored(paths["sqlalchemy"], [t.deliveries])
+    by_sqlalchemy = await written(
+        tmp_path / "u-sqlalchemy.db", Inserts(sample_rows()), lambda conn: conn.execute(statement, changes)
+    )
+    by_driver = await written(
+        tmp_path / "u-driver.db", Inserts(sample_rows()), lambda conn: store_db.executemany(conn, statement, changes)
+    )
+    after = stored(by_driver, [t.deliveries])
+    assert after == stored(by_sqlalchemy, [t.deliveries])
     assert [row[7] for row in after["deliveries"]] == ["sent", "failed", "queued"]
