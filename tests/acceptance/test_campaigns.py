@@ -87,6 +87,21 @@ async def run_all(runner: CampaignRunner, owner: str = "test-runner", *, rounds:
     return total
 
 
+async def launch_in_batches(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, audience: Any, n: int, batch: int, *, one_per_turn: bool
+) -> list[str]:
+    """Campaign "spring" to ``n`` new users, launched, fanned out in batches of ``batch`` (one batch per turn of
+    the runner with ``one_per_turn``); returns the users."""
+    ids = await users(api, n)
+    audience(ids)
+    clarion.campaigns.batch_size = batch
+    if one_per_turn:
+        clarion.campaigns.slice_seconds = 0
+    await campaign(api, "spring")
+    await launch(api, "spring")
+    return ids
+
+
 async def campaign_messages(clarion: bootstrap.Clarion, key: str) -> list[Any]:
     m = t.messages
     async with clarion.db.read() as conn:
@@ -225,11 +240,7 @@ async def test_a_turn_pipelines_batches_and_each_commits_in_order(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
     """Batch N+1 is composed while N is written; N+1 is written only after N committed."""
-    ids = await users(api, 20)
-    audience(ids)
-    clarion.campaigns.batch_size = 4
-    await campaign(api, "spring")
-    await launch(api, "spring")
+    ids = await launch_in_batches(api, clarion, audience, 20, 4, one_per_turn=False)
     events: list[str] = []
     prepare, write = clarion.intake.prepare_campaign_batch, clarion.intake.write_campaign_batch
 
@@ -258,19 +269,10 @@ async def test_a_turn_pipelines_batches_and_each_commits_in_order(
     assert sorted(m.user_id for m in await campaign_messages(clarion, "spring")) == sorted(ids)
 
 
-async def launch_in_steps_of_4(api: httpx.AsyncClient, clarion: bootstrap.Clarion, audience: Any, n: int) -> None:
-    """Campaign "spring" to ``n`` users, launched; each turn of the runner fans out one batch of 4."""
-    audience(await users(api, n))
-    clarion.campaigns.batch_size = 4
-    clarion.campaigns.slice_seconds = 0
-    await campaign(api, "spring")
-    await launch(api, "spring")
-
-
 async def test_pause_stops_the_fan_out_and_resume_continues_it(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
-    await launch_in_steps_of_4(api, clarion, audience, 20)
+    await launch_in_batches(api, clarion, audience, 20, 4, one_per_turn=True)
     assert await clarion.campaigns.run_once("r") == 4
     assert await clarion.campaigns.run_once("r") == 4
     paused = await act(api, "spring", "pause")
@@ -289,7 +291,7 @@ async def test_pause_stops_the_fan_out_and_resume_continues_it(
 async def test_cancel_stops_a_run_and_what_it_had_queued(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
-    await launch_in_steps_of_4(api, clarion, audience, 10)
+    await launch_in_batches(api, clarion, audience, 10, 4, one_per_turn=True)
     assert await clarion.campaigns.run_once("r") == 4
     cancelled = (await act(api, "spring", "cancel")).json()
     assert cancelled["status"] == "cancelled" and cancelled["run"]["status"] == "cancelled"
@@ -302,11 +304,7 @@ async def test_cancel_stops_a_run_and_what_it_had_queued(
 async def test_a_crash_in_the_middle_of_the_fan_out_resumes_without_sending_anyone_twice(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, settings: Any, promo: None, audience: Any
 ) -> None:
-    ids = await users(api, 23)
-    audience(ids)
-    clarion.campaigns.batch_size = 5
-    await campaign(api, "spring")
-    await launch(api, "spring")
+    ids = await launch_in_batches(api, clarion, audience, 23, 5, one_per_turn=False)
 
     # the third batch dies inside its transaction, after its messages were written: none of it may stay
     real = clarion.intake.write_campaign_batch
