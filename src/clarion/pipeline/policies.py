@@ -67,9 +67,7 @@ class PolicyStage:
         settings = await self.catalog.policy_settings()
         default_zone = settings.default_timezone
         zones = [timewindows.resolve_zone(c.user.timezone, default_zone) for c in candidates]
-        found = _loaded_suppressions(candidates, settings)
-        if found is None:  # some users were not read through the loader: their suppressions are read here
-            found = await self._suppressions(candidates, settings)
+        found = await self._suppressions(candidates, settings)
         policies = self._pre_policies(settings, found)
         decisions: list[Decision] = []
         for candidate, zone in zip(candidates, zones, strict=True):
@@ -90,15 +88,15 @@ class PolicyStage:
         return self._enabled[1] if found.any else self._enabled[2]
 
     async def _suppressions(self, candidates: Sequence[Candidate], settings: config.PolicySettings) -> _Suppressions:
-        if not candidates or not settings.on(suppression.POLICY):
-            return _NO_SUPPRESSIONS
+        loaded = _loaded_suppressions(candidates, settings)
+        if loaded is not None:  # the common case: every user came with theirs, nothing to read
+            return loaded
         found = {s.id: s for c in candidates for s in c.user.suppressions or ()}
         unloaded = [c for c in candidates if c.user.suppressions is None]  # users not read through the loader
-        if unloaded:
-            user_ids = sorted({c.user.user_id for c in unloaded})
-            addresses = sorted({config.normalize_address(a) for c in unloaded for a in addresses_of(c.address)})
-            async with self.db.read() as conn:
-                found.update((s.id, s) for s in await store.suppressions_for(conn, user_ids, addresses))
+        user_ids = sorted({c.user.user_id for c in unloaded})
+        addresses = sorted({config.normalize_address(a) for c in unloaded for a in addresses_of(c.address)})
+        async with self.db.read() as conn:
+            found.update((s.id, s) for s in await store.suppressions_for(conn, user_ids, addresses))
         return _Suppressions(list(found.values())) if found else _NO_SUPPRESSIONS
 
     # -- after rendering -------------------------------------------------------------------------------------
