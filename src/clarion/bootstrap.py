@@ -115,6 +115,7 @@ def build(settings: Settings | None = None) -> Clarion:
         max_batch_size=settings.claim_batch_max,
         lease=timedelta(seconds=settings.lease_seconds),
         poll_interval=settings.poll_interval,
+        linger=settings.claim_linger,
     )
 
     counters: counters_base.Counters = (

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     claim_batch_max: int = Field(default=1000, ge=1, le=5000)
     lease_seconds: float = Field(default=60.0, gt=0)
     poll_interval: float = Field(default=0.05, gt=0)
+    #: after a claim that took every due delivery, the next claim waits this long so that a steady flow of sends
+    #: is claimed in batches (an idle worker still claims a new send at once); 0 claims again at once
+    claim_linger: float = Field(default=0.01, ge=0, le=1)
     max_attempts: int = Field(default=6, ge=1, le=50)
     retry_base_seconds: float = Field(default=2.0, gt=0)
     retry_max_seconds: float = Field(default=600.0, gt=0)

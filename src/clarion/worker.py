@@ -40,6 +40,7 @@ class Dispatcher:
         max_batch_size: int | None = None,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 0.05,
+        linger: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
@@ -55,6 +56,10 @@ class Dispatcher:
         self._children: dict[tuple[Any, ...], Any] = {}
         self.lease = lease
         self.poll_interval = poll_interval
+        # After a claim that took everything due (not full), the next claim waits ``linger`` seconds, so a steady
+        # trickle of sends is claimed a few at a time rather than one claim per send; an idle worker woken by a
+        # new send claims it at once.
+        self.linger = linger
         self.clock = clock
         self.wakeup = asyncio.Event()
         self._last_reap = 0.0
@@ -212,14 +217,22 @@ class Dispatcher:
                 await asyncio.sleep(1)
             if handled == 0:
                 self.wakeup.clear()
-                stopping = asyncio.ensure_future(stop.wait())
-                woken = asyncio.ensure_future(self.wakeup.wait())
-                await asyncio.wait({stopping, woken}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                woken.cancel()
+                await self._pause(stop, self.poll_interval, self.wakeup)
+            elif self._limit is None and self.linger > 0:  # it took everything due: let the next ones gather
+                await self._pause(stop, self.linger)
         if completing is not None:  # a graceful stop records the last batch's outcomes
             try:
                 await completing
             except Exception:
                 log.exception("worker %s: recording the last batch failed", owner)
         log.info("worker %s stopped", owner)
+
+    @staticmethod
+    async def _pause(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> None:
+        """Wait ``seconds``, or less if ``stop`` (or ``wakeup``) is set."""
+        waits = {asyncio.ensure_future(stop.wait())}
+        if wakeup is not None:
+            waits.add(asyncio.ensure_future(wakeup.wait()))
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
