@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from clarion.store import db as store_db
+from clarion.store import driver
 from clarion.store import tables as t
 from clarion.store.db import Database, InlineConnection, Inserts
 
@@ -123,8 +123,8 @@ def test_a_table_with_a_python_default_left_out_goes_through_sqlalchemy(tmp_path
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.db'}")
     metadata.create_all(engine)
     with engine.begin() as conn:
-        assert store_db._driver_statement(conn.dialect, table.insert(), ("id",)) is None
-        assert store_db._driver_statement(conn.dialect, table.insert(), ("id", "v")) is not None
+        assert driver._plan(conn.dialect, table.insert(), ("id",), True) is None
+        assert driver._plan(conn.dialect, table.insert(), ("id", "v"), True) is not None
 
         async def insert() -> None:
             await Inserts({table: [{"id": 1}]})(InlineConnection(conn))
@@ -158,7 +158,7 @@ async def test_driver_updates_store_the_same_bytes_as_sqlalchemy(tmp_path) -> No
         tmp_path / "u-sqlalchemy.db", Inserts(sample_rows()), lambda conn: conn.execute(statement, changes)
     )
     by_driver = await written(
-        tmp_path / "u-driver.db", Inserts(sample_rows()), lambda conn: store_db.executemany(conn, statement, changes)
+        tmp_path / "u-driver.db", Inserts(sample_rows()), lambda conn: driver.executemany(conn, statement, changes)
     )
     after = stored(by_driver, [t.deliveries])
     assert after == stored(by_sqlalchemy, [t.deliveries])

@@ -277,6 +277,10 @@ class PausingConnection:
             await between()
         return result
 
+    @property
+    def dialect(self) -> Any:
+        return self.conn.dialect
+
 
 async def test_complete_racing_a_reap_and_reclaim_does_not_overwrite_the_new_lease(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion

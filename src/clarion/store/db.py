@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,30 +28,16 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from clarion.store.driver import Conn, InlineConnection, executemany, fetch, in_json, insert_of
+
+__all__ = ["Conn", "Database", "InlineConnection", "Inserts", "executemany", "fetch", "in_json", "insert_of"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class InlineConnection:
-    """The part of ``AsyncConnection`` Clarion uses, over a synchronous SQLite connection."""
-
-    __slots__ = ("sync",)
-
-    def __init__(self, sync: sa.Connection) -> None:
-        self.sync = sync
-
-    async def execute(self, statement: Any, parameters: Any = None) -> Any:
-        return self.sync.execute(statement, parameters)
-
-    @property
-    def dialect(self) -> sa.Dialect:
-        return self.sync.dialect
-
-
-Conn = AsyncConnection | InlineConnection
 Job = Callable[[Any], Awaitable[Any]]
+_IDLE_READERS = 4  # SQLite read connections kept open between reads
 
 
 class Inserts:
@@ -68,90 +52,6 @@ class Inserts:
         for table, rows in self.rows.items():
             if rows:
                 await executemany(conn, insert_of(table), rows)
-
-
-@functools.cache
-def insert_of(table: sa.Table) -> Any:
-    """``table.insert()``, the same object each time, so its compiled form is reused."""
-    return table.insert()
-
-
-async def executemany(conn: Conn, statement: Any, rows: list[dict[str, Any]]) -> None:
-    """``conn.execute(statement, rows)`` for many rows with the same keys.
-
-    On SQLite the statement is compiled once and the rows go straight to the driver's ``executemany``, each value
-    converted by its parameter type's own bind processor — the conversion SQLAlchemy applies, without its per-row
-    parameter bookkeeping, which costs more than SQLite's own work on a campaign batch. Timestamps are converted
-    once per distinct value (a batch's rows share a handful)."""
-    if rows and isinstance(conn, InlineConnection):
-        driver = _driver_statement(conn.sync.dialect, statement, tuple(rows[0]))
-        if driver is not None:
-            driver(conn.sync, rows)
-            return
-    await conn.execute(statement, rows)
-
-
-_DriverStatement = Callable[[sa.Connection, list[dict[str, Any]]], None]
-
-
-@functools.lru_cache(maxsize=256)
-def _driver_statement(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...]) -> _DriverStatement | None:
-    """The driver-level ``executemany`` for ``statement`` and rows with ``keys``; None when SQLAlchemy must run
-    it itself (a Python-side column default to fill in, an expanding ``IN`` parameter)."""
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-    names = compiled.positiontup
-    if names is None or compiled.insert_prefetch or compiled.update_prefetch:
-        return None
-    binds = [compiled.binds[name] for name in names]
-    if any(b.expanding or b.callable is not None for b in binds):
-        return None
-    sql = compiled.string
-    # per position: the row's key (None for a value bound in the statement itself), its converter, whether it is
-    # a timestamp, and the statement's own value
-    plan = [
-        (
-            name if name in keys else None,
-            bind.type.dialect_impl(dialect).bind_processor(dialect),
-            _is_timestamp(bind.type),
-            bind.effective_value,
-        )
-        for name, bind in zip(names, binds, strict=True)
-    ]
-
-    def run(sync: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        getters = [_getter(*position) for position in plan]  # fresh per call: the timestamp memos are per batch
-        sync.exec_driver_sql(sql, [tuple(get(row) for get in getters) for row in rows])
-
-    return run
-
-
-def _getter(key: str | None, convert: Any, timestamp: bool, fixed: Any) -> Callable[[dict[str, Any]], Any]:
-    """How one parameter's value is taken from a row and converted for the driver."""
-    if key is None:
-        value = convert(fixed) if convert is not None else fixed
-        return lambda row: value
-    if convert is None:
-        return operator.itemgetter(key)
-    if timestamp:
-        convert = _memoized(convert)
-    return lambda row: convert(row[key])
-
-
-def _is_timestamp(kind: Any) -> bool:
-    return isinstance(kind, sa.DateTime) or isinstance(getattr(kind, "impl", None), sa.DateTime)
-
-
-def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    memo: dict[Any, Any] = {}
-
-    def once(value: Any) -> Any:
-        try:
-            return memo[value]
-        except KeyError:
-            memo[value] = converted = convert(value)
-            return converted
-
-    return once
 
 
 async def _run_merged(conn: Conn, jobs: list[Job]) -> list[Any]:
@@ -209,7 +109,7 @@ def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # straight to the driver: a hot path
 
     return engine
 
@@ -227,6 +127,7 @@ class Database:
             self._sqlite_reader = _sqlite_engine(parsed, immediate=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clarion-sqlite-writer")
             self._writer_connection: sa.Connection | None = None
+            self._idle_readers: list[sa.Connection] = []
         else:
             self._engine = create_async_engine(
                 url, json_serializer=_json_dumps, json_deserializer=orjson.loads, pool_size=10, max_overflow=10
@@ -242,8 +143,19 @@ class Database:
     async def read(self) -> AsyncIterator[Any]:
         """A connection for reading (``await conn.execute(...)``); see the module docstring for SQLite."""
         if self.is_sqlite:
-            with self._sqlite_reader.connect() as sync:
+            # Read connections are kept between reads (a pool checkout and a new Connection cost more than most
+            # look-ups); a read leaves nothing open behind it, as a pool's reset on return would.
+            idle = self._idle_readers
+            sync = idle.pop() if idle else self._sqlite_reader.connect()
+            try:
                 yield InlineConnection(sync)
+            finally:
+                if sync.in_transaction():
+                    sync.rollback()
+                if len(idle) < _IDLE_READERS and not (sync.closed or sync.invalidated):
+                    idle.append(sync)
+                else:
+                    sync.close()
         else:
             async with self._engine.connect() as conn:
                 yield conn
@@ -310,6 +222,8 @@ class Database:
                 self._thread.submit(self._sqlite_release)
             self._thread.shutdown(wait=True)
             self._sqlite_writer.dispose()
+            while self._idle_readers:
+                self._idle_readers.pop().close()
             self._sqlite_reader.dispose()
         else:
             await self._engine.dispose()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
 from clarion.store import tables as t
-from clarion.store.db import executemany, insert_of
+from clarion.store.db import executemany, fetch, in_json, insert_of
 
 S = model.DeliveryStatus
 CLAIMABLE = (S.QUEUED.value, S.DEFERRED.value)
@@ -72,27 +72,25 @@ def event_row(
     }
 
 
-async def claim(
-    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int, is_sqlite: bool
-) -> list[Claimed]:
+def _claim_statement(*, skip_locked: bool) -> Any:
     d = t.deliveries
     due = (
         sa.select(d.c.id)
-        .where(d.c.status.in_(CLAIMABLE), d.c.run_at <= now)
+        .where(d.c.status.in_([sa.literal(v) for v in CLAIMABLE]), d.c.run_at <= sa.bindparam("now"))
         .order_by(d.c.lane, d.c.run_at)
-        .limit(limit)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    if not is_sqlite:
+    if skip_locked:
         due = due.with_for_update(skip_locked=True)
-    stmt = (
+    return (
         d.update()
         .where(d.c.id.in_(due.scalar_subquery()))
         .values(
             status=S.SENDING.value,
-            lease_owner=owner,
-            lease_until=lease_until,
+            lease_owner=sa.bindparam("owner"),
+            lease_until=sa.bindparam("lease_until"),
             attempts=d.c.attempts + 1,
-            updated_at=now,
+            updated_at=sa.bindparam("now"),
         )
         .returning(
             d.c.id,
@@ -107,8 +105,19 @@ async def claim(
             d.c.created_at,
         )
     )
-    rows = (await conn.execute(stmt)).all()
-    claimed = [Claimed(*row) for row in rows]  # type: ignore[arg-type]
+
+
+# by "is SQLite"; PostgreSQL skips rows another worker has locked, so workers in several processes never take
+# the same row
+_CLAIM = {sqlite: _claim_statement(skip_locked=not sqlite) for sqlite in (True, False)}
+
+
+async def claim(
+    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int, is_sqlite: bool
+) -> list[Claimed]:
+    parameters = {"owner": owner, "now": now, "lease_until": lease_until, "limit": limit}
+    rows = await fetch(conn, _CLAIM[is_sqlite], parameters)
+    claimed = [Claimed(*row) for row in rows]
     claimed.sort(key=lambda c: (c.lane, c.id))
     if claimed:
         await executemany(
@@ -124,25 +133,11 @@ async def claim(
 
 async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
     """Record each outcome (only for rows this worker still holds) and refresh the messages' statuses."""
-    d = t.deliveries
     # Take the right to complete first, in one statement: on PostgreSQL it locks the rows, so a reaper
     # cannot take them over between this check and the updates below.
     completing = f"{owner}#completing"
-    held = {
-        row.id
-        for row in (
-            await conn.execute(
-                d.update()
-                .where(
-                    d.c.id.in_([o.delivery_id for o in outcomes]),
-                    d.c.lease_owner == owner,
-                    d.c.status == S.SENDING.value,
-                )
-                .values(lease_owner=completing)
-                .returning(d.c.id)
-            )
-        ).all()
-    }
+    hold = {"ids": [o.delivery_id for o in outcomes], "owner": owner, "completing": completing}
+    held = {row.id for row in await fetch(conn, _HOLD[conn.dialect.name == "sqlite"], hold)}
     mine = [o for o in outcomes if o.delivery_id in held]
     if not mine:
         return 0
@@ -186,6 +181,25 @@ _COMPLETE = (
         updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()),
     )
 )
+_HOLD = {  # by "is SQLite": the rows of ``ids`` still leased to ``owner`` pass to ``completing``
+    sqlite: _d.update()
+    .where(ids, _d.c.lease_owner == sa.bindparam("owner"), _d.c.status == S.SENDING.value)
+    .values(lease_owner=sa.bindparam("completing"))
+    .returning(_d.c.id)
+    for sqlite, ids in (
+        (True, in_json(_d.c.id, "ids")),
+        (False, _d.c.id.in_(sa.bindparam("ids", expanding=True))),
+    )
+}
+_STATUSES = {  # by "is SQLite": each delivery's status and its message's current one, for the messages ``ids``
+    sqlite: sa.select(_d.c.message_id, _d.c.status, t.messages.c.status.label("current"))
+    .join(t.messages, t.messages.c.id == _d.c.message_id)
+    .where(ids)
+    for sqlite, ids in (
+        (True, in_json(_d.c.message_id, "ids")),
+        (False, _d.c.message_id.in_(sa.bindparam("ids", expanding=True))),
+    )
+}
 _REFRESH = (
     t.messages.update()
     .where(t.messages.c.id == sa.bindparam("b_id"))
@@ -198,14 +212,7 @@ async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], no
     ids = list(message_ids)
     if not ids:
         return
-    d, m = t.deliveries, t.messages
-    rows = (
-        await conn.execute(
-            sa.select(d.c.message_id, d.c.status, m.c.status.label("current"))
-            .join(m, m.c.id == d.c.message_id)
-            .where(d.c.message_id.in_(ids))
-        )
-    ).all()
+    rows = await fetch(conn, _STATUSES[conn.dialect.name == "sqlite"], {"ids": ids})
     statuses: dict[str, list[str]] = defaultdict(list)
     current: dict[str, str] = {}
     for row in rows:

@@ -1,0 +1,190 @@
+"""SQLite's fast path: statements compiled once by SQLAlchemy and run on the ``sqlite3`` connection itself.
+
+On SQLite a statement's own work on a warm page cache takes microseconds, and SQLAlchemy's bookkeeping around
+each execution (execution context, parameter processing, result metadata) costs several times that. On the hot
+path — each send request's inserts and profile look-up, each claim and completion of a batch — that bookkeeping
+was most of the CPU, and the more so the smaller the batches. Here a statement is compiled once per parameter
+shape; each value goes through its type's own bind processor and each result column through its type's own
+result processor (the conversions SQLAlchemy applies), and the SQL runs on the driver. Errors are raised as
+SQLAlchemy raises them (``IntegrityError`` …). On PostgreSQL, and for a statement this path cannot take (a
+Python-side column default to fill in, an expanding ``IN``), the same calls go through SQLAlchemy.
+
+A list of keys in a SQLite statement is one JSON parameter read by ``json_each`` (``in_json``), so that the
+statement's text does not change with the list's length."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import operator
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+class InlineConnection:
+    """The part of ``AsyncConnection`` Clarion uses, over a synchronous SQLite connection."""
+
+    __slots__ = ("sync",)
+
+    def __init__(self, sync: sa.Connection) -> None:
+        self.sync = sync
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync.execute(statement, parameters)
+
+    @property
+    def dialect(self) -> sa.Dialect:
+        return self.sync.dialect
+
+
+Conn = AsyncConnection | InlineConnection
+
+
+@functools.cache
+def insert_of(table: sa.Table) -> Any:
+    """``table.insert()``, the same object each time, so its compiled form is reused."""
+    return table.insert()
+
+
+def in_json(column: Any, name: str) -> Any:
+    """``column IN (the values of the JSON list bound as name)`` — SQLite only."""
+    values = sa.func.json_each(sa.bindparam(name, type_=sa.JSON)).table_valued("value")
+    return column.in_(sa.select(values.c.value).scalar_subquery())
+
+
+async def executemany(conn: Conn, statement: Any, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(statement, rows)`` for many rows with the same keys. Timestamps are converted once per
+    distinct value (a batch's rows share a handful)."""
+    if rows and isinstance(conn, InlineConnection):
+        plan = _plan(conn.sync.dialect, statement, tuple(rows[0]), True)
+        if plan is not None:
+            plan.executemany(conn.sync, rows)
+            return
+    await conn.execute(statement, rows)
+
+
+async def fetch(conn: Conn, statement: Any, parameters: dict[str, Any] | None = None) -> Sequence[Any]:
+    """``(await conn.execute(statement, parameters)).all()``: rows that are tuples with the result columns' keys as
+    attributes. Runs one statement: a SELECT, or an INSERT/UPDATE/DELETE with or without RETURNING."""
+    values = parameters or {}
+    if isinstance(conn, InlineConnection):
+        plan = _plan(conn.sync.dialect, statement, tuple(values), False)
+        if plan is not None:
+            return plan.fetch(conn.sync, values)
+    return (await conn.execute(statement, values)).all()
+
+
+class _Plan:
+    __slots__ = ("one", "parameters", "processors", "row", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        parameters: list[tuple[str | None, Any, bool, Any]],
+        processors: list[Any],
+        row: Callable[..., Any] | None,
+    ) -> None:
+        self.sql = sql
+        # per position: the caller's key (None for a value bound in the statement itself), its converter,
+        # whether it is a timestamp, and the statement's own value
+        self.parameters = parameters
+        self.one = [_getter(key, convert, False, fixed) for key, convert, _, fixed in parameters]  # no memos
+        self.processors = processors
+        self.row = row
+
+    def executemany(self, sync: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        getters = [_getter(*position) for position in self.parameters]  # fresh per call: the memos are per batch
+        with _as_sqlalchemy_error(self.sql, sync.dialect):
+            _driver(sync).executemany(self.sql, [tuple(get(row) for get in getters) for row in rows])
+
+    def fetch(self, sync: sa.Connection, values: dict[str, Any]) -> list[Any]:
+        arguments = tuple(get(values) for get in self.one)
+        with _as_sqlalchemy_error(self.sql, sync.dialect):
+            raw = _driver(sync).execute(self.sql, arguments).fetchall()
+        if self.row is None:
+            return raw
+        processors, row = self.processors, self.row
+        if not any(processors):
+            return [row(*r) for r in raw]
+        return [row(*[v if p is None else p(v) for p, v in zip(processors, r, strict=True)]) for r in raw]
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...], many: bool) -> _Plan | None:
+    """How to run ``statement`` with parameters named ``keys`` on the driver; None when SQLAlchemy must run it."""
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys) if many else None)
+    names = compiled.positiontup
+    if names is None or compiled.insert_prefetch or compiled.update_prefetch or compiled.literal_execute_params:
+        return None
+    binds = [compiled.binds[name] for name in names]
+    if any(b.expanding or b.callable is not None or b.literal_execute for b in binds):
+        return None
+    if not many and any(b.required and name not in keys for name, b in zip(names, binds, strict=True)):
+        return None  # let SQLAlchemy name the missing parameter
+    parameters = [
+        (
+            name if name in keys else None,
+            bind.type.dialect_impl(dialect).bind_processor(dialect),
+            _is_timestamp(bind.type),
+            bind.effective_value,
+        )
+        for name, bind in zip(names, binds, strict=True)
+    ]
+    columns = compiled._result_columns  # (key, name, objects, type) of each result column, in order
+    row = collections.namedtuple("Row", [c[0] for c in columns], rename=True) if columns else None
+    processors = [c[3].dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+    return _Plan(compiled.string, parameters, processors, row)
+
+
+def _driver(sync: sa.Connection) -> sqlite3.Connection:
+    return sync.connection.driver_connection  # type: ignore[return-value]
+
+
+class _as_sqlalchemy_error:
+    """Re-raise the driver's error as SQLAlchemy's (``sqlite3.IntegrityError`` → ``sa.exc.IntegrityError`` …)."""
+
+    __slots__ = ("dialect", "sql")
+
+    def __init__(self, sql: str, dialect: sa.Dialect) -> None:
+        self.sql = sql
+        self.dialect = dialect
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: BaseException | None, _traceback: Any) -> None:
+        if isinstance(error, sqlite3.Error):
+            raise sa.exc.DBAPIError.instance(self.sql, None, error, sqlite3.Error, dialect=self.dialect) from error
+
+
+def _getter(key: str | None, convert: Any, timestamp: bool, fixed: Any) -> Callable[[dict[str, Any]], Any]:
+    """How one parameter's value is taken from a row and converted for the driver."""
+    if key is None:
+        value = convert(fixed) if convert is not None else fixed
+        return lambda row: value
+    if convert is None:
+        return operator.itemgetter(key)
+    if timestamp:
+        convert = _memoized(convert)
+    return lambda row: convert(row[key])
+
+
+def _is_timestamp(kind: Any) -> bool:
+    return isinstance(kind, sa.DateTime) or isinstance(getattr(kind, "impl", None), sa.DateTime)
+
+
+def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    memo: dict[Any, Any] = {}
+
+    def once(value: Any) -> Any:
+        try:
+            return memo[value]
+        except KeyError:
+            memo[value] = converted = convert(value)
+            return converted
+
+    return once
