@@ -130,6 +130,44 @@ async def test_claims_grow_while_a_backlog_lasts_and_shrink_when_it_is_gone(
     assert len(sink(clarion)) == 110
 
 
+@pytest.mark.parametrize("linger", [0.4, 0.0])
+async def test_a_trickle_of_sends_is_claimed_together_after_the_linger(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, linger: float
+) -> None:
+    """An idle worker claims a new send at once; the sends that follow within ``linger`` share one claim."""
+    await sms_template(api, "note", "notification", "normal")
+    await seed_users(clarion, ["t0", "t1", "t2", "t3"])
+    clarion.dispatcher.linger = linger
+    stop = asyncio.Event()
+    running = asyncio.create_task(clarion.dispatcher.run(stop))
+    try:
+        [first] = await queue(clarion, "note", ["t0"])
+        for _ in range(100):  # sent long before the linger is over
+            if sink(clarion):
+                break
+            await asyncio.sleep(0.01)
+        trickle = []
+        for user in ("t1", "t2", "t3"):
+            trickle += await queue(clarion, "note", [user])
+            await asyncio.sleep(0.05)
+        for _ in range(200):
+            if len(sink(clarion)) == 4:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await running
+    assert [r["delivery_id"] for r in sink(clarion)][:1] == [first]
+    e = t.delivery_events
+    async with clarion.db.read() as conn:
+        rows = (await conn.execute(sa.select(e.c.delivery_id, e.c.at).where(e.c.status == "sending"))).all()
+    claimed_at = {r.delivery_id: r.at for r in rows}
+    claims = {claimed_at[d] for d in trickle}
+    # with a linger the three are claimed together; without one each is claimed as it comes
+    assert len(claims) == (1 if linger else 3)
+    assert claimed_at[first] < min(claims)
+
+
 async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion
 ) -> None:
