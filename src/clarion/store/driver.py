@@ -102,8 +102,8 @@ class _Plan:
             _driver(sync).executemany(self.sql, [tuple(get(row) for get in getters) for row in rows])
 
     def fetch(self, sync: sa.Connection, values: dict[str, Any]) -> list[Any]:
-        arguments = tuple(get(values) for get in self.one)
         with _as_sqlalchemy_error(self.sql, sync.dialect):
+            arguments = tuple(get(values) for get in self.one)
             raw = _driver(sync).execute(self.sql, arguments).fetchall()
         if self.row is None:
             return raw
@@ -116,7 +116,7 @@ class _Plan:
 @functools.lru_cache(maxsize=512)
 def _plan(dialect: sa.Dialect, statement: Any, keys: tuple[str, ...], many: bool) -> _Plan | None:
     """How to run ``statement`` with parameters named ``keys`` on the driver; None when SQLAlchemy must run it."""
-    compiled = statement.compile(dialect=dialect, column_keys=list(keys) if many else None)
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # as SQLAlchemy compiles it for them
     names = compiled.positiontup
     if names is None or compiled.insert_prefetch or compiled.update_prefetch or compiled.literal_execute_params:
         return None
@@ -145,7 +145,8 @@ def _driver(sync: sa.Connection) -> sqlite3.Connection:
 
 
 class _as_sqlalchemy_error:
-    """Re-raise the driver's error as SQLAlchemy's (``sqlite3.IntegrityError`` → ``sa.exc.IntegrityError`` …)."""
+    """Raise errors as SQLAlchemy does: the driver's as its DBAPI error classes (``sqlite3.IntegrityError`` →
+    ``sa.exc.IntegrityError`` …), a value's conversion error as ``StatementError``."""
 
     __slots__ = ("dialect", "sql")
 
@@ -159,6 +160,8 @@ class _as_sqlalchemy_error:
     def __exit__(self, kind: Any, error: BaseException | None, _traceback: Any) -> None:
         if isinstance(error, sqlite3.Error):
             raise sa.exc.DBAPIError.instance(self.sql, None, error, sqlite3.Error, dialect=self.dialect) from error
+        if isinstance(error, Exception) and not isinstance(error, sa.exc.SQLAlchemyError):
+            raise sa.exc.StatementError(str(error), self.sql, None, error) from error
 
 
 def _getter(key: str | None, convert: Any, timestamp: bool, fixed: Any) -> Callable[[dict[str, Any]], Any]:
@@ -181,10 +184,12 @@ def _memoized(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     memo: dict[Any, Any] = {}
 
     def once(value: Any) -> Any:
+        # by fold too: the two readings of a repeated wall time (a clock set back) are equal but an hour apart
+        key = (value, value.fold) if value is not None else None
         try:
-            return memo[value]
+            return memo[key]
         except KeyError:
-            memo[value] = converted = convert(value)
+            memo[key] = converted = convert(value)
             return converted
 
     return once
