@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import errors, ids, keywords, model
 from clarion.domain.policy import config
 from clarion.store import tables as t
+from clarion.store.db import fetch, in_json
 
 SETTINGS_KEY = "policies"
 
@@ -208,19 +209,26 @@ def _suppression(row: Any) -> config.Suppression:
     )
 
 
+_S = t.suppressions
+_SUPPRESSIONS_FOR = {  # by "is SQLite": the suppressions of the users ``users`` or of the addresses ``addresses``
+    True: sa.select(_S).where(sa.or_(in_json(_S.c.user_id, "users"), in_json(_S.c.address, "addresses"))),
+    False: sa.select(_S).where(
+        sa.or_(
+            _S.c.user_id.in_(sa.bindparam("users", expanding=True)),
+            _S.c.address.in_(sa.bindparam("addresses", expanding=True)),
+        )
+    ),
+}
+
+
 async def suppressions_for(
     conn: AsyncConnection, user_ids: Sequence[str], addresses: Sequence[str]
 ) -> list[config.Suppression]:
     """Every suppression of these users or these (normalized) addresses, in one query."""
-    table = t.suppressions
-    conditions = []
-    if user_ids:
-        conditions.append(table.c.user_id.in_(list(user_ids)))
-    if addresses:
-        conditions.append(table.c.address.in_(list(addresses)))
-    if not conditions:
+    if not user_ids and not addresses:
         return []
-    rows = (await conn.execute(sa.select(table).where(sa.or_(*conditions)))).all()
+    statement = _SUPPRESSIONS_FOR[conn.dialect.name == "sqlite"]
+    rows = await fetch(conn, statement, {"users": list(user_ids), "addresses": list(addresses)})
     return [_suppression(row) for row in rows]
 
 
