@@ -315,3 +315,28 @@ async def test_a_batch_keeps_the_fold_of_a_repeated_wall_time(tmp_path) -> None:
     path = await written(tmp_path / "fold.db", Inserts({t.deliveries: rows}))
     run_at = [row[9] for row in stored(path, [t.deliveries])["deliveries"]]
     assert run_at == ["2026-11-01 05:30:00.000000", "2026-11-01 06:30:00.000000"]
+
+
+@pytest.mark.parametrize("columns", [["ts"], ["n"], ["n", "s"], ["n", "ts", "doc"]])
+def test_executemany_of_few_columns_stores_what_sqlalchemy_stores(tmp_path, columns: list[str]) -> None:
+    """One column, columns that need no conversion, and a mix: each shape of row → driver arguments."""
+    metadata = sa.MetaData()
+    kinds = {"n": sa.Integer, "s": sa.String, "ts": t.UTCDateTime(), "doc": sa.JSON}
+    table = sa.Table("few", metadata, *(sa.Column(c, kinds[c]) for c in columns))
+    values = {"n": 7, "s": "七", "ts": NOW.astimezone(SHANGHAI), "doc": {"a": [1, None]}}
+    rows = [{c: values[c] for c in columns}, {c: None for c in columns}]
+    stored_by: dict[str, list[Any]] = {}
+    for name, run in (("sqlalchemy", None), ("driver", driver.executemany)):
+        engine = sa.create_engine(f"sqlite:///{tmp_path / name}.db")
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            if run is None:
+                conn.execute(table.insert(), rows)
+            else:
+                coro = run(InlineConnection(conn), insert_of(table), rows)
+                with pytest.raises(StopIteration):
+                    coro.send(None)
+            stored_by[name] = conn.exec_driver_sql("SELECT * FROM few").fetchall()
+        engine.dispose()
+    assert stored_by["driver"] == stored_by["sqlalchemy"]
+    assert len(stored_by["driver"]) == 2

@@ -97,9 +97,33 @@ class _Plan:
         self.row = row
 
     def executemany(self, sync: sa.Connection, rows: list[dict[str, Any]]) -> None:
-        getters = [_getter(*position) for position in self.parameters]  # fresh per call: the memos are per batch
         with _as_sqlalchemy_error(self.sql, sync.dialect):
-            _driver(sync).executemany(self.sql, [tuple(get(row) for get in getters) for row in rows])
+            _driver(sync).executemany(self.sql, self._arguments(rows))
+
+    def _arguments(self, rows: list[dict[str, Any]]) -> list[Any]:
+        keys = [key for key, *_ in self.parameters]
+        if None in keys or not keys:  # a value bound in the statement: one getter per parameter
+            getters = [_getter(*position) for position in self.parameters]  # fresh per call: per-batch memos
+            return [tuple(get(row) for get in getters) for row in rows]
+        # every value from the row: taken all at once (in C), then only the typed ones converted
+        take = operator.itemgetter(*keys)
+        converts = [
+            (i, _memoized(convert) if timestamp else convert)
+            for i, (_, convert, timestamp, _) in enumerate(self.parameters)
+            if convert is not None
+        ]
+        if len(keys) == 1:
+            only = converts[0][1] if converts else None
+            return [(only(take(row)),) if only else (take(row),) for row in rows]
+        if not converts:
+            return [take(row) for row in rows]
+        arguments = []
+        for row in rows:
+            values = list(take(row))
+            for i, convert in converts:
+                values[i] = convert(values[i])
+            arguments.append(values)
+        return arguments
 
     def fetch(self, sync: sa.Connection, values: dict[str, Any]) -> list[Any]:
         with _as_sqlalchemy_error(self.sql, sync.dialect):
