@@ -46,3 +46,25 @@ async def test_a_failing_query_fails_every_waiter(clarion: bootstrap.Clarion, mo
     assert [type(o) for o in outcomes] == [RuntimeError, RuntimeError]
     with pytest.raises(RuntimeError, match="database gone"):
         await users.load_many(["c"])
+
+
+async def test_each_waiter_gets_its_own_keys_and_a_cancelled_one_leaves_the_rest() -> None:
+    fetched: list[list[str]] = []
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        fetched.append(keys)
+        await asyncio.sleep(0.01)
+        return {k: k.upper() for k in keys if k != "gone"}
+
+    coalescing = loader.Coalescing(fetch)
+    first = asyncio.ensure_future(coalescing.load_many(["a", "b", "gone"]))
+    second = asyncio.ensure_future(coalescing.load_many(["b", "c", "b"]))
+    cancelled = asyncio.ensure_future(coalescing.load_many(["d"]))
+    await asyncio.sleep(0)  # all three are waiting on the same turn's query
+    cancelled.cancel()
+    assert await first == {"a": "A", "b": "B"}
+    assert await second == {"b": "B", "c": "C"}
+    assert cancelled.cancelled()
+    assert fetched == [["a", "b", "gone", "c", "d"]]  # one query, each key once, in the order asked
+    assert await coalescing.load_many(["e"]) == {"e": "E"}  # the next turn starts afresh
+    assert fetched[-1] == ["e"]

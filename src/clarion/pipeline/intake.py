@@ -440,7 +440,7 @@ class Intake:
             "id": plan.request_id,
             "kind": kind,
             "idempotency_key": key,
-            "fingerprint": _fingerprint(command),
+            "fingerprint": _fingerprint(command) if key else "",  # compared only when a key comes again
             "response": response,
             "created_at": plan.now,
         }

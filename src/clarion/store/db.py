@@ -169,7 +169,7 @@ class Database:
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
         assert self._queue is not None
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((job, future))
+        self._queue.put_nowait((job, future))  # unbounded: never waits
         return await future
 
     async def _writer(self) -> None:

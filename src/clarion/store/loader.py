@@ -27,7 +27,8 @@ class Coalescing(Generic[K, V]):
     def __init__(self, fetch: Callable[[list[K]], Awaitable[dict[K, V]]], *, max_batch: int = 1000) -> None:
         self.fetch = fetch
         self.max_batch = max_batch
-        self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._keys: dict[K, None] = {}  # this turn's keys, in order, once each
+        self._waiting: list[tuple[list[K], asyncio.Future[dict[K, V]]]] = []  # each caller's keys and answer
         self._scheduled = False
 
     async def load_many(self, keys: Iterable[K]) -> dict[K, V]:
@@ -38,31 +39,27 @@ class Coalescing(Generic[K, V]):
         if len(wanted) >= self.max_batch:  # a big request is a batch by itself
             return await self.fetch(wanted)
         loop = asyncio.get_running_loop()
-        futures = []
-        for key in wanted:
-            future: asyncio.Future[V | None] = loop.create_future()
-            self._pending.setdefault(key, []).append(future)
-            futures.append(future)
+        answer: asyncio.Future[dict[K, V]] = loop.create_future()
+        self._waiting.append((wanted, answer))
+        self._keys.update(dict.fromkeys(wanted))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(lambda: asyncio.ensure_future(self._flush()))
-        found = await asyncio.gather(*futures)
-        return {key: value for key, value in zip(wanted, found, strict=True) if value is not None}
+        return await answer
 
     async def _flush(self) -> None:
-        pending, self._pending, self._scheduled = self._pending, {}, False
+        keys, waiting = self._keys, self._waiting
+        self._keys, self._waiting, self._scheduled = {}, [], False
         try:
-            values = await self.fetch(list(pending))
+            values = await self.fetch(list(keys))
         except Exception as exc:
-            for futures in pending.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+            for _, answer in waiting:
+                if not answer.done():
+                    answer.set_exception(exc)
             return
-        for key, futures in pending.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(values.get(key))
+        for wanted, answer in waiting:
+            if not answer.done():
+                answer.set_result({key: values[key] for key in wanted if key in values})
 
 
 class UserLoader(Coalescing[str, model.User]):
