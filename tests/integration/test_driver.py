@@ -140,11 +140,11 @@ async def test_in_json_matches_exactly_the_listed_ids(tmp_path, ids: list[str]) 
     db = await fresh(tmp_path / "j.db", {t.users: USERS})
     try:
         async with db.read() as conn:
-            assert driver._plan(conn.dialect, records._USERS_BY_JSON_IDS, ("ids",), False) is not None
-            fast = sorted(await fetch(conn, records._USERS_BY_JSON_IDS, {"ids": ids}))
+            assert driver._plan(conn.dialect, records._USERS_BY_ID.json, ("ids",), False) is not None
+            fast = sorted(await fetch(conn, records._USERS_BY_ID.json, {"ids": ids}))
             assert [row.user_id for row in fast] == sorted(set(ids) & {u["user_id"] for u in USERS})
             if ids:
-                slow = (await conn.execute(records._USERS_BY_ID, {"ids": ids})).all()
+                slow = (await conn.execute(records._USERS_BY_ID.expanding, {"ids": ids})).all()
                 assert_same_rows(fast, sorted(slow))
     finally:
         await db.close()
@@ -186,13 +186,13 @@ async def test_statements_the_driver_cannot_take_go_through_sqlalchemy(tmp_path)
     try:
         async with db.read() as conn:
             dialect = conn.dialect
-            assert driver._plan(dialect, records._USERS_BY_ID, ("ids",), False) is None  # expanding IN
+            assert driver._plan(dialect, records._USERS_BY_ID.expanding, ("ids",), False) is None  # expanding IN
             assert driver._plan(dialect, records._USER_BY_ID, (), False) is None  # "id" missing
             assert driver._plan(dialect, records._USER_BY_ID, ("other",), False) is None
             assert driver._plan(dialect, records._USER_BY_ID, ("id",), False) is not None
             params = {"ids": ["u1", "u3", "nobody"]}
-            fast = await fetch(conn, records._USERS_BY_ID, params)
-            assert sorted(fast) == sorted((await conn.execute(records._USERS_BY_ID, params)).all())
+            fast = await fetch(conn, records._USERS_BY_ID.expanding, params)
+            assert sorted(fast) == sorted((await conn.execute(records._USERS_BY_ID.expanding, params)).all())
             assert sorted(row.user_id for row in fast) == ["u1", "u3"]
             for missing in ({}, {"other": "u1"}):
                 with pytest.raises(sa.exc.StatementError) as expected:

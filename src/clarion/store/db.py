@@ -30,9 +30,9 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from clarion.store.driver import Conn, InlineConnection, executemany, fetch, in_json, insert_of
+from clarion.store.driver import Conn, InlineConnection, ListStatement, executemany, fetch, insert_of
 
-__all__ = ["Conn", "Database", "InlineConnection", "Inserts", "executemany", "fetch", "in_json", "insert_of"]
+__all__ = ["Conn", "Database", "InlineConnection", "Inserts", "ListStatement", "executemany", "fetch", "insert_of"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -56,6 +56,26 @@ def in_json(column: Any, name: str) -> Any:
     return column.in_(sa.select(values.c.value).scalar_subquery())
 
 
+def in_expanding(column: Any, name: str) -> Any:
+    """``column IN (the list bound as name)``, its parameters expanded per execution — any database."""
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+class ListStatement:
+    """A statement that takes a list of keys as one parameter: built once with ``in_json`` for SQLite (the SQL does
+    not change with the list's length, so the driver path takes it) and once with ``in_expanding`` for the
+    others; ``on(conn)`` is the one for ``conn``'s database."""
+
+    __slots__ = ("expanding", "json")
+
+    def __init__(self, build: Callable[[Callable[[Any, str], Any]], Any]) -> None:
+        self.json = build(in_json)
+        self.expanding = build(in_expanding)
+
+    def on(self, conn: Any) -> Any:
+        return self.json if conn.dialect.name == "sqlite" else self.expanding
+
+
 async def executemany(conn: Conn, statement: Any, rows: list[dict[str, Any]]) -> None:
     """``conn.execute(statement, rows)`` for many rows with the same keys. Timestamps are converted once per
     distinct value (a batch's rows share a handful)."""

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
 from clarion.store import tables as t
-from clarion.store.db import executemany, fetch, in_json, insert_of
+from clarion.store.db import ListStatement, executemany, fetch, insert_of
 
 S = model.DeliveryStatus
 CLAIMABLE = (S.QUEUED.value, S.DEFERRED.value)
@@ -137,7 +137,7 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
     # cannot take them over between this check and the updates below.
     completing = f"{owner}#completing"
     hold = {"ids": [o.delivery_id for o in outcomes], "owner": owner, "completing": completing}
-    held = {row.id for row in await fetch(conn, _HOLD[conn.dialect.name == "sqlite"], hold)}
+    held = {row.id for row in await fetch(conn, _HOLD.on(conn), hold)}
     mine = [o for o in outcomes if o.delivery_id in held]
     if not mine:
         return 0
@@ -181,25 +181,23 @@ _COMPLETE = (
         updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()),
     )
 )
-_HOLD = {  # by "is SQLite": the rows of ``ids`` still leased to ``owner`` pass to ``completing``
-    sqlite: _d.update()
-    .where(ids, _d.c.lease_owner == sa.bindparam("owner"), _d.c.status == S.SENDING.value)
-    .values(lease_owner=sa.bindparam("completing"))
-    .returning(_d.c.id)
-    for sqlite, ids in (
-        (True, in_json(_d.c.id, "ids")),
-        (False, _d.c.id.in_(sa.bindparam("ids", expanding=True))),
+# the rows of ``ids`` still leased to ``owner`` pass to ``completing``
+_HOLD = ListStatement(
+    lambda in_list: (
+        _d.update()
+        .where(in_list(_d.c.id, "ids"), _d.c.lease_owner == sa.bindparam("owner"), _d.c.status == S.SENDING.value)
+        .values(lease_owner=sa.bindparam("completing"))
+        .returning(_d.c.id)
     )
-}
-_STATUSES = {  # by "is SQLite": each delivery's status and its message's current one, for the messages ``ids``
-    sqlite: sa.select(_d.c.message_id, _d.c.status, t.messages.c.status.label("current"))
-    .join(t.messages, t.messages.c.id == _d.c.message_id)
-    .where(ids)
-    for sqlite, ids in (
-        (True, in_json(_d.c.message_id, "ids")),
-        (False, _d.c.message_id.in_(sa.bindparam("ids", expanding=True))),
+)
+# each delivery's status and its message's current one, for the messages ``ids``
+_STATUSES = ListStatement(
+    lambda in_list: (
+        sa.select(_d.c.message_id, _d.c.status, t.messages.c.status.label("current"))
+        .join(t.messages, t.messages.c.id == _d.c.message_id)
+        .where(in_list(_d.c.message_id, "ids"))
     )
-}
+)
 _REFRESH = (
     t.messages.update()
     .where(t.messages.c.id == sa.bindparam("b_id"))
@@ -212,7 +210,7 @@ async def refresh_messages(conn: AsyncConnection, message_ids: Iterable[str], no
     ids = list(message_ids)
     if not ids:
         return
-    rows = await fetch(conn, _STATUSES[conn.dialect.name == "sqlite"], {"ids": ids})
+    rows = await fetch(conn, _STATUSES.on(conn), {"ids": ids})
     statuses: dict[str, list[str]] = defaultdict(list)
     current: dict[str, str] = {}
     for row in rows:

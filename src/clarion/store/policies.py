@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import errors, ids, keywords, model
 from clarion.domain.policy import config
 from clarion.store import tables as t
-from clarion.store.db import fetch, in_json
+from clarion.store.db import ListStatement, fetch
 
 SETTINGS_KEY = "policies"
 
@@ -210,15 +210,10 @@ def _suppression(row: Any) -> config.Suppression:
 
 
 _S = t.suppressions
-_SUPPRESSIONS_FOR = {  # by "is SQLite": the suppressions of the users ``users`` or of the addresses ``addresses``
-    True: sa.select(_S).where(sa.or_(in_json(_S.c.user_id, "users"), in_json(_S.c.address, "addresses"))),
-    False: sa.select(_S).where(
-        sa.or_(
-            _S.c.user_id.in_(sa.bindparam("users", expanding=True)),
-            _S.c.address.in_(sa.bindparam("addresses", expanding=True)),
-        )
-    ),
-}
+# the suppressions of the users ``users`` or of the addresses ``addresses``
+_SUPPRESSIONS_FOR = ListStatement(
+    lambda in_list: sa.select(_S).where(sa.or_(in_list(_S.c.user_id, "users"), in_list(_S.c.address, "addresses")))
+)
 
 
 async def suppressions_for(
@@ -227,8 +222,8 @@ async def suppressions_for(
     """Every suppression of these users or these (normalized) addresses, in one query."""
     if not user_ids and not addresses:
         return []
-    statement = _SUPPRESSIONS_FOR[conn.dialect.name == "sqlite"]
-    rows = await fetch(conn, statement, {"users": list(user_ids), "addresses": list(addresses)})
+    parameters = {"users": list(user_ids), "addresses": list(addresses)}
+    rows = await fetch(conn, _SUPPRESSIONS_FOR.on(conn), parameters)
     return [_suppression(row) for row in rows]
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.domain import model
 from clarion.domain.policy import config
 from clarion.store import tables as t
-from clarion.store.db import Database, fetch, in_json
+from clarion.store.db import Database, ListStatement, fetch
 
 
 def user_from_row(row: Any, suppressions: tuple[config.Suppression, ...] | None = None) -> model.User:
@@ -106,8 +106,7 @@ async def delete_one(db: Database, table: sa.Table, key: str) -> bool:
 _PROFILE = sa.select(
     *(t.users.c[name] for name in ("user_id", "attributes", "tags", "timezone", "locale", "addresses", "preferences"))
 )
-_USERS_BY_ID = _PROFILE.where(t.users.c.user_id.in_(sa.bindparam("ids", expanding=True)))
-_USERS_BY_JSON_IDS = _PROFILE.where(in_json(t.users.c.user_id, "ids"))  # SQLite: one statement for any count
+_USERS_BY_ID = ListStatement(lambda in_list: _PROFILE.where(in_list(t.users.c.user_id, "ids")))
 _USER_BY_ID = _PROFILE.where(t.users.c.user_id == sa.bindparam("id"))
 
 
@@ -122,9 +121,7 @@ async def user_rows(conn: AsyncConnection, user_ids: Iterable[str]) -> Sequence[
         return []
     if len(ids) == 1:  # the common case, and a statement that needs no per-call expansion
         return await fetch(conn, _USER_BY_ID, {"id": ids[0]})
-    if conn.dialect.name == "sqlite":
-        return await fetch(conn, _USERS_BY_JSON_IDS, {"ids": ids})
-    return (await conn.execute(_USERS_BY_ID, {"ids": ids})).all()
+    return await fetch(conn, _USERS_BY_ID.on(conn), {"ids": ids})
 
 
 async def rules_for_event(conn: AsyncConnection, event: str) -> list[model.Rule]:
