@@ -48,6 +48,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
+            if value.tzinfo is UTC and value.year >= 1000:  # most are: then the text is isoformat's, less "+00:00"
+                return value.isoformat(" ", "microseconds")[:26]
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
             return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
