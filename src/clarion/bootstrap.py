@@ -106,6 +106,12 @@ def build(settings: Settings | None = None) -> Clarion:
         registry.Account("webhook", None, "webhook", {"secret": secret_key(settings)}),
     ]
     providers = registry.ProviderRegistry(db, builtins)
+    counters: counters_base.Counters = (
+        RedisCounters.from_url(settings.redis_url, prefix=settings.redis_prefix)
+        if settings.redis_url
+        else MemoryCounters()
+    )
+    stage = policies.PolicyStage(db, the_catalog, counters)
     dispatcher = worker.Dispatcher(
         db,
         providers,
@@ -116,14 +122,9 @@ def build(settings: Settings | None = None) -> Clarion:
         lease=timedelta(seconds=settings.lease_seconds),
         poll_interval=settings.poll_interval,
         linger=settings.claim_linger,
+        recheck=stage.recheck,
     )
 
-    counters: counters_base.Counters = (
-        RedisCounters.from_url(settings.redis_url, prefix=settings.redis_prefix)
-        if settings.redis_url
-        else MemoryCounters()
-    )
-    stage = policies.PolicyStage(db, the_catalog, counters)
     secret = secret_key(settings)
     the_intake = intake.Intake(
         db,

@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +20,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.channels.registry import ProviderRegistry
 from clarion.domain import errors, model, retry
+from clarion.domain.policy.decision import Drop
 from clarion.metrics import Metrics
 from clarion.store import outbox
 from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
 S = model.DeliveryStatus
+#: the deliveries of a batch to judge again (their ids → why each is dropped now)
+Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
+WAITED = timedelta(seconds=1)  # due this much after it was queued: it was deferred or retried
+
+
+def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
+    detail = {"policy": drop.policy, **drop.detail, "judged": "at dispatch"}
+    return outbox.Outcome(claimed.id, claimed.message_id, S.FILTERED, drop.reason, detail=detail)
 
 
 class Dispatcher:
@@ -41,6 +50,7 @@ class Dispatcher:
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 0.05,
         linger: float = 0.0,
+        recheck: Recheck | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
@@ -60,6 +70,9 @@ class Dispatcher:
         # trickle of sends is claimed a few at a time rather than one claim per send; an idle worker woken by a
         # new send claims it at once.
         self.linger = linger
+        # Deliveries that waited (deferred to the end of quiet hours, or retried) are judged again against the
+        # user's own wishes before they go: someone who unsubscribed or opted out meanwhile is not sent them.
+        self.recheck = recheck
         self.clock = clock
         self.wakeup = asyncio.Event()
         self._last_reap = 0.0
@@ -99,13 +112,21 @@ class Dispatcher:
         self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if len(batch) >= limit else None
         if not batch:
             return 0, None
-        outcomes = await self._send(batch)
+        handled = len(batch)
+        dropped: list[outbox.Outcome] = []
+        if self.recheck is not None:
+            waited = [c for c in batch if c.run_at - c.created_at > WAITED]
+            drops = await self.recheck(waited, now) if waited else {}
+            if drops:
+                batch = [c for c in batch if c.id not in drops]
+                dropped = [_dropped(c, drops[c.id]) for c in waited if c.id in drops]
+        outcomes = await self._send(batch) + dropped
         done = self.clock()
 
         async def complete(conn: AsyncConnection) -> int:
             return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
 
-        return len(batch), complete
+        return handled, complete
 
     async def _send(self, batch: list[outbox.Claimed]) -> list[outbox.Outcome]:
         groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)

@@ -23,10 +23,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clarion.counters import base as counters
-from clarion.domain import timewindows
+from clarion.domain import model, timewindows
 from clarion.domain.policy import caps, config, consent, dedup, keywords, quiet_hours, suppression
 from clarion.domain.policy.decision import ALLOW, Candidate, Decision, Defer, Drop, addresses_of, explain
 from clarion.pipeline.catalog import Catalog
+from clarion.store import loader, outbox, records
 from clarion.store import policies as store
 from clarion.store.db import Database
 
@@ -57,6 +58,7 @@ class PolicyStage:
         self.catalog = catalog
         self.counters = counters
         self.db = db
+        self._users = loader.UserLoader(db, any_suppression=catalog.any_suppression)  # for ``recheck``
         # worked out for the settings (and caps) the catalog last handed out
         self._enabled: tuple[config.PolicySettings, tuple[_PreDecide, ...], tuple[_PreDecide, ...]] | None = None
         self._limits: caps.Limits | None = None
@@ -138,6 +140,40 @@ class PolicyStage:
         if limits is None or limits.caps is not cap_list or limits.settings is not settings:
             limits = self._limits = caps.Limits(cap_list, settings)
         return limits
+
+    # -- at dispatch -----------------------------------------------------------------------------------------
+
+    async def recheck(self, waited: Sequence[outbox.Claimed], now: datetime) -> dict[str, Drop]:
+        """Consent and suppressions again for deliveries that waited (deferred, retried), by delivery id: what the
+        user asked for since they were queued holds. The moment (quiet hours) was judged when they were
+        deferred. A delivery whose user or template is gone meanwhile is left as it is (deleting a user
+        cancels their pending deliveries)."""
+        settings = await self.catalog.policy_settings()
+        checks = [d for name, d in _PRE_POLICIES if name != quiet_hours.POLICY and settings.on(name)]
+        if not waited or not checks:
+            return {}
+        users = await self._users.load_many({c.user_id for c in waited})
+        async with self.db.read() as conn:
+            template_of = await records.message_templates(conn, {c.message_id for c in waited})
+        templates = await self.catalog.templates(sorted(set(template_of.values())))
+        judged: list[tuple[str, Candidate]] = []
+        for c in waited:
+            user, template = users.get(c.user_id), templates.get(template_of.get(c.message_id, ""))
+            if user is not None and template is not None:
+                preferences = user.preferences or config.NO_PREFERENCES
+                channel = model.Channel(c.channel)
+                candidate = Candidate(c.message_id, user, template, channel, now, c.address, preferences=preferences)
+                judged.append((c.id, candidate))
+        found = await self._suppressions([candidate for _, candidate in judged], settings)
+        drops: dict[str, Drop] = {}
+        for delivery_id, candidate in judged:
+            zone = timewindows.resolve_zone(candidate.user.timezone, settings.default_timezone)
+            for decide in checks:
+                decision = decide(candidate, settings, found, zone)
+                if isinstance(decision, Drop):
+                    drops[delivery_id] = decision
+                    break
+        return drops
 
     # -- dry run ---------------------------------------------------------------------------------------------
 

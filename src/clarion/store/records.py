@@ -131,3 +131,16 @@ async def rules_for_event(conn: AsyncConnection, event: str) -> list[model.Rule]
         )
     ).all()
     return [rule_from_row(r) for r in rows]
+
+
+_TEMPLATE_OF = ListStatement(
+    lambda in_list: sa.select(t.messages.c.id, t.messages.c.template_key).where(in_list(t.messages.c.id, "ids"))
+)
+
+
+async def message_templates(conn: AsyncConnection, message_ids: Iterable[str]) -> dict[str, str]:
+    """Each message's template key."""
+    ids = list(set(message_ids))
+    if not ids:
+        return {}
+    return {row.id: row.template_key for row in await fetch(conn, _TEMPLATE_OF.on(conn), {"ids": ids})}
