@@ -3,7 +3,8 @@ enough; no salt or slow KDF is needed as it is for passwords). Verified keys are
 path does not read the table on every request.
 
 A key carries roles (``clarion.domain.approval.ROLES``): ``admin`` may do everything, ``editor`` writes
-templates and rules, ``approver`` reviews template versions, ``sender`` sends. A key's name is the identity
+templates, rules and segments, ``approver`` reviews template versions, ``sender`` sends and writes user data
+(``approval.PERMISSIONS`` has the whole table). A key's name is the identity
 approvals are compared by: whoever wrote a version cannot approve it under the same name."""
 
 from __future__ import annotations

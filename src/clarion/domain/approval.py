@@ -10,8 +10,10 @@ the answer — or raise the refusal it returns.
 A version of a category that needs no approval is ``approved`` the moment it is saved. Someone other than the
 author approves, one level each: the same key name cannot approve two levels of one version.
 
-Roles (carried by API keys): ``admin`` may do everything; ``editor`` saves and submits templates and rules;
-``approver`` approves and rejects; ``sender`` sends. Reading needs only a valid key.
+Roles (carried by API keys): ``admin`` may do everything (providers, policy settings, caps, keyword lists, lifting
+a suppression, keys); ``editor`` saves and submits templates and rules and defines segments and ID lists;
+``approver`` approves and rejects; ``sender`` sends and writes user data (profiles, preferences, tags, tracked
+events, new suppressions, inbox reads). Reading needs only a valid key.
 """
 
 from __future__ import annotations
@@ -26,17 +28,19 @@ from typing import Any
 from clarion.domain import errors, model
 
 ROLES = ("admin", "editor", "approver", "sender")
-EDIT = "edit"  # save or delete templates and rules, submit a version for review
+EDIT = "edit"  # save or delete templates, rules, segments and ID lists; submit a version for review
 REVIEW = "review"  # approve or reject a version
 TEST = "test"  # send a version to the test whitelist
 SEND = "send"  # send to anyone (what /v1/messages does)
-ADMINISTER = "administer"  # API keys, approval settings, the test whitelist
+ADMINISTER = "administer"  # API keys, approval settings, the test whitelist, providers, policy configuration
+USER_DATA = "user_data"  # write users' profiles, preferences, tags, events, new suppressions, inbox reads
 PERMISSIONS: Mapping[str, tuple[str, ...]] = {
     EDIT: ("admin", "editor"),
     REVIEW: ("admin", "approver"),
     TEST: ("admin", "editor", "approver"),
     SEND: ("admin", "sender"),
     ADMINISTER: ("admin",),
+    USER_DATA: ("admin", "sender"),
 }
 DEFAULT_LEVELS: Mapping[model.Category, tuple[str, ...]] = {model.Category.MARKETING: ("business", "compliance")}
 DEFAULT_TEST_PREFIX = "[TEST] "

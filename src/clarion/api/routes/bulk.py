@@ -2,7 +2,10 @@
 
 Each call takes at most ``MAX_ITEMS`` items. Items are validated one by one before anything is written: the
 valid ones are written together in one transaction, the invalid ones are listed with their index and the
-reason (the same reasons ``PUT /v1/users/{user_id}`` gives), and the answer is 200 either way."""
+reason (the same reasons ``PUT /v1/users/{user_id}`` gives), and the answer is 200 either way.
+
+Every call here writes user data: it needs the ``sender`` or ``admin`` role (``users:batch`` and ``track`` refuse
+before reading the body)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, field_validator
 
 from clarion.api import deps, schemas
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.pipeline import intake
 from clarion.store import bulk
 
@@ -156,6 +159,7 @@ def _failure(index: int, item: Any, exc: ItemError, lines: list[int] | None) -> 
 async def users_batch(
     request: Request,
     clarion: deps.Services,
+    caller: deps.Caller,
     mode: bulk.Mode = Query(
         default=bulk.Mode.MERGE,
         description="merge: only the fields given change (attributes and addresses key by key, null removes a key;"
@@ -166,7 +170,9 @@ async def users_batch(
     (``application/x-ndjson``), each item ``{"user_id", "attributes", "tags", "timezone", "locale", "addresses"}``
     validated as ``PUT /v1/users/{user_id}`` validates its body. The valid items are written in one transaction;
     the answer counts them and lists each invalid one: ``{"created", "updated", "failed": [{"index", "user_id",
-    "error", "details", "line" (JSON lines)}]}``. A user given twice gets both changes, in order."""
+    "error", "details", "line" (JSON lines)}]}``. A user given twice gets both changes, in order.
+    Needs ``admin``/``sender`` — 403 ``forbidden`` otherwise, before the body is read."""
+    approval.require(caller.roles, approval.USER_DATA)
     items, lines, extra = await _items(request, "users")
     if extra:
         raise errors.InvalidInput(f"unexpected fields: {', '.join(sorted(extra))}", details={"fields": sorted(extra)})
@@ -200,15 +206,19 @@ async def _retag(clarion: Any, tag: str, user_ids: list[str], *, add: bool) -> d
 
 
 @router.post("/tags/{tag}:add")
-async def add_tag(body: UserIds, clarion: deps.Services, tag: str = Tag) -> dict[str, Any]:
-    """Tag up to 10,000 users at once: ``{"user_ids": [...]}``. Answers how many gained the tag, how many had it
-    already, and which ids have no profile (``unknown``; nothing is created for them)."""
+async def add_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller, tag: str = Tag) -> dict[str, Any]:
+    """Tag up to 10,000 users at once: ``{"user_ids": [...]}`` (``admin``/``sender``) — 403 ``forbidden``
+    otherwise. Answers how many gained the tag, how many had it already, and which ids have no profile
+    (``unknown``; nothing is created for them)."""
+    approval.require(caller.roles, approval.USER_DATA)
     return await _retag(clarion, tag, body.user_ids, add=True)
 
 
 @router.post("/tags/{tag}:remove")
-async def remove_tag(body: UserIds, clarion: deps.Services, tag: str = Tag) -> dict[str, Any]:
-    """Untag up to 10,000 users at once; answered like ``:add``."""
+async def remove_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller, tag: str = Tag) -> dict[str, Any]:
+    """Untag up to 10,000 users at once (``admin``/``sender``) — 403 ``forbidden`` otherwise; answered like
+    ``:add``."""
+    approval.require(caller.roles, approval.USER_DATA)
     return await _retag(clarion, tag, body.user_ids, add=False)
 
 
@@ -247,14 +257,15 @@ async def _fire(clarion: Any, index: int, event: bulk.Event) -> dict[str, Any]:
 
 
 @router.post("/track", openapi_extra=_BODY)
-async def track(request: Request, clarion: deps.Services) -> dict[str, Any]:
+async def track(request: Request, clarion: deps.Services, caller: deps.Caller) -> dict[str, Any]:
     """Record what users did, for segments: one event ``{"user_id", "event", "at", "properties"}``, or up to
     10,000 as ``{"events": [...], "trigger": false}`` or JSON lines. ``at`` is an ISO time with a zone (default:
     now); ``properties`` an object of at most 8 KiB. Events of users without a profile are kept (the profile
     may come later) and listed in ``unknown_users``. With ``"trigger": true`` (for the call, or per event) an
     event also goes through the trigger rules as ``POST /v1/events`` with ``data`` = ``properties``; off by
     default, as tracking far outnumbers messaging. Invalid events are listed in ``failed``, as in
-    ``/v1/users:batch``."""
+    ``/v1/users:batch``. Needs ``admin``/``sender`` — 403 ``forbidden`` otherwise, before the body is read."""
+    approval.require(caller.roles, approval.USER_DATA)
     items, lines, extra = await _items(request, "events")
     trigger = extra.pop("trigger", False)
     if not isinstance(trigger, bool) or extra:

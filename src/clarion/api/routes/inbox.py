@@ -1,4 +1,5 @@
-"""The in-app message center: what the apps show a signed-in user."""
+"""The in-app message center: what the apps show a signed-in user. Marking items read needs the ``sender`` or
+``admin`` role (the app's backend, on the user's behalf); reading only a valid key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 
 from clarion.api import deps
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.store import history
 from clarion.store import tables as t
 
@@ -36,16 +37,20 @@ async def count_inbox(clarion: deps.Services, user_id: str = UserId) -> dict[str
 
 
 @router.post("/read-all")
-async def read_all(clarion: deps.Services, user_id: str = UserId) -> dict[str, int]:
+async def read_all(clarion: deps.Services, caller: deps.Caller, user_id: str = UserId) -> dict[str, int]:
+    """Mark every item of the user read (``admin``/``sender``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.USER_DATA)
     now = datetime.now(UTC)
     return {"updated": await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now))}
 
 
 @router.post("/{message_id}/read")
 async def read_one(
-    clarion: deps.Services, user_id: str = UserId, message_id: str = Path(max_length=32)
+    clarion: deps.Services, caller: deps.Caller, user_id: str = UserId, message_id: str = Path(max_length=32)
 ) -> dict[str, Any]:
-    """Mark one item read (reading it again is harmless); 404 when the user has no such item."""
+    """Mark one item read (``admin``/``sender``) — 403 ``forbidden`` otherwise. Reading it again is harmless;
+    404 when the user has no such item."""
+    approval.require(caller.roles, approval.USER_DATA)
     now = datetime.now(UTC)
     updated = await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now, message_id))
     if not updated:

@@ -3,7 +3,11 @@
 Configuration documents (settings, caps, keyword lists) are taken as plain JSON and validated by their domain
 ``from_json``, so the API accepts exactly what the stored form can hold and errors name the offending field
 (``{"error": {"code": "invalid_policy", "details": {"field": ...}}}``). Every write forgets the cached
-configuration, so this process applies it to the next message; other processes within the catalog's TTL."""
+configuration, so this process applies it to the next message; other processes within the catalog's TTL.
+
+Changing settings, caps and keyword lists, and removing a suppression (which lets messages reach someone who
+asked to stop), needs the ``admin`` role; recording a suppression needs ``sender`` or ``admin`` (a business
+system reporting an unsubscribe or a complaint). Reading needs only a valid key."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.domain.policy import config
 from clarion.store import policies
 
@@ -34,17 +38,17 @@ async def get_settings(clarion: deps.Services) -> dict[str, Any]:
 
 
 @router.put("/policies/settings")
-async def put_settings(clarion: deps.Services, body: dict[str, Any] = Document) -> dict[str, Any]:
-    """Change some settings: each top-level field given replaces the stored one (``send_windows`` and
-    ``quiet_hours`` are whole tables: a category left out has no window, and quiet hours ``defer``), except
-    ``enabled``, whose switches change one by one. Fields not given keep their stored values. Returns the
-    whole document as stored.
+async def put_settings(clarion: deps.Services, caller: deps.Caller, body: dict[str, Any] = Document) -> dict[str, Any]:
+    """Change some settings (``admin``) — 403 ``forbidden`` otherwise. Each top-level field given replaces the
+    stored one (``send_windows`` and ``quiet_hours`` are whole tables: a category left out has no window, and
+    quiet hours ``defer``), except ``enabled``, whose switches change one by one. Fields not given keep their
+    stored values. Returns the whole document as stored.
 
     Fields: ``default_timezone`` (IANA name), ``marketing_consent`` (``opt_out``/``opt_in``),
     ``send_windows`` ({category: "HH:MM-HH:MM"}), ``quiet_hours`` ({category: defer|drop|ignore}),
     ``dedup_seconds``, ``safety_valve`` ({limit, window: {unit: day|week} or {seconds}} or null) and
     ``enabled`` ({policy: bool})."""
-
+    approval.require(caller.roles, approval.ADMINISTER)
     async with clarion.db.read() as conn:
         _merge(await policies.load_settings(conn), body)  # refused here, before queueing behind other writes
 
@@ -72,12 +76,17 @@ def _merge(current: config.PolicySettings, change: dict[str, Any]) -> config.Pol
 
 @router.put("/policies/caps/{key}")
 async def put_cap(
-    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Document
+    clarion: deps.Services,
+    caller: deps.Caller,
+    response: Response,
+    key: str = KeyPath,
+    body: dict[str, Any] = Document,
 ) -> dict[str, Any]:
     """Create or replace a frequency cap: at most ``limit`` deliveries per user per ``window``
     (``{"unit": "day"|"week"}`` in the user's calendar, or ``{"seconds": n}`` rolling), counting only
     ``channel`` and/or ``category`` when given, each department apart with ``per_department``. Optional:
-    ``enabled`` (default true), ``description``."""
+    ``enabled`` (default true), ``description``. Needs ``admin`` — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     cap = config.Cap.from_json(key, body)
     created = await clarion.db.write(lambda conn: policies.put_cap(conn, cap, datetime.now(UTC)))
     clarion.catalog.invalidate()
@@ -99,7 +108,9 @@ async def list_caps(clarion: deps.Services) -> dict[str, Any]:
 
 
 @router.delete("/policies/caps/{key}", status_code=204)
-async def delete_cap(clarion: deps.Services, key: str = KeyPath) -> Response:
+async def delete_cap(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    """Delete a frequency cap (``admin``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     if not await clarion.db.write(lambda conn: policies.delete_cap(conn, key)):
         raise errors.NotFound("cap", key)
     clarion.catalog.invalidate()
@@ -119,11 +130,17 @@ def keyword_list_json(spec: policies.KeywordListSpec, *, words: bool = True) -> 
 
 @router.put("/keyword-lists/{key}", tags=["keywords"])
 async def put_keyword_list(
-    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Document
+    clarion: deps.Services,
+    caller: deps.Caller,
+    response: Response,
+    key: str = KeyPath,
+    body: dict[str, Any] = Document,
 ) -> dict[str, Any]:
     """Create or replace a keyword list: ``action`` (``block`` filters a message containing a word, ``mask``
     replaces the words with ``***``), ``words`` (matched anywhere, case-insensitively unless
-    ``case_sensitive``), ``enabled`` (default true), ``description``. Every replacement bumps ``version``."""
+    ``case_sensitive``), ``enabled`` (default true), ``description``. Every replacement bumps ``version``.
+    Needs ``admin`` — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     spec = policies.KeywordListSpec.from_json(key, body)
     stored = await clarion.db.write(lambda conn: policies.put_keyword_list(conn, spec, datetime.now(UTC)))
     clarion.catalog.invalidate()
@@ -146,7 +163,9 @@ async def list_keyword_lists(clarion: deps.Services) -> dict[str, Any]:
 
 
 @router.delete("/keyword-lists/{key}", status_code=204, tags=["keywords"])
-async def delete_keyword_list(clarion: deps.Services, key: str = KeyPath) -> Response:
+async def delete_keyword_list(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    """Delete a keyword list (``admin``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     if not await clarion.db.write(lambda conn: policies.delete_keyword_list(conn, key)):
         raise errors.NotFound("keyword list", key)
     clarion.catalog.invalidate()
@@ -157,10 +176,14 @@ async def delete_keyword_list(clarion: deps.Services, key: str = KeyPath) -> Res
 
 
 @router.post("/suppressions", tags=["suppressions"])
-async def add_suppression(body: schemas.SuppressionIn, clarion: deps.Services, response: Response) -> dict[str, Any]:
+async def add_suppression(
+    body: schemas.SuppressionIn, clarion: deps.Services, caller: deps.Caller, response: Response
+) -> dict[str, Any]:
     """Stop sending to a user or an address (e-mail compared case-insensitively), on every channel and
-    category or only on ``channel``/``category``. With both ``user_id`` and ``address`` the entry names the
-    user. Recording one that already exists (same target, channel and category) returns it with 200."""
+    category or only on ``channel``/``category`` (``admin``/``sender``: a business system recording an
+    unsubscribe or a complaint) — 403 ``forbidden`` otherwise. With both ``user_id`` and ``address`` the entry
+    names the user. Recording one that already exists (same target, channel and category) returns it with 200."""
+    approval.require(caller.roles, approval.USER_DATA)
 
     async def job(conn: AsyncConnection) -> tuple[config.Suppression, bool]:
         return await policies.add_suppression(
@@ -201,8 +224,11 @@ async def list_suppressions(
 
 @router.delete("/suppressions/{suppression_id}", status_code=204, tags=["suppressions"])
 async def delete_suppression(
-    clarion: deps.Services, suppression_id: str = Path(min_length=1, max_length=32)
+    clarion: deps.Services, caller: deps.Caller, suppression_id: str = Path(min_length=1, max_length=32)
 ) -> Response:
+    """Remove a suppression, so messages reach the user or address again (``admin``) — 403 ``forbidden``
+    otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     if not await clarion.db.write(lambda conn: policies.delete_suppression(conn, suppression_id)):
         raise errors.NotFound("suppression", suppression_id)
     clarion.catalog.invalidate()

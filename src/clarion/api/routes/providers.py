@@ -1,4 +1,5 @@
-"""Provider accounts: the SMTP servers, SMS vendors and webhook signers Clarion sends through."""
+"""Provider accounts: the SMTP servers, SMS vendors and webhook signers Clarion sends through. Changing them
+needs the ``admin`` role; reading them only a valid key."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Path, Response
 
 from clarion.api import deps, schemas
 from clarion.channels import registry
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.store import records
 from clarion.store import tables as t
 
@@ -31,10 +32,12 @@ def provider_json(row: Any) -> dict[str, Any]:
 
 @router.put("/{name}")
 async def put_provider(
-    body: schemas.ProviderIn, clarion: deps.Services, response: Response, name: str = Name
+    body: schemas.ProviderIn, clarion: deps.Services, caller: deps.Caller, response: Response, name: str = Name
 ) -> dict[str, Any]:
-    """Configure a provider account. Secrets in ``config`` are stored and used, never returned; sending back
-    the masked value (``********``) keeps the stored secret. The built-in names are reserved."""
+    """Configure a provider account (``admin``) — 403 ``forbidden`` otherwise. Secrets in ``config`` are stored
+    and used, never returned; sending back the masked value (``********``) keeps the stored secret. The built-in
+    names are reserved."""
+    approval.require(caller.roles, approval.ADMINISTER)
     if name in clarion.providers.builtins:
         raise errors.InvalidInput(
             f"{name!r} is a built-in provider; choose another name (a configured account takes over its channel)",
@@ -66,7 +69,9 @@ async def list_providers(clarion: deps.Services) -> dict[str, Any]:
 
 
 @router.delete("/{name}", status_code=204)
-async def delete_provider(clarion: deps.Services, name: str = Name) -> Response:
+async def delete_provider(clarion: deps.Services, caller: deps.Caller, name: str = Name) -> Response:
+    """Remove a provider account (``admin``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.ADMINISTER)
     if not await records.delete_one(clarion.db, t.providers, name):
         raise errors.NotFound("provider", name)
     clarion.invalidate()

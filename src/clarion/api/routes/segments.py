@@ -5,7 +5,11 @@ A segment's ``conditions`` are the JSON tree documented in :mod:`clarion.segment
 behaviour events, ``{"list": KEY}``). A definition is checked when saved — its syntax, and that it applies to the
 index (ID lists exist, values fit the attributes' kinds) — and refused with 422 naming the bad node
 (``details.path``, e.g. ``conditions.and[1].op``). Counts are of this process's index, which follows other
-processes' changes within seconds."""
+processes' changes within seconds.
+
+Audience definitions are operators' content: saving or deleting a segment, and uploading or deleting an ID list,
+need the ``editor`` or ``admin`` role (an upload is refused before its body is read). Counting an unsaved
+definition, and every read, need only a valid key."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from starlette.datastructures import UploadFile
 
 from clarion.api import deps
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.segments import idlists, query
 from clarion.store import segments as store
 
@@ -65,10 +69,15 @@ def _ms(began: float) -> float:
 
 @router.put("/segments/{key}")
 async def put_segment(
-    clarion: deps.Services, response: Response, key: str = KeyPath, body: dict[str, Any] = Definition
+    clarion: deps.Services,
+    caller: deps.Caller,
+    response: Response,
+    key: str = KeyPath,
+    body: dict[str, Any] = Definition,
 ) -> dict[str, Any]:
-    """Create or replace a segment: ``{"name": "...", "conditions": {...}}``. Answers with the stored segment and
-    its current ``count``."""
+    """Create or replace a segment: ``{"name": "...", "conditions": {...}}`` (``admin``/``editor``) — 403
+    ``forbidden`` otherwise. Answers with the stored segment and its current ``count``."""
+    approval.require(caller.roles, approval.EDIT)
     node = _conditions(body)
     count = await clarion.segments.count(node)  # refuses conditions that cannot apply (unknown list, kinds)
     conditions = query.to_json(node)
@@ -102,7 +111,9 @@ async def get_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, A
 
 
 @router.delete("/segments/{key}", status_code=204)
-async def delete_segment(clarion: deps.Services, key: str = KeyPath) -> Response:
+async def delete_segment(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    """Delete a segment (``admin``/``editor``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.EDIT)
     if not await clarion.db.write(lambda conn: store.delete_segment(conn, key)):
         raise errors.NotFound("segment", key)
     return Response(status_code=204)
@@ -178,6 +189,7 @@ async def _upload(request: Request, kind: idlists.Kind, region: str | None) -> i
 async def upload_list(
     request: Request,
     clarion: deps.Services,
+    caller: deps.Caller,
     response: Response,
     key: str = Query(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$"),
     kind: idlists.Kind = Query(default="user_id"),
@@ -192,7 +204,10 @@ async def upload_list(
     Nothing is dropped silently: ``unknown`` counts the values that matched no user (``unknown_values`` shows the
     first 100 as written; ``invalid`` counts those that could not be a value of the kind). Unknown user ids stay
     members, so a user created later is in the list; unknown phones and e-mails cannot. The list is usable in
-    segments and audiences as ``{"list": KEY}`` at once."""
+    segments and audiences as ``{"list": KEY}`` at once.
+
+    Needs ``admin``/``editor`` — 403 ``forbidden`` otherwise, before the upload is read."""
+    approval.require(caller.roles, approval.EDIT)
     upload = await _upload(request, kind, region)
     values = list(upload.values)
     if kind == "user_id":
@@ -235,8 +250,10 @@ async def get_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]
 
 
 @router.delete("/lists/{key}", status_code=204, tags=["lists"])
-async def delete_list(clarion: deps.Services, key: str = KeyPath) -> Response:
-    """Delete a list; refused with 409 while a saved segment uses it."""
+async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
+    """Delete a list (``admin``/``editor``) — 403 ``forbidden`` otherwise; refused with 409 while a saved segment
+    uses it."""
+    approval.require(caller.roles, approval.EDIT)
     async with clarion.db.read() as conn:
         users = [row.key for row in await store.list_segments(conn) if key in _lists_in(row.definition)]
     if users:

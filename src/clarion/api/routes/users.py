@@ -1,4 +1,6 @@
-"""Users: who Clarion reaches, where, and what it sent them."""
+"""Users: who Clarion reaches, where, and what it sent them. Writing a profile or preferences, or deleting a
+user, needs the ``sender`` or ``admin`` role (the business systems that own user data); reading only a valid
+key."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, schemas
-from clarion.domain import errors
+from clarion.domain import approval, errors
 from clarion.domain.policy import config
 from clarion.store import history, outbox, records
 from clarion.store import tables as t
@@ -38,9 +40,10 @@ def user_json(row: Any) -> dict[str, Any]:
 
 @router.put("/{user_id}")
 async def put_user(
-    body: schemas.UserIn, clarion: deps.Services, response: Response, user_id: str = UserId
+    body: schemas.UserIn, clarion: deps.Services, caller: deps.Caller, response: Response, user_id: str = UserId
 ) -> dict[str, Any]:
-    """Create or replace a user's profile and addresses."""
+    """Create or replace a user's profile and addresses (``admin``/``sender``) — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.USER_DATA)
     values = body.model_dump()
     values["addresses"] = body.addresses.model_dump(exclude_none=True)
     values["tags"] = list(dict.fromkeys(body.tags))
@@ -64,9 +67,11 @@ async def get_user(clarion: deps.Services, user_id: str = UserId) -> dict[str, A
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(clarion: deps.Services, user_id: str = UserId) -> Response:
+async def delete_user(clarion: deps.Services, caller: deps.Caller, user_id: str = UserId) -> Response:
     """Remove the user and their personal data: profile, addresses, inbox, and the addresses, content and
-    data kept on their messages. Message ids and statuses stay, so counts and audits still add up."""
+    data kept on their messages (``admin``/``sender``) — 403 ``forbidden`` otherwise. Message ids and statuses
+    stay, so counts and audits still add up."""
+    approval.require(caller.roles, approval.USER_DATA)
 
     async def job(conn: AsyncConnection) -> bool:
         gone = (await conn.execute(t.users.delete().where(t.users.c.user_id == user_id))).rowcount
@@ -117,13 +122,15 @@ async def get_preferences(clarion: deps.Services, user_id: str = UserId) -> dict
 @router.put("/{user_id}/preferences")
 async def put_preferences(
     clarion: deps.Services,
+    caller: deps.Caller,
     user_id: str = UserId,
     body: dict[str, Any] = Body(..., description="the whole preferences document; what is left out is on"),
 ) -> dict[str, Any]:
     """Replace the user's preferences: ``channels`` ({channel: false} to opt out of a channel),
     ``categories`` ({category: false}, or {category: {"channels": {channel: false}}} for one pair),
     ``marketing_consent`` (true/false/null) and ``do_not_disturb`` ("22:00-08:00"). Replacing the profile
-    (``PUT /v1/users/{user_id}``) keeps them."""
+    (``PUT /v1/users/{user_id}``) keeps them. Needs ``admin``/``sender`` — 403 ``forbidden`` otherwise."""
+    approval.require(caller.roles, approval.USER_DATA)
     chosen = config.Preferences.from_json(body)
 
     async def job(conn: AsyncConnection) -> bool:
