@@ -45,7 +45,8 @@ def _not_found() -> HTMLResponse:
     )
 
 
-@router.api_route("/s/{code}", methods=["GET", "HEAD"], response_class=RedirectResponse, status_code=302)
+@router.get("/s/{code}", response_class=RedirectResponse, status_code=302)
+@router.head("/s/{code}", response_class=RedirectResponse, status_code=302, include_in_schema=False)  # as GET
 async def follow(code: str, request: Request, clarion: deps.Services) -> Response:
     """Redirect to the link's target; a GET by a person counts as a click on the delivery."""
     if not links.is_code(code):
