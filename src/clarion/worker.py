@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 S = model.DeliveryStatus
 #: the deliveries of a batch to judge again (their ids → why each is dropped now)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
-WAITED = timedelta(seconds=1)  # due this much after it was queued: it was deferred or retried
+WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
 
 
 def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
@@ -70,8 +70,9 @@ class Dispatcher:
         # trickle of sends is claimed a few at a time rather than one claim per send; an idle worker woken by a
         # new send claims it at once.
         self.linger = linger
-        # Deliveries that waited (deferred to the end of quiet hours, or retried) are judged again against the
-        # user's own wishes before they go: someone who unsubscribed or opted out meanwhile is not sent them.
+        # Deliveries that waited (deferred to the end of quiet hours, retried, or behind a backlog) are judged again
+        # against the user's own wishes before they go: someone who unsubscribed or opted out meanwhile is not
+        # sent them.
         self.recheck = recheck
         self.clock = clock
         self.wakeup = asyncio.Event()
@@ -115,7 +116,7 @@ class Dispatcher:
         handled = len(batch)
         dropped: list[outbox.Outcome] = []
         if self.recheck is not None:
-            waited = [c for c in batch if c.run_at - c.created_at > WAITED]
+            waited = [c for c in batch if now - c.created_at > WAITED]
             drops = await self.recheck(waited, now) if waited else {}
             if drops:
                 batch = [c for c in batch if c.id not in drops]

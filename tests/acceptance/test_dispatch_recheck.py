@@ -1,9 +1,10 @@
-"""A delivery that waited — deferred to the end of quiet hours — is judged again against the user's own wishes when
-it is due: someone who unsubscribes or turns a channel off in the meantime is not sent what was queued before."""
+"""A delivery that waited — deferred to the end of quiet hours, or behind a backlog — is judged again against the
+user's own wishes when it is claimed: someone who unsubscribes or turns a channel off in the meantime is not sent
+what was queued before."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -88,3 +89,23 @@ async def test_with_the_suppression_policy_off_an_unsubscribe_does_not_decide(
 
     sms = await in_the_morning(api, clarion, message_id)
     assert sms["status"] == "sent"
+
+
+async def test_an_unsubscribe_while_queued_behind_a_backlog_stops_the_message(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """Not deferred, only waiting its turn (a campaign's backlog ahead of it): judged again all the same."""
+    await put_user(api, "u1", addresses={"sms": PHONE})
+    await put_template(api, "note", category="notification", channels={"sms": {"text": "hello"}})
+    [message] = await send(api, "note", "u1")
+    assert message["status"] == "queued"
+    response = await api.post("/v1/suppressions", json={"address": PHONE, "source": "complaint"})
+    assert response.status_code in (200, 201), response.text
+
+    queued_at = datetime.now(UTC)
+    clarion.dispatcher.clock = lambda: queued_at + timedelta(seconds=30)  # its turn comes half a minute later
+    assert await drain(clarion) == 1
+    sms = (await deliveries(api, message["id"]))["sms"]
+    assert sms["status"] == "filtered"
+    assert sms["timeline"][-1]["reason"].startswith(f"unsubscribed: address {PHONE}")
+    assert sink(clarion) == []

@@ -144,10 +144,10 @@ class PolicyStage:
     # -- at dispatch -----------------------------------------------------------------------------------------
 
     async def recheck(self, waited: Sequence[outbox.Claimed], now: datetime) -> dict[str, Drop]:
-        """Consent and suppressions again for deliveries that waited (deferred, retried), by delivery id: what the
-        user asked for since they were queued holds. The moment (quiet hours) was judged when they were
-        deferred. A delivery whose user or template is gone meanwhile is left as it is (deleting a user
-        cancels their pending deliveries)."""
+        """Consent and suppressions again for deliveries that waited (deferred, retried, behind a backlog), by
+        delivery id: what the user asked for since they were queued holds. The moment (quiet hours) was judged
+        when they were queued. A delivery whose user or template is gone meanwhile is left as it is (deleting a
+        user cancels their pending deliveries)."""
         settings = await self.catalog.policy_settings()
         checks = [d for name, d in _PRE_POLICIES if name != quiet_hours.POLICY and settings.on(name)]
         if not waited or not checks:

@@ -38,7 +38,6 @@ class Claimed:
     attempts: int
     lane: int
     created_at: datetime
-    run_at: datetime  # when it was due: later than created_at for a deferred or retried delivery
 
 
 @dataclass(slots=True)
@@ -104,7 +103,6 @@ def _claim_statement(*, skip_locked: bool) -> Any:
             d.c.attempts,
             d.c.lane,
             d.c.created_at,
-            d.c.run_at,
         )
     )
 
