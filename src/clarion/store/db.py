@@ -8,7 +8,9 @@ are merged into one ``executemany`` per table.
 
 SQLite is embedded: a query on a warm page cache takes microseconds, far less than handing it to a driver
 thread and back. So on SQLite, reads run synchronously on the event loop's thread, and each write group runs
-in one hop on a dedicated writer thread (which keeps a waiting lock off the loop). Job code is the same on
+in one hop on a dedicated writer thread (which keeps a waiting lock off the loop) — except a small group of
+inserts (a quiet moment's one or two send requests), which runs on the loop's thread when the write lock is free
+at once. Job code is the same on
 both databases: it awaits ``conn.execute``; on SQLite that await completes without suspending
 (``InlineConnection``), which is what lets the writer thread drive a group's jobs to completion itself.
 SQLite mode is for one process; several processes share PostgreSQL.
@@ -19,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
@@ -38,6 +41,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[Any]]
 _IDLE_READERS = 4  # SQLite read connections kept open between reads
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another process's write lock
+_INLINE_ROWS = 64  # a group of inserts this small is written on the event loop's thread (see _transaction)
+
+
+def _small_inserts(jobs: list[Job]) -> bool:
+    rows = 0
+    for job in jobs:
+        if not isinstance(job, Inserts):
+            return False
+        rows += sum(len(table_rows) for table_rows in job.rows.values())
+    return rows <= _INLINE_ROWS
 
 
 class Inserts:
@@ -99,7 +113,7 @@ def _sqlite_engine(url: sa.URL, *, immediate: bool) -> sa.Engine:
         for pragma in (
             "journal_mode=WAL",
             "synchronous=NORMAL",
-            "busy_timeout=10000",
+            f"busy_timeout={BUSY_TIMEOUT_MS}",
             "temp_store=MEMORY",
             "cache_size=-65536",
         ):
@@ -192,19 +206,50 @@ class Database:
                     fut.set_exception(value)
 
     async def _transaction(self, jobs: list[Job]) -> list[Any]:
-        """Run ``jobs`` in one write transaction and commit; SQLite's runs whole on the writer thread."""
+        """Run ``jobs`` in one write transaction and commit. On SQLite a small group of inserts runs right here on
+        the event loop's thread when the write lock is free; anything else runs whole on the writer thread."""
         if self.is_sqlite:
+            if _small_inserts(jobs):
+                done = self._sqlite_inline(jobs)
+                if done is not None:
+                    return done
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._sqlite_transaction, jobs)
         async with self._engine.begin() as conn:
             return await _run_merged(conn, jobs)
 
-    def _sqlite_transaction(self, jobs: list[Job]) -> list[Any]:
-        # the writer thread keeps its one connection: no pool checkout per transaction
+    def _writer_sync(self) -> sa.Connection:
+        # one connection for every write transaction, on either thread (they never overlap: the writer task
+        # awaits each): no pool checkout per transaction
         sync = self._writer_connection
         if sync is None or sync.closed or sync.invalidated:
             sync = self._writer_connection = self._sqlite_writer.connect()
+        return sync
+
+    def _sqlite_transaction(self, jobs: list[Job]) -> list[Any]:
+        sync = self._writer_sync()
         with sync.begin():
             return _drive(_run_merged(InlineConnection(sync), jobs))
+
+    def _sqlite_inline(self, jobs: list[Job]) -> list[Any] | None:
+        """``jobs`` in one transaction on the calling thread — a one-request group costs less than its hop to the
+        writer thread and back — if the write lock is free at once; None when another process holds it (the
+        writer thread then waits for it, off the event loop)."""
+        sync = self._writer_connection
+        if sync is None or sync.closed or sync.invalidated:
+            return None  # (re)connecting may wait for the lock: the writer thread does it
+        driver = cast(sqlite3.Connection, sync.connection.driver_connection)
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            try:
+                transaction = sync.begin()
+            except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return None
+                raise
+            with transaction:
+                return _drive(_run_merged(InlineConnection(sync), jobs))
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def _sqlite_release(self) -> None:
         if self._writer_connection is not None:

@@ -1,0 +1,107 @@
+"""The SQLite writer: a small group of inserts is written on the event loop's thread, anything else on the writer
+thread; and a write lock held by another process never blocks the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from clarion.store import tables as t
+from clarion.store.db import Database, Inserts
+from tests.integration.test_db_inserts import sample_rows
+from tests.integration.test_driver import fresh
+
+
+def deliveries(count: int, prefix: str) -> Inserts:
+    row = sample_rows()[t.deliveries][0]
+    return Inserts({t.deliveries: [{**row, "id": f"{prefix}{i}"} for i in range(count)]})
+
+
+def hops(db: Database) -> list[Any]:
+    """Records each write group handed to the writer thread."""
+    handed: list[Any] = []
+    submit = db._thread.submit
+
+    def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    db._thread.submit = counting  # type: ignore[method-assign]
+    return handed
+
+
+def count(path: Any) -> int:
+    raw = sqlite3.connect(path)
+    try:
+        return raw.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    finally:
+        raw.close()
+
+
+async def test_small_insert_groups_stay_on_the_loop_and_the_rest_go_to_the_writer_thread(tmp_path) -> None:
+    db = await fresh(tmp_path / "w.db")
+    handed = hops(db)
+    try:
+        await db.write(deliveries(1, "first"))  # the writer's connection is opened on its thread
+        assert len(handed) == 1
+        await db.write(deliveries(3, "small"))
+        assert len(handed) == 1 and count(tmp_path / "w.db") == 4
+        await db.write(deliveries(65, "big"))  # more rows than a request's
+        assert len(handed) == 2 and count(tmp_path / "w.db") == 69
+
+        async def not_only_inserts(conn: AsyncConnection) -> int:
+            return len((await conn.execute(t.deliveries.select())).all())
+
+        assert await db.write(not_only_inserts) == 69
+        assert len(handed) == 3
+    finally:
+        await db.close()
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_loop(tmp_path) -> None:
+    path = tmp_path / "locked.db"
+    db = await fresh(path, {t.deliveries: deliveries(1, "w").rows[t.deliveries]})  # the writer's connection is open
+    handed = hops(db)
+    other = sqlite3.connect(path, isolation_level=None)  # another process, say an import in progress
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        writing = asyncio.ensure_future(db.write(deliveries(1, "x")))
+        started = time.monotonic()
+        for _ in range(30):  # the loop keeps turning while the write waits for the lock
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - started < 2  # 0.3 s of turns, not the lock's 10 s wait on the loop
+        assert not writing.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, timeout=5)
+        assert len(handed) == 1  # it went to the writer thread, which waited for the lock
+        assert count(path) == 2
+        await db.write(deliveries(1, "y"))  # and the next small one is back on the loop, waiting for nothing
+        assert len(handed) == 1 and count(path) == 3
+    finally:
+        other.close()
+        await db.close()
+
+
+async def test_the_first_write_waits_for_a_lock_held_elsewhere_instead_of_failing(tmp_path) -> None:
+    """Opening the writer's connection while another process writes (the database is in WAL mode already, as
+    any database Clarion has opened is): the write waits for the lock on the writer thread."""
+    path = tmp_path / "first.db"
+    db = await fresh(path)
+    async with db.read():  # a read connection puts the file in WAL mode
+        pass
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        writing = asyncio.ensure_future(db.write(deliveries(1, "x")))
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(writing, timeout=5)
+        assert count(path) == 1
+    finally:
+        other.close()
+        await db.close()
