@@ -5,6 +5,7 @@ Prints one JSON line:
   for ``--seconds``: accepted sends/s and p50/p99 accept latency;
 - ``paced``: the same at a fixed ``--rate`` (sends/s, default 1000): p50/p99 accept latency and p50/p99
   accepted→sent latency (from each delivery's ``created_at`` → ``sent_at`` in the database);
+- in both, ``server_cpu_us_per_send``: the server process's CPU time (API and delivery) per accepted send;
 - ``bare_sqlite_rows_per_s``: the same number of message rows written by a bare ``sqlite3`` executemany in one
   transaction (WAL, synchronous=NORMAL) — the ceiling a Python SQLite writer could reach on this machine.
 
@@ -200,6 +201,12 @@ async def configure_policies(session: aiohttp.ClientSession, base: str, on: bool
     await asyncio.gather(*(suppress(i) for i in range(1000)))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(args: argparse.Namespace, policies: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="clarion-bench-") as tmp:
         tmpdir = Path(tmp)
@@ -217,7 +224,7 @@ def run_once(args: argparse.Namespace, policies: bool) -> dict[str, Any]:
         log = (tmpdir / "serve.log").open("wb")
         server = subprocess.Popen([clarion, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            return asyncio.run(measure(args, base, tmpdir, policies))
+            return asyncio.run(measure(args, base, tmpdir, policies, server.pid))
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -227,7 +234,7 @@ def run_once(args: argparse.Namespace, policies: bool) -> dict[str, Any]:
             log.close()
 
 
-async def measure(args: argparse.Namespace, base: str, tmpdir: Path, policies: bool) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, base: str, tmpdir: Path, policies: bool, pid: int) -> dict[str, Any]:
     await wait_ready(base)
     headers = {"Authorization": f"Bearer {KEY}"}
     connector = aiohttp.TCPConnector(limit=args.clients)
@@ -235,11 +242,15 @@ async def measure(args: argparse.Namespace, base: str, tmpdir: Path, policies: b
         await setup(session, base, args.users)
         await configure_policies(session, base, policies)
         await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
+        cpu = cpu_seconds(pid)
         saturated = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=None)
-        await asyncio.sleep(3)  # let the workers drain the backlog
+        await asyncio.sleep(3)  # let the workers drain the backlog (their CPU is the sends', so it is counted)
+        saturated["server_cpu_us_per_send"] = round((cpu_seconds(pid) - cpu) / saturated["accepted"] * 1e6)
         since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        cpu = cpu_seconds(pid)
         paced = await load(session, base, clients=args.clients, seconds=args.seconds, users=args.users, rate=args.rate)
         await asyncio.sleep(2)
+        paced["server_cpu_us_per_send"] = round((cpu_seconds(pid) - cpu) / paced["accepted"] * 1e6)
     done, unsent = sent_latencies(tmpdir / "clarion.db", since)
     paced.update(
         sent_p50_ms=round(percentile(done, 0.5) * 1000, 2),
