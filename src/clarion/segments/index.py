@@ -34,6 +34,7 @@ one lock.
 
 from __future__ import annotations
 
+import abc
 import array
 import bisect
 import math
@@ -233,7 +234,7 @@ class EventLog:
     days: dict[int, BitMap] = field(default_factory=dict)
 
 
-class AttributeRules:
+class AttributeRules(abc.ABC):
     """How an attribute value becomes index entries, shared by ``SegmentIndex.upsert`` and the bulk load
     (``clarion.segments.bulk``), which keep the entries differently: an attribute's kind is its declared one or
     that of the first value seen; list values are categories per element; a value that does not fit the kind is
@@ -274,21 +275,25 @@ class AttributeRules:
         self._add_row(values[key], row)
         return True
 
+    @abc.abstractmethod
     def _put_number(self, name: str, kind: Kind, row: int, number: int | float) -> None:
-        raise NotImplementedError
+        """Store ``row``'s number (or date/time as a number) for column ``name``."""
 
+    @abc.abstractmethod
     def _category_values(self, name: str) -> dict[CategoryKey, Any]:
         """The entries of ``name``'s values (created empty when missing)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _drop_categories(self, name: str) -> None:
-        raise NotImplementedError
+        """Forget every entry of ``name`` (it has become unindexed)."""
 
+    @abc.abstractmethod
     def _new_category(self, value: Any) -> Any:
-        raise NotImplementedError
+        """A new, empty entry for ``value``."""
 
+    @abc.abstractmethod
     def _add_row(self, entry: Any, row: int) -> None:
-        raise NotImplementedError
+        """Add ``row`` to a category entry."""
 
 
 class SegmentIndex(AttributeRules):
