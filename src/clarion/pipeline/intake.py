@@ -22,7 +22,7 @@ from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
 from clarion.pipeline.policies import PolicyStage, Verdict
 from clarion.store import campaigns as campaign_store
-from clarion.store import loader, outbox
+from clarion.store import outbox
 from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
 
@@ -159,7 +159,7 @@ class Intake:
         on_queued: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.db = db
-        self.users = loader.UserLoader(db, any_suppression=catalog.any_suppression)
+        self.users = policies.users
         self.catalog = catalog
         self.policies = policies
         self.finishers = list(finishers)

@@ -58,7 +58,8 @@ class PolicyStage:
         self.catalog = catalog
         self.counters = counters
         self.db = db
-        self._users = loader.UserLoader(db, any_suppression=catalog.any_suppression)  # for ``recheck``
+        # profiles with their suppressions, coalesced: intake reads its recipients through it, ``recheck`` too
+        self.users = loader.UserLoader(db, any_suppression=catalog.any_suppression)
         # worked out for the settings (and caps) the catalog last handed out
         self._enabled: tuple[config.PolicySettings, tuple[_PreDecide, ...], tuple[_PreDecide, ...]] | None = None
         self._limits: caps.Limits | None = None
@@ -152,7 +153,7 @@ class PolicyStage:
         checks = [d for name, d in _PRE_POLICIES if name != quiet_hours.POLICY and settings.on(name)]
         if not waited or not checks:
             return {}
-        users = await self._users.load_many({c.user_id for c in waited})
+        users = await self.users.load_many({c.user_id for c in waited})
         async with self.db.read() as conn:
             template_of = await records.message_templates(conn, {c.message_id for c in waited})
         templates = await self.catalog.templates(sorted(set(template_of.values())))

@@ -10,9 +10,8 @@ SQLite is embedded: a query on a warm page cache takes microseconds, far less th
 thread and back. So on SQLite, reads run synchronously on the event loop's thread, and each write group runs
 in one hop on a dedicated writer thread (which keeps a waiting lock off the loop) — except a small group of
 inserts (a quiet moment's one or two send requests), which runs on the loop's thread when the write lock is free
-at once. Job code is the same on
-both databases: it awaits ``conn.execute``; on SQLite that await completes without suspending
-(``InlineConnection``), which is what lets the writer thread drive a group's jobs to completion itself.
+at once. Job code is the same on both databases: it awaits ``conn.execute``; on SQLite that await completes
+without suspending (``InlineConnection``), which is what lets either thread drive a group's jobs to completion.
 SQLite mode is for one process; several processes share PostgreSQL.
 """
 
@@ -78,6 +77,12 @@ async def _run_merged(conn: Conn, jobs: list[Job]) -> list[Any]:
     if merged:
         await Inserts(merged)(conn)
     return [None if isinstance(job, Inserts) else await job(conn) for job in jobs]
+
+
+def _committed(sync: sa.Connection, transaction: sa.RootTransaction, jobs: list[Job]) -> list[Any]:
+    """``jobs`` run in the begun ``transaction`` on ``sync``, committed (rolled back if one raises)."""
+    with transaction:
+        return _drive(_run_merged(InlineConnection(sync), jobs))
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
@@ -227,8 +232,7 @@ class Database:
 
     def _sqlite_transaction(self, jobs: list[Job]) -> list[Any]:
         sync = self._writer_sync()
-        with sync.begin():
-            return _drive(_run_merged(InlineConnection(sync), jobs))
+        return _committed(sync, sync.begin(), jobs)
 
     def _sqlite_inline(self, jobs: list[Job]) -> list[Any] | None:
         """``jobs`` in one transaction on the calling thread — a one-request group costs less than its hop to the
@@ -246,8 +250,7 @@ class Database:
                 if "locked" in str(exc) or "busy" in str(exc):
                     return None
                 raise
-            with transaction:
-                return _drive(_run_merged(InlineConnection(sync), jobs))
+            return _committed(sync, transaction, jobs)
         finally:
             driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
