@@ -80,6 +80,7 @@ async def test_concurrent_retries_with_one_key_send_once(api, clarion: bootstrap
     assert [r.status_code for r in responses] == [202] * 5
     assert len({json.dumps(r.json(), sort_keys=True) for r in responses}) == 1
     assert sum("idempotent-replayed" not in r.headers for r in responses) == 1
+    assert clarion.intake._keys == {}  # the key's lock is gone with its last request
     assert await drain(clarion) == 1
     assert len(sink(clarion, "sms")) == 1
     assert len((await api.get("/v1/users/u1/messages")).json()["messages"]) == 1

@@ -5,8 +5,10 @@ Nothing is sent from here; the outbox rows this writes are what the workers clai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -166,6 +168,7 @@ class Intake:
         self.idempotency_window = idempotency_window
         self.clock = clock
         self.on_queued = on_queued
+        self._keys: dict[str, list[Any]] = {}  # idempotency key → [its lock, requests holding or awaiting it]
 
     # -- entry points ------------------------------------------------------------------------------------
 
@@ -175,6 +178,35 @@ class Intake:
         """Send ``command``; ``template`` sends that exact template (a version under review, for a test send)
         instead of the one the catalog serves for ``command.template``; ``prefix`` (e.g. ``"[TEST] "``) goes in
         front of every rendered subject, title and text."""
+        async with self._keyed(command.idempotency_key):
+            return await self._send(command, template, prefix)
+
+    async def event(self, command: EventCommand) -> Accepted:
+        async with self._keyed(command.idempotency_key):
+            return await self._event(command)
+
+    @contextlib.asynccontextmanager
+    async def _keyed(self, key: str | None) -> AsyncIterator[None]:
+        """Requests with the same idempotency key, one at a time in this process: a retry sent while the first
+        is still being composed waits for its answer and replays it. (Without this, both would pass the policies
+        — the first's dedup mark filtering the other, or the other's the first — and the database's unique key
+        would keep whichever committed first.) Across processes the unique key still decides."""
+        if not key:
+            yield
+            return
+        held = self._keys.get(key)
+        if held is None:
+            held = self._keys[key] = [asyncio.Lock(), 0]
+        held[1] += 1
+        try:
+            async with held[0]:
+                yield
+        finally:
+            held[1] -= 1
+            if not held[1]:
+                del self._keys[key]
+
+    async def _send(self, command: SendCommand, template: model.Template | None, prefix: str | None) -> Accepted:
         stored = await self._stored(command.idempotency_key)
         replay = await self._replay(command, stored) if stored else None
         if replay is not None:
@@ -195,7 +227,7 @@ class Intake:
             command, "message", plan, {"request_id": plan.request_id}, stale_key=stored is not None
         )
 
-    async def event(self, command: EventCommand) -> Accepted:
+    async def _event(self, command: EventCommand) -> Accepted:
         stored = await self._stored(command.idempotency_key)
         replay = await self._replay(command, stored) if stored else None
         if replay is not None:
