@@ -178,22 +178,23 @@ class Intake:
         """Send ``command``; ``template`` sends that exact template (a version under review, for a test send)
         instead of the one the catalog serves for ``command.template``; ``prefix`` (e.g. ``"[TEST] "``) goes in
         front of every rendered subject, title and text."""
+        if not command.idempotency_key:  # the common case, kept free of the lock's machinery
+            return await self._send(command, template, prefix)
         async with self._keyed(command.idempotency_key):
             return await self._send(command, template, prefix)
 
     async def event(self, command: EventCommand) -> Accepted:
+        if not command.idempotency_key:
+            return await self._event(command)
         async with self._keyed(command.idempotency_key):
             return await self._event(command)
 
     @contextlib.asynccontextmanager
-    async def _keyed(self, key: str | None) -> AsyncIterator[None]:
+    async def _keyed(self, key: str) -> AsyncIterator[None]:
         """Requests with the same idempotency key, one at a time in this process: a retry sent while the first
         is still being composed waits for its answer and replays it. (Without this, both would pass the policies
         — the first's dedup mark filtering the other, or the other's the first — and the database's unique key
         would keep whichever committed first.) Across processes the unique key still decides."""
-        if not key:
-            yield
-            return
         held = self._keys.get(key)
         if held is None:
             held = self._keys[key] = [asyncio.Lock(), 0]
