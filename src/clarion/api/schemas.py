@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import zoneinfo
 from typing import Annotated, Any, ClassVar, Literal
 
-import phonenumbers
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -19,8 +18,9 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from clarion.domain import adapt, errors, model, render
+from clarion.domain import adapt, errors, jsonvalues, model, phones, render, timewindows
 from clarion.domain.policy import config
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
@@ -30,6 +30,32 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _storable(data: Any, title: str) -> Any:
+    """``data`` itself, when every value in it can be stored; a validation error naming the first that cannot."""
+    found = jsonvalues.problem(data)
+    if found is not None:
+        error = PydanticCustomError("unstorable_value", "{reason}", {"reason": found.message})
+        raise ValidationError.from_exception_data(title, [InitErrorDetails(type=error, loc=found.path, input=None)])
+    return data
+
+
+class Stored(Strict):
+    """A body Clarion stores as it is given: every value in it, free-form JSON included, must be storable
+    (``clarion.domain.jsonvalues``: 64-bit integers, finite numbers, valid Unicode without NUL, at most
+    ``MAX_DEPTH`` levels, the body counted). A value that is not is refused by its path, e.g.
+    ``attributes.n`` or ``data.items.0.price``, before any other check."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        return _storable(data, cls.__name__)
+
+
+#: a JSON object body that a route reads field by field itself (settings, caps, preferences, segment and campaign
+#: definitions): checked as storable, like a ``Stored`` model, before the route sees it
+Document = Annotated[dict[str, Any], BeforeValidator(lambda data: _storable(data, "Document"))]
 
 
 class Addresses(Strict):
@@ -54,15 +80,7 @@ class Addresses(Strict):
     @field_validator("sms")
     @classmethod
     def _phone(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            number = phonenumbers.parse(v, None)
-        except phonenumbers.NumberParseException:
-            raise ValueError("not an E.164 phone number (expected +<country code><number>)") from None
-        if not phonenumbers.is_valid_number(number):
-            raise ValueError("not a valid phone number")
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return v if v is None else phones.normalize(v)
 
     @field_validator("webhook")
     @classmethod
@@ -72,25 +90,19 @@ class Addresses(Strict):
         return v
 
 
-class UserIn(Strict):
+class UserIn(Stored):
     attributes: dict[str, Any] = Field(default_factory=dict)
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=1000
     )
-    timezone: str | None = None
+    timezone: str | None = Field(default=None, description="an IANA time zone, e.g. Asia/Shanghai")
     locale: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
     addresses: Addresses = Field(default_factory=Addresses)
 
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r}") from None
-        return v
+        return v if v is None else timewindows.check_zone(v)
 
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
@@ -330,7 +342,7 @@ class VariantIn(Strict):
         return channels.model_dump(mode="json", exclude_none=True)
 
 
-class TemplateIn(Strict):
+class TemplateIn(Stored):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     category: model.Category
     priority: model.Priority = model.Priority.NORMAL
@@ -386,7 +398,7 @@ def _check_variant(i: int, channels: ChannelContents, base: Channels | None) -> 
             raise ValueError(exc.message) from None
 
 
-class SendIn(Strict):
+class SendIn(Stored):
     template: Key
     to: Key | list[Key]
     data: dict[str, Any] = Field(default_factory=dict)
@@ -402,14 +414,14 @@ class SendIn(Strict):
         return [self.to] if isinstance(self.to, str) else self.to
 
 
-class EventIn(Strict):
+class EventIn(Stored):
     name: Key
     user_id: Key
     data: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-class RuleIn(Strict):
+class RuleIn(Stored):
     event: Key
     template: Key
     condition: Annotated[str, StringConstraints(max_length=4096)] | None = Field(
@@ -424,7 +436,7 @@ class RuleIn(Strict):
         return v if v and v.strip() else None
 
 
-class SuppressionIn(Strict):
+class SuppressionIn(Stored):
     user_id: Key | None = None
     address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=320)] | None = Field(
         default=None, description="an e-mail address (compared case-insensitively), phone number, push token or URL"
@@ -448,7 +460,7 @@ class SuppressionIn(Strict):
         return self
 
 
-class ProviderIn(Strict):
+class ProviderIn(Stored):
     channel: model.Channel
     kind: Annotated[str, StringConstraints(min_length=1, max_length=40)]
     config: dict[str, Any] = Field(default_factory=dict)

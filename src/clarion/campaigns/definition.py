@@ -20,7 +20,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from clarion.domain import errors, model
+from clarion.domain import errors, jsonvalues, model, timewindows
 
 KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 SCHEDULES = ("now", "at", "cron")
@@ -90,10 +90,10 @@ class Schedule:
             if not isinstance(cron, str) or not croniter.is_valid(cron):
                 raise _bad("schedule.cron", "a five-field cron expression, e.g. '0 10 * * 1'")
             try:
-                zoneinfo.ZoneInfo(str(zone))
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                timewindows.check_zone(zone)
+            except ValueError:
                 raise _bad("schedule.timezone", "an IANA time zone, e.g. Asia/Shanghai") from None
-            return cls("cron", cron=cron, timezone=str(zone))
+            return cls("cron", cron=cron, timezone=zone)
         return cls()
 
 
@@ -139,6 +139,9 @@ class Definition:
     def from_json(cls, value: Any) -> Definition:
         if not isinstance(value, Mapping):
             raise _bad("body", "must be an object")
+        found = jsonvalues.problem(dict(value))
+        if found is not None:
+            raise _bad(found.field() or "body", found.message)
         fields = {
             "template",
             "audience",

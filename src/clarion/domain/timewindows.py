@@ -30,11 +30,16 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["DailyWindow", "calendar_bucket", "quiet_period", "resolve_zone"]
+__all__ = ["DailyWindow", "calendar_bucket", "check_zone", "quiet_period", "resolve_zone"]
 
 _WINDOW_RE = re.compile(r"\s*([0-9]{1,2}):([0-9]{2})\s*[-–]\s*([0-9]{1,2}):([0-9]{2})\s*")
 # Names the system database holds that are not real zones: ``localtime`` is the server's own zone.
 _NOT_USER_ZONES = frozenset({"localtime", "posixrules"})
+# The shape of an IANA name ("UTC", "Asia/Shanghai", "America/Argentina/Buenos_Aires", "Etc/GMT+8"): only such a
+# name is looked up, so no input reaches the file system as a path ("../etc", "/etc/passwd", NUL). The longest
+# name in the database has 32 characters; profiles keep at most 64.
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*){0,2}")
+MAX_ZONE_NAME = 64
 # How many local dates before/after the one `at` falls on can hold the interval that contains it. Transitions
 # move wall-clock time by at most a day, so two on either side is generous.
 _DAYS_AROUND = 2
@@ -163,6 +168,19 @@ def resolve_zone(name: str | None, default: str) -> ZoneInfo:
     return zone
 
 
+def check_zone(name: object) -> str:
+    """``name`` when it is an IANA time zone Clarion can use, else ``ValueError`` saying so (never an OS error).
+
+    The operator's and the users' zones are checked with this where they are given: an empty name, a region
+    folder such as ``Asia``, a path, or ``localtime`` (the server's own zone) is not a zone."""
+    if not isinstance(name, str):
+        raise ValueError(f"a time zone is an IANA name like 'Asia/Shanghai', not {type(name).__name__}")
+    if _load_zone(name) is None:
+        shown = repr(name) if len(name) <= MAX_ZONE_NAME else f"{name[:MAX_ZONE_NAME]!r}…"
+        raise ValueError(f"unknown IANA time zone {shown}: expected a name like 'Asia/Shanghai' or 'UTC'")
+    return name
+
+
 # The bucket last given per zone and unit. Buckets tile the time line, so an instant inside it belongs to it:
 # every delivery of one day in one zone is answered from here.
 _LAST_BUCKET: dict[tuple[ZoneInfo, str], tuple[datetime, datetime, tuple[float, int]]] = {}
@@ -236,11 +254,16 @@ def _to_utc(day: date, clock: time, tz: ZoneInfo) -> datetime:
 
 
 def _load_zone(name: object) -> ZoneInfo | None:
-    if not isinstance(name, str) or not name or name in _NOT_USER_ZONES:
+    if (
+        not isinstance(name, str)
+        or len(name) > MAX_ZONE_NAME
+        or name in _NOT_USER_ZONES
+        or not _ZONE_NAME.fullmatch(name)
+    ):
         return None
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown; malformed key or file; unreadable path
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown; not a zone file; a folder; unreadable
         return None
 
 

@@ -1,9 +1,10 @@
 """Reading an uploaded ID list: one value a line (CSV: the first column), normalized for its kind.
 
-``user_id`` values are taken as written; ``phone`` numbers become E.164 (as ``users.addresses.sms`` holds them;
-numbers without ``+`` need the upload's ``region``, e.g. ``CN``); ``email`` addresses are lower-cased. Blank lines
-are skipped, and so is a first line whose first cell is a column name (``user_id``, ``phone``, ``email`` …).
-Values that cannot be an id of the kind are kept aside as invalid, to be reported with the unknown ones."""
+``user_id`` values are taken as written; ``phone`` numbers become E.164 (as ``users.addresses.sms`` holds them,
+read as ``clarion.domain.phones`` reads them; numbers without ``+`` need the upload's ``region``, e.g. ``CN``);
+``email`` addresses are lower-cased. Blank lines are skipped, and so is a first line whose first cell is a column
+name (``user_id``, ``phone``, ``email`` …). Values that cannot be an id of the kind are kept aside as invalid, to
+be reported with the unknown ones."""
 
 from __future__ import annotations
 
@@ -14,9 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-import phonenumbers
-
-from clarion.domain import errors
+from clarion.domain import errors, phones
 
 Kind = Literal["user_id", "phone", "email"]
 MAX_LINES = 1_000_000
@@ -46,12 +45,9 @@ def normalize(kind: Kind, raw: str, region: str | None = None) -> str | None:
     if kind == "email":
         return value.lower() if len(value) <= 254 and _EMAIL.fullmatch(value) else None
     try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
+        return phones.normalize(value, region)
+    except ValueError:
         return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 async def read(

@@ -46,7 +46,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
-from clarion.domain import errors
+from clarion.domain import errors, jsonvalues
 
 MAX_NODES = 200
 MAX_DEPTH = 12
@@ -263,6 +263,9 @@ def _scalar(value: Any, path: str, *, ordered: bool = False) -> Scalar:
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise invalid(path, f"must be at most {MAX_STRING} characters")
+        unstorable = jsonvalues.text_problem(value)
+        if unstorable is not None:
+            raise invalid(path, unstorable)
         return value
     raise invalid(path, "must be a string, a number or a boolean")
 
