@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clarion.domain.errors import ClarionError, ExpressionError
+from clarion.domain import budget, errors
+from clarion.domain.errors import ClarionError, ConditionBudgetExceeded, ExpressionError
 from clarion.domain.expr import MAX_DEPTH, MAX_SIZE, MAX_SOURCE_LENGTH, Expression, compile_expression
 
 CTX: dict[str, Any] = {
@@ -864,3 +865,146 @@ def test_arbitrary_text_compiles_or_raises_expression_error(source: str) -> None
         expression.evaluate(FUZZ_CONTEXT)
     except ExpressionError as error:
         assert 0 <= error.position <= len(source)
+
+
+# -- the operation budget: work that depends on the data is charged before it is done ------------------------------
+
+
+class Counted:
+    """A list element that counts how often it is compared: a refused evaluation must not have scanned at all."""
+
+    __hash__ = None  # type: ignore[assignment]  # unhashable, like the JSON lists and objects of an event
+
+    def __init__(self) -> None:
+        self.compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        self.compared += 1
+        return False
+
+
+def test_in_over_a_list_longer_than_the_budget_is_refused_before_scanning() -> None:
+    counted = Counted()
+    with pytest.raises(ConditionBudgetExceeded, match="'in' over a list needs") as info:
+        compile_expression("-1 in data.b").evaluate({"data": {"b": [counted] * (budget.CONDITION_BUDGET + 1)}})
+    assert counted.compared == 0
+    assert info.value.reason.startswith("condition_budget_exceeded: 'in' over a list needs")
+    assert "line" not in str(info.value)  # the whole condition is too costly, not one token of it
+    assert isinstance(info.value, ExpressionError)  # callers that catch ExpressionError stay safe
+
+
+def test_in_within_the_budget_scans_as_before() -> None:
+    counted = Counted()
+    assert compile_expression("-1 in data.b").test({"data": {"b": [counted] * 1000}}) is False
+    assert counted.compared == 1000
+
+
+def test_each_evaluation_has_its_own_budget() -> None:
+    data = {"data": {"b": list(range(budget.CONDITION_BUDGET * 2 // 3))}}
+    once = compile_expression("-1 in data.b")
+    assert once.test(data) is False
+    assert once.test(data) is False  # the first evaluation's spending is not carried over
+    with pytest.raises(ConditionBudgetExceeded):
+        compile_expression("-1 in data.b or -2 in data.b").test(data)  # one evaluation, twice the work
+
+
+def test_any_of_over_lists_of_objects_is_refused_before_comparing_pairs() -> None:
+    """The issue's condition: 10,000 × 10,000 pairwise comparisons (a set cannot hold lists) took 3.5 s."""
+    counted = Counted()
+    data = {"data": {"a": [[i] for i in range(10_000)], "b": [counted] * 10_000}}
+    with pytest.raises(ConditionBudgetExceeded, match=r"any_of\(\) over lists of lists or objects"):
+        compile_expression("any_of(data.a, data.b)").test(data)
+    assert counted.compared == 0
+
+
+def test_any_of_within_the_budget_still_compares_lists_of_objects() -> None:
+    counted = Counted()
+    assert (
+        compile_expression("any_of(data.a, data.b)").test({"data": {"a": [[1]] * 100, "b": [counted] * 100}}) is False
+    )
+    assert counted.compared == 100 * 100
+    overlap = {"data": {"a": [{"sku": "a"}, {"sku": "b"}], "b": [{"sku": "b"}]}}
+    assert compile_expression("any_of(data.a, data.b)").test(overlap) is True
+
+
+def test_any_of_over_hashable_lists_costs_their_lengths() -> None:
+    data = {"data": {"a": list(range(100_000)), "b": list(range(100_000, 200_000))}}
+    assert compile_expression("any_of(data.a, data.b)").test(data) is False
+    data = {"data": {"a": list(range(200_000)), "b": list(range(200_000))}}
+    with pytest.raises(ConditionBudgetExceeded, match=r"any_of\(\)"):
+        compile_expression("any_of(data.a, data.b)").test(data)
+
+
+def test_comparing_deep_collections_is_charged_all_the_way_down() -> None:
+    deep = {"data": {"p": [[0] * 10 for _ in range(40_000)], "q": [[0] * 10 for _ in range(40_000)]}}
+    with pytest.raises(ConditionBudgetExceeded, match="comparing collections"):
+        compile_expression("data.p == data.q").test(deep)
+    small = {"data": {"p": [[0] * 10 for _ in range(100)], "q": [[0] * 10 for _ in range(100)]}}
+    assert compile_expression("data.p == data.q").test(small) is True
+    assert compile_expression("data.p != data.q").test(small) is False
+    # lengths that differ answer at once, whatever the size
+    assert compile_expression("data.p == data.q").test({"data": {"p": deep["data"]["p"], "q": [0]}}) is False
+
+
+def test_looking_for_a_list_in_a_list_is_charged_by_the_sought_list() -> None:
+    data = {"data": {"q": [0] * 100, "l": [[0] * 100] * 10_000}}
+    with pytest.raises(ConditionBudgetExceeded, match="'in' over a list"):
+        compile_expression("data.q in data.l").test(data)
+    assert compile_expression("data.q in data.l").test({"data": {"q": [0] * 100, "l": [[0] * 100] * 10}}) is True
+
+
+def test_string_functions_on_long_strings_are_charged() -> None:
+    huge = {"data": {"s": "A" * (1 << 20)}}
+    for source in ('lower(data.s) == "x"', 'upper(data.s) == "x"', 'trim(data.s) == "x"'):
+        with pytest.raises(ConditionBudgetExceeded):
+            compile_expression(source).test(huge)
+    assert compile_expression('lower(data.s) == "x"').test({"data": {"s": "A" * 10_000}}) is False
+
+
+def test_min_max_and_str_over_long_lists_are_charged() -> None:
+    with pytest.raises(ConditionBudgetExceeded, match=r"max\(\)"):
+        compile_expression("max(data.l) > 0").test({"data": {"l": list(range(100_000))}})
+    assert compile_expression("max(data.l) > 0").test({"data": {"l": list(range(10_000))}}) is True
+    with pytest.raises(ConditionBudgetExceeded, match=r"str\(\)"):
+        compile_expression("str(data.l) == ''").test({"data": {"l": list(range(100_000))}})
+
+
+def test_comparing_long_strings_is_charged() -> None:
+    same = "a" * (budget.CONDITION_BUDGET * budget.CHARS_PER_OPERATION)
+    data = {"data": {"s": same, "t": "a" * len(same)}}
+    with pytest.raises(ConditionBudgetExceeded, match="comparing long strings"):
+        compile_expression("data.s == data.t").test(data)
+    with pytest.raises(ConditionBudgetExceeded, match="comparing long strings"):
+        compile_expression("data.s < data.t").test(data)
+    assert compile_expression("data.s == data.t").test({"data": {"s": "a" * 10_000, "t": "a" * 10_000}}) is True
+
+
+def test_inside_an_active_budget_an_evaluation_spends_it() -> None:
+    """A template's conditions share the render's budget (and raise the render's error)."""
+    shared = budget.Budget(1_000, errors.RenderBudgetExceeded)
+    token = budget.ACTIVE.set(shared)
+    try:
+        assert compile_expression("-1 in data.b").test({"data": {"b": [0] * 500}}) is False
+        assert 500 < shared.spent < 1_000
+        with pytest.raises(errors.RenderBudgetExceeded):
+            compile_expression("-1 in data.b").test({"data": {"b": [0] * 500}})
+    finally:
+        budget.ACTIVE.reset(token)
+
+
+def test_a_real_condition_spends_a_small_part_of_the_budget() -> None:
+    shared = budget.Budget(budget.CONDITION_BUDGET, errors.ConditionBudgetExceeded)
+    token = budget.ACTIVE.set(shared)
+    context = {
+        "data": {"amount": 250, "sku": "a-17", "promoted": [f"a-{i}" for i in range(1000)], "tags": ["x"] * 20},
+        "user": {"vip_level": 3, "tags": ["y"] * 49 + ["x"], "city": "Hangzhou"},
+    }
+    condition = (
+        "data.amount > 100 and user.vip_level gte 3 and data.sku in data.promoted and any_of(user.tags, data.tags) "
+        'and lower(user.city) in ["hangzhou", "shanghai"]'
+    )
+    try:
+        assert compile_expression(condition).test(context) is True
+    finally:
+        budget.ACTIVE.reset(token)
+    assert shared.spent < budget.CONDITION_BUDGET // 50

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clarion.domain import errors
+from clarion.domain import budget, errors
+from clarion.domain.budget import RENDER_BUDGET
 from clarion.domain.templating import (
     MAX_ITERATIONS,
     MAX_OUTPUT,
@@ -354,3 +355,99 @@ def test_arbitrary_text_fails_only_with_template_errors(source: str) -> None:
     except errors.RenderError:
         return
     assert isinstance(result, str)
+
+
+# -- the operation budget of a render ------------------------------------------------------------------------------
+
+HOSTILE = "<#list data.o as o><#list data.a as x><#if -1 in data.b>y</#if></#list></#list>"
+
+
+class Counted:
+    """A list element that counts how often it is compared."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        self.compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        self.compared += 1
+        return False
+
+
+def test_the_issues_nested_list_stops_at_the_budget() -> None:
+    """9,999 passes each scanning a 150,000-element list (a 600 KB body) froze the server for 12 s; now the
+    render scans what its budget allows and fails naming the directive."""
+    counted = Counted()
+    data = {"data": {"o": [0] * 99, "a": [0] * 100, "b": [counted] * 150_000}}
+    with pytest.raises(
+        errors.RenderBudgetExceeded, match=r"'in' over a list .* \(directive at line 1, column 39\)"
+    ) as info:
+        compile_template(HOSTILE).render(data)
+    assert counted.compared <= RENDER_BUDGET  # not 9,999 × 150,000
+    assert info.value.reason.startswith("render_budget_exceeded: ")
+    assert isinstance(info.value, errors.RenderError)  # the message fails like any render error
+
+
+def test_the_same_template_over_a_short_list_renders() -> None:
+    data = {"data": {"o": [0] * 3, "a": [0] * 4, "b": [-1, 2]}}
+    assert compile_template(HOSTILE).render(data) == "y" * 12
+
+
+def test_a_loop_is_charged_for_its_body_before_it_runs() -> None:
+    counted = Counted()
+    body = "{x}," * 60 + "<#if x in data.probe>!</#if>"
+    template = compile_template("<#list data.xs as x>" + body + "</#list>")
+    with pytest.raises(errors.RenderBudgetExceeded, match=r"<#list> needs .* \(directive at line 1, column 1\)"):
+        template.render({"data": {"xs": list(range(MAX_ITERATIONS)), "probe": [counted]}})
+    assert counted.compared == 0  # refused at the loop, not after running passes
+    assert template.render({"data": {"xs": list(range(100)), "probe": [counted]}}).count(",") == 6000
+
+
+def test_placeholders_charge_long_strings_and_their_filters() -> None:
+    long = "é" * 500_000
+    template = compile_template("{data.s|upper}{data.s|upper}{data.s|upper}")
+    with pytest.raises(
+        errors.RenderBudgetExceeded, match=r"printing a long string .*\(placeholder \{data.s\} at line 1, column 15\)"
+    ):
+        template.render({"data": {"s": long}})
+    many = compile_template("{data.s}" * 40)  # each copies 500,000 characters into the output
+    with pytest.raises(errors.RenderBudgetExceeded, match="printing a long string"):
+        many.render({"data": {"s": long}})
+    assert compile_template("{data.s|upper}").render({"data": {"s": "é" * 1000}}) == "É" * 1000
+
+
+def test_a_placeholder_printing_a_big_list_fails_before_printing_it() -> None:
+    with pytest.raises(errors.RenderBudgetExceeded, match=r"printing a list or object .*placeholder \{data.l\}"):
+        compile_template("<#list data.xs as x>{data.l|truncate:5}</#list>").render(
+            {"data": {"xs": [0] * 10, "l": list(range(100_000))}}
+        )
+    with pytest.raises(errors.RenderError, match="output longer"):
+        compile_template("{data.l}").render({"data": {"l": ["xxxxx"] * 15_000}})  # affordable, but too long
+    assert compile_template("{data.l}").render({"data": {"l": [1, 2]}}) == "[1,2]"
+
+
+def test_each_render_has_its_own_budget() -> None:
+    template = compile_template("<#if -1 in data.b>y</#if>")
+    data = {"data": {"b": [0] * (RENDER_BUDGET * 2 // 3)}}
+    assert template.render(data) == ""
+    assert template.render(data) == ""
+    with pytest.raises(errors.RenderBudgetExceeded):
+        compile_template("<#if -1 in data.b>y</#if><#if -2 in data.b>y</#if>").render(data)
+
+
+def test_a_large_real_template_renders_within_the_budget() -> None:
+    """A receipt of 1,000 rows (the most one <#list> may have) with a condition and filters per row."""
+    template = compile_template(
+        "<#list data.items as item>\n{item_index}. {item.sku} {item.name|truncate:30} ×{item.qty}"
+        " {item.price|number:2}<#if item.qty gt 1> ({item.qty} pieces)</#if></#list>"
+    )
+    items = [{"sku": f"s{i}", "name": "Widget", "qty": i % 3, "price": 9.5} for i in range(MAX_ITERATIONS)]
+    shared = budget.Budget(RENDER_BUDGET, errors.RenderBudgetExceeded)
+    token = budget.ACTIVE.set(shared)
+    try:
+        text = template.render({"data": {"items": items}})
+    finally:
+        budget.ACTIVE.reset(token)
+    assert text.count("\n") == MAX_ITERATIONS
+    assert shared.spent < RENDER_BUDGET * 2 // 3  # about half: the longest list a template may loop over

@@ -4,8 +4,10 @@
     ├── InvalidInput            bad input from a caller; the API turns it into a 4xx
     │   └── NotFound            the named object does not exist (404)
     ├── RenderError             a template could not be filled for one message (the message fails, nothing crashes)
-    │   └── MissingVariable
+    │   ├── MissingVariable
+    │   └── RenderBudgetExceeded      filling it would take more operations than one render may spend
     ├── ExpressionError         a rule condition does not compile (position given) or cannot be evaluated
+    │   └── ConditionBudgetExceeded   evaluating it would take more operations than one condition may spend
     └── SendError               a provider could not hand a delivery over
         ├── TransientSendError  worth retrying: timeouts, connection errors, 429, 5xx
         └── PermanentSendError  retrying cannot help: invalid address, rejected content, 4xx
@@ -63,6 +65,20 @@ class MissingVariable(RenderError):
         self.name = name
 
 
+class RenderBudgetExceeded(RenderError):
+    """Filling a template would do more work than one render may (``domain.budget``): the message fails with
+    ``render_budget_exceeded: <field>: <what>``, so a hostile template or payload costs milliseconds, not the
+    server. ``field`` (``sms.text``) is filled in by the composer that knows it."""
+
+    code = "render_budget_exceeded"
+
+    def __init__(self, message: str, *, limit: int, field: str | None = None) -> None:
+        super().__init__(f"{self.code}: {field + ': ' if field else ''}{message}")
+        self.message = message
+        self.limit = limit
+        self.field = field
+
+
 class ExpressionError(ClarionError):
     """A condition expression that does not compile, with where it went wrong (1-based line and column)."""
 
@@ -72,6 +88,22 @@ class ExpressionError(ClarionError):
         self.position = position
         self.line = line
         self.column = column
+
+
+class ConditionBudgetExceeded(ExpressionError):
+    """Evaluating a condition would do more work than one evaluation may (``domain.budget``); a rule so stopped
+    does not fire, and its outcome says ``condition_budget_exceeded``."""
+
+    code = "condition_budget_exceeded"
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.args = (message,)  # no line and column: the whole condition, not one token, is too costly
+        self.limit = limit
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 class SendError(ClarionError):

@@ -20,6 +20,12 @@ Semantics worth knowing:
   arithmetic on anything but numbers (``+`` also joins two strings or two lists).  Booleans are not numbers.
 * ``==`` and ``in`` use Python equality (``1 == 1.0``); comparisons cannot be chained (``a < b < c``).
 * Decimal literals are floats.  ``round`` rounds half away from zero (``round(2.5) == 3``).
+
+What an evaluation does with the data is metered by ``domain.budget``: each evaluation charges its nodes, and
+``in``, ``any_of``, ``min``/``max``, ``+``, ``str()``, the string functions and comparisons of collections or long
+strings charge the elements and characters they are about to visit.  An evaluation outside any budget (a rule
+condition) runs within its own ``CONDITION_BUDGET`` and raises ``ConditionBudgetExceeded`` past it; inside a
+render it spends the render's budget.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, NamedTuple
 
-from clarion.domain.errors import ExpressionError
+from clarion.domain import budget
+from clarion.domain.errors import ConditionBudgetExceeded, ExpressionError
 
 __all__ = ["MAX_DEPTH", "MAX_SIZE", "MAX_SOURCE_LENGTH", "Expression", "compile_expression"]
 
@@ -124,9 +131,11 @@ def _add(a: Any, b: Any) -> Any:
         return a + b
     if isinstance(a, str) and isinstance(b, str):
         _check_size(len(a) + len(b))
+        budget.charge(1 + (len(a) + len(b)) // budget.CHARS_PER_OPERATION, "'+' of strings")
         return a + b
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         _check_size(len(a) + len(b))
+        budget.charge(1 + len(a) + len(b), "'+' of lists")
         return [*a, *b]
     raise _Fail(f"unsupported operands for '+': {_kind(a)} and {_kind(b)}")
 
@@ -185,17 +194,33 @@ def _order(op: Callable[[Any, Any], bool], symbol: str, a: Any, b: Any) -> bool:
     raise _Fail(f"cannot compare {_kind(a)} with {_kind(b)} using '{symbol}'")
 
 
+_CHEAP = frozenset({int, float, bool, type(None), Decimal})  # compared with anything in one operation
+
+
+def _comparison_cost(item: Any) -> int:
+    """Operations one ``==`` between ``item`` and any element costs, at most."""
+    kind = type(item)
+    if kind in _CHEAP:
+        return 1
+    if kind is str:
+        return budget.text_cost(item)
+    return 1 + budget.measured(item, "measuring a value to compare")
+
+
 def _member(item: Any, container: Any) -> bool:
     """``item in container`` for lists, strings (substring) and objects (keys); null contains nothing."""
     if container is None:
         return False
     if isinstance(container, str):
         if isinstance(item, str):
+            if len(container) > budget.LONG_TEXT:
+                budget.charge(budget.text_cost(container) + budget.text_cost(item), "'in' over a string")
             return item in container
         if item is None:
             return False
         raise _Fail(f"cannot look for {_kind(item)} in a string")
     if isinstance(container, list | tuple):
+        budget.charge(len(container) * _comparison_cost(item), "'in' over a list")
         return item in container
     if isinstance(container, Mapping):
         try:
@@ -217,36 +242,54 @@ def _len(x: Any) -> int:
 
 
 def _string_function(name: str, method: Callable[[str], Any]) -> Callable[[Any], Any]:
+    label = f"{name}()"
+
     def apply(s: Any) -> Any:
         if s is None:
             return None
         if not isinstance(s, str):
             raise _Fail(f"{name}() needs a string, not {_kind(s)}")
+        if len(s) > budget.LONG_TEXT:
+            budget.charge(budget.rewrite_cost(s), label)
         return method(s)
 
     return apply
 
 
 def _affix(name: str, method: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
+    label = f"{name}()"
+
     def apply(s: Any, part: Any) -> bool:
         if s is None or part is None:
             return False
         if not (isinstance(s, str) and isinstance(part, str)):
             raise _Fail(f"{name}() needs two strings, not {_kind(s)} and {_kind(part)}")
+        if len(part) > budget.LONG_TEXT:
+            budget.charge(budget.text_cost(part), label)
         return method(s, part)
 
     return apply
 
 
+_NUMBER_TYPES = frozenset({int, float, Decimal})
+_STRING_TYPE = frozenset({str})
+_EXTREME_COST = 4  # per element: skip the nulls, check the kinds, pick
+
+
 def _extreme(name: str, pick: Callable[[list[Any]], Any]) -> Callable[..., Any]:
     """min/max over the arguments, or over the elements of a single list argument; nulls are skipped."""
+    label = f"{name}()"
 
     def apply(*args: Any) -> Any:
         values = args[0] if len(args) == 1 and isinstance(args[0], list | tuple) else args
+        budget.charge(_EXTREME_COST * len(values), label)
         present = [v for v in values if v is not None]
         if not present:
             return None
-        if all(_is_number(v) for v in present) or all(isinstance(v, str) for v in present):
+        kinds = set(map(type, present))  # in C: an all() over the elements costs ten times as much
+        if kinds <= _NUMBER_TYPES or kinds == _STRING_TYPE:
+            return pick(present)
+        if all(_is_number(v) for v in present) or all(isinstance(v, str) for v in present):  # subclasses
             return pick(present)
         raise _Fail(f"{name}() needs numbers or strings, got {', '.join(sorted({_kind(v) for v in present}))}")
 
@@ -282,6 +325,8 @@ def _int(x: Any) -> Any:
     if isinstance(x, int | float | Decimal):  # booleans become 0 / 1; inf and nan fail
         return int(x)
     if isinstance(x, str):
+        if len(x) > budget.LONG_TEXT:
+            budget.charge(budget.rewrite_cost(x), "int()")
         try:
             return int(x)
         except ValueError:
@@ -298,6 +343,8 @@ def _float(x: Any) -> Any:
     if isinstance(x, int | float | Decimal):  # booleans become 0.0 / 1.0
         return float(x)
     if isinstance(x, str):
+        if len(x) > budget.LONG_TEXT:
+            budget.charge(budget.rewrite_cost(x), "float()")
         try:
             return float(x)
         except ValueError:
@@ -312,6 +359,7 @@ def _str(x: Any) -> str:
         return "true" if x else "false"
     if isinstance(x, str) or _is_number(x):
         return str(x)
+    _check_size(budget.measured(x, "str()", budget.DUMP_COST))  # every element prints at least one character
     text = json.dumps(x, ensure_ascii=False, default=str)
     _check_size(len(text))
     return text
@@ -322,10 +370,15 @@ def _any_of(a: Any, b: Any) -> bool:
         return False
     if not (isinstance(a, list | tuple) and isinstance(b, list | tuple)):
         raise _Fail(f"any_of() needs two lists, not {_kind(a)} and {_kind(b)}")
+    budget.charge(len(a) + len(b), "any_of()")
     try:
         wanted = set(b)
         return any(x in wanted for x in a)
-    except TypeError:  # unhashable elements: fall back to pairwise equality
+    except TypeError:  # unhashable elements: fall back to pairwise equality, every element of a against all of b
+        if a:
+            what = "any_of() over lists of lists or objects"
+            budget.charge(len(a) * len(b), what)  # at least one operation a pair: refused before measuring b
+            budget.charge(len(a) * (1 + budget.measured(b, what) - len(b)), what)
         return any(x in b for x in a)
 
 
@@ -424,7 +477,11 @@ def _ordering(op: Callable[[Any, Any], bool], symbol: str, left: Fn, right: Fn, 
     def compare(ctx: Mapping[str, Any]) -> bool:
         a = left(ctx)
         b = right(ctx)
-        if (type(a) in fast and type(b) in fast) or (type(a) is str and type(b) is str):
+        if type(a) in fast and type(b) in fast:
+            return op(a, b)
+        if type(a) is str and type(b) is str:
+            if len(a) > budget.LONG_TEXT and len(b) > budget.LONG_TEXT:
+                budget.charge(budget.text_cost(min(a, b, key=len)), "comparing long strings")
             return op(a, b)
         try:
             return _order(op, symbol, a, b)
@@ -432,6 +489,34 @@ def _ordering(op: Callable[[Any, Any], bool], symbol: str, left: Fn, right: Fn, 
             raise exc.at(position) from None
 
     return compare
+
+
+def _equal_cost(a: Any, b: Any) -> None:
+    """Charge what ``a == b`` costs when neither side is a number, boolean, null or short string: nothing unless
+    both are strings, lists or objects of one length (Python answers a length mismatch at once)."""
+    kind = type(a)
+    if kind is not type(b) or len(a) != len(b):
+        return
+    if kind is str:
+        budget.charge(budget.text_cost(a), "comparing long strings")
+    elif kind is list or kind is tuple or kind is dict:
+        budget.measured(a, "comparing collections", 1)
+
+
+def _equality(left: _Node, right: _Node, negate: bool) -> Fn:
+    a, b = left.fn, right.fn
+    if left.constant is not _NOT_CONSTANT or right.constant is not _NOT_CONSTANT:  # bounded by the source
+        return (lambda ctx: a(ctx) != b(ctx)) if negate else (lambda ctx: a(ctx) == b(ctx))
+    cheap = _CHEAP
+
+    def equal(ctx: Mapping[str, Any]) -> bool:
+        x = a(ctx)
+        y = b(ctx)
+        if not (type(x) in cheap or type(y) in cheap or (type(x) is str and len(x) <= budget.LONG_TEXT)):
+            _equal_cost(x, y)
+        return (x != y) if negate else (x == y)
+
+    return equal
 
 
 def _membership(left: Fn, right: _Node, negate: bool, position: int) -> Fn:
@@ -737,10 +822,8 @@ class _Parser:
         if self.infix_power(following) == 40:
             raise self.error("comparisons cannot be chained (use 'and')", following.pos)
         a, b = left.fn, right.fn
-        if value == "==":
-            return _Node(lambda ctx: a(ctx) == b(ctx))
-        if value == "!=":
-            return _Node(lambda ctx: a(ctx) != b(ctx))
+        if value in ("==", "!="):
+            return _Node(_equality(left, right, value == "!="))
         if value in _ORDERINGS:
             return _Node(_ordering(_ORDERINGS[value], value, a, b, position))
         return _Node(_membership(a, right, value == "not", position))
@@ -765,14 +848,30 @@ class _Parser:
 class Expression:
     """A compiled expression: evaluate it against a mapping of root variables (``data``, ``user``, ...)."""
 
-    __slots__ = ("_fn", "source", "variables")
+    __slots__ = ("_cost", "_fn", "source", "variables")
 
-    def __init__(self, source: str, variables: frozenset[str], fn: Fn) -> None:
+    def __init__(self, source: str, variables: frozenset[str], fn: Fn, nodes: int = 1) -> None:
         self.source = source
         self.variables = variables  # dotted paths read, up to their first [index]: {"data.items", "user.vip"}
         self._fn = fn
+        self._cost = nodes * budget.NODE_COST  # what one evaluation charges before its data-dependent steps
 
     def evaluate(self, context: Mapping[str, Any]) -> Any:
+        """The value of the expression; raises ``ExpressionError``, or ``ConditionBudgetExceeded`` when it would
+        do more work than one condition may (inside a render: the render's budget and its error)."""
+        active = budget.ACTIVE.get()
+        if active is not None:
+            active.charge(self._cost, "a condition")
+            return self._run(context)
+        own = budget.Budget(budget.CONDITION_BUDGET, ConditionBudgetExceeded)
+        own.left -= self._cost  # at most a few thousand: never past the budget on its own
+        token = budget.ACTIVE.set(own)
+        try:
+            return self._run(context)
+        finally:
+            budget.ACTIVE.reset(token)
+
+    def _run(self, context: Mapping[str, Any]) -> Any:
         try:
             return self._fn(context)
         except _Fail as exc:
@@ -801,4 +900,4 @@ def compile_expression(source: str) -> Expression:
         )
     parser = _Parser(source)
     fn = parser.parse()
-    return Expression(source, frozenset(parser.variables), fn)
+    return Expression(source, frozenset(parser.variables), fn, len(parser.tokens))

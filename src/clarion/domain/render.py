@@ -8,7 +8,8 @@ raises ``MissingVariable`` before any text is produced, so a message is never se
 
 ``compose`` is what a send uses: it picks the content of a channel (the A/B variant's, the template's, or the
 template's ``default`` adapted to the channel), fills it, and applies the channel's platform rules
-(``domain.adapt``).
+(``domain.adapt``). It fills all the fields of one channel's content within one operation budget
+(``domain.budget.RENDER_BUDGET``); past it the message fails with ``render_budget_exceeded`` naming the field.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from clarion.domain import adapt, errors, model, templating, variants
+from clarion.domain import adapt, budget, errors, model, templating, variants
 
 
 def context_for(user: model.User | None, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,9 +45,19 @@ def _render_value(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def render(channel: model.Channel, content: Mapping[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill one channel's content for one user. Raises ``RenderError`` (never a half-filled result)."""
-    return {key: _render_value(value, context) for key, value in content.items()}
+def render(
+    channel: model.Channel, content: Mapping[str, Any], context: Mapping[str, Any], *, source: str | None = None
+) -> dict[str, Any]:
+    """Fill one channel's content for one user. Raises ``RenderError`` (never a half-filled result); past the
+    budget, ``RenderBudgetExceeded`` naming the field (``sms.text``; ``default.text`` with ``source="default"``)."""
+    filled: dict[str, Any] = {}
+    for key, value in content.items():
+        try:
+            filled[key] = _render_value(value, context)
+        except errors.RenderBudgetExceeded as exc:
+            field = f"{source or channel.value}.{key}"
+            raise errors.RenderBudgetExceeded(exc.message, limit=exc.limit, field=field) from None
+    return filled
 
 
 def compose(
@@ -55,6 +66,16 @@ def compose(
     """The content ``channel`` sends for one user: the variant's entry for the channel if it has one, else the
     template's; an empty entry is the default (the variant's if it has one, else the template's) adapted to the
     channel. Raises ``RenderError`` (never a half-filled result), also for a channel the template lacks."""
+    token = budget.ACTIVE.set(budget.Budget(budget.RENDER_BUDGET, errors.RenderBudgetExceeded))
+    try:
+        return _compose(template, channel, context, variant)
+    finally:
+        budget.ACTIVE.reset(token)
+
+
+def _compose(
+    template: model.Template, channel: model.Channel, context: Mapping[str, Any], variant: str | None
+) -> dict[str, Any]:
     chosen = variants.find(template, variant)
     if variant is not None and chosen is None:
         raise errors.RenderError(f"unknown_variant: {variant}")
@@ -68,7 +89,7 @@ def compose(
         filled = render(channel, content, context)
     elif default is not None:
         try:
-            filled = adapt.from_default(channel, render(channel, default, context))
+            filled = adapt.from_default(channel, render(channel, default, context, source="default"))
         except ValueError as exc:
             raise errors.RenderError(f"no_content: {exc}") from None
     else:

@@ -43,6 +43,12 @@ In a directive tag the first ``>`` outside parentheses, brackets and string lite
 semantics) and bare names also resolve ``data`` first, then ``user``.  ``item_index`` counts from 0.  A list
 source that is ``null`` loops zero times; anything but a list is a ``RenderError``.  Limits (``RenderError``):
 ``MAX_ITERATIONS`` per loop, ``MAX_TOTAL_ITERATIONS`` per render and ``MAX_OUTPUT`` characters of output.
+
+The work a render does with the data is metered (``domain.budget``): each loop iteration charges the nodes of its
+body, conditions and list sources charge what their expressions visit, and a placeholder charges for a long
+string or a list or object it prints.  Past the budget — ``RENDER_BUDGET`` for all the fields of one channel's
+content, or per ``render`` outside a composer — the render raises ``RenderBudgetExceeded`` naming the directive or
+placeholder, before doing the work it could not afford.
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ import babel
 import babel.dates
 import babel.numbers
 
-from clarion.domain import errors, expr, locales
+from clarion.domain import budget, errors, expr, locales
 from clarion.domain.expr import Expression, compile_expression
 
 __all__ = [
@@ -84,7 +90,7 @@ DEFAULT_LOCALE = "zh_CN"  # dates and currencies for a user without a locale Bab
 Node = Callable[[Mapping[str, Any]], str]
 _MISSING: Any = object()
 _UNSET: Any = object()
-_BUDGET = " budget"  # a scope key no name can spell
+_ITERATIONS = " iterations"  # a scope key no name can spell: loop iterations left
 _ROOTS = ("data", "user")
 _DECIMAL = Context(prec=400, rounding=ROUND_HALF_UP)
 
@@ -329,7 +335,7 @@ _LIST = re.compile(r"(.*\S)\s+as\s+(" + _NAME + r")\s*\Z", re.DOTALL)
 class _Frame:
     """An open directive while parsing: the nodes of its current branch and what to build when it closes."""
 
-    __slots__ = ("body", "branches", "else_body", "kind", "loop_variables", "position", "tag")
+    __slots__ = ("body", "branches", "else_body", "kind", "loop_variables", "nodes", "position", "tag")
 
     def __init__(self, kind: str, position: int, loop_variables: frozenset[str], tag: str = "") -> None:
         self.kind = kind  # "root" | "if" | "list"
@@ -339,6 +345,7 @@ class _Frame:
         self.body: list[Node] = []
         self.branches: list[tuple[Expression, int, list[Node]]] = []
         self.else_body: list[Node] | None = None
+        self.nodes = 0  # what one pass costs: its nodes and its branches' (a nested loop's body charges itself)
 
 
 class _Parser:
@@ -391,8 +398,9 @@ class _Parser:
             raise self.error(f"unclosed <#{frame.kind}>", frame.position)
         return frame.body
 
-    def emit(self, node: Node) -> None:
+    def emit(self, node: Node, nodes: int = 1) -> None:
         frame = self.stack[-1]
+        frame.nodes += nodes
         if frame.else_body is not None:
             frame.else_body.append(node)
         elif frame.branches:
@@ -415,18 +423,27 @@ class _Parser:
         get = _getter(path, loop_variables)
         filters = self.filters(tail, match.start(2))
         line, column = self.where(match.start())
+        meter = _meter(f"placeholder {{{path}}} at line {line}, column {column}", len(filters))
         if not filters:
 
             def plain(scope: Mapping[str, Any]) -> str:
                 value = get(scope)
                 if value is _MISSING:
                     raise errors.MissingVariable(path)
-                return value if type(value) is str else _to_text(value)
+                if type(value) is str:
+                    if len(value) > budget.LONG_TEXT:
+                        meter(value)
+                    return value
+                if type(value) is list or type(value) is dict:
+                    meter(value)
+                return _to_text(value)
 
             return plain
 
         def filtered(scope: Mapping[str, Any]) -> str:
             value = get(scope)
+            if (type(value) is str and len(value) > budget.LONG_TEXT) or type(value) is list or type(value) is dict:
+                meter(value)
             try:
                 for apply in filters:
                     value = apply(value, scope)
@@ -582,7 +599,7 @@ class _Parser:
                 opened = "" if frame.kind == "root" else f" (the open directive is <#{frame.kind}>)"
                 raise self.error(f"</#{name}> without a matching <#{name}>{opened}", start)
             self.stack.pop()
-            self.emit(self.close(frame))
+            self.emit(self.close(frame), 1 + frame.nodes if frame.kind == "if" else 1)
         elif name == "if":
             self.open("if", start, frame.loop_variables)
             condition = self.expression(body, body_start, "if", start)
@@ -621,11 +638,15 @@ class _Parser:
             otherwise = _block(frame.else_body or [])
             return _conditional(branches, otherwise)
         source, at, body = frame.branches[0]
-        return self.loop(source, at, frame.tag, _block(body))
+        return self.loop(source, at, frame.tag, _block(body), max(frame.nodes, 1) * budget.NODE_COST)
 
     def located(self, at: int, message: str) -> errors.RenderError:
         line, column = self.where(at)
         return errors.RenderError(f"{message} (directive at line {line}, column {column})")
+
+    def over_budget(self, at: int, exc: errors.RenderBudgetExceeded, what: str = "directive") -> Exception:
+        line, column = self.where(at)
+        return errors.RenderBudgetExceeded(f"{exc.message} ({what} at line {line}, column {column})", limit=exc.limit)
 
     def test(self, condition: Expression, at: int) -> Callable[[Mapping[str, Any]], bool]:
         def check(scope: Mapping[str, Any]) -> bool:
@@ -633,10 +654,12 @@ class _Parser:
                 return condition.test(scope)
             except errors.ExpressionError as exc:
                 raise self.located(at, f"condition failed: {exc.message}") from None
+            except errors.RenderBudgetExceeded as exc:
+                raise self.over_budget(at, exc) from None
 
         return check
 
-    def loop(self, source: Expression, at: int, variable: str, body: Node) -> Node:
+    def loop(self, source: Expression, at: int, variable: str, body: Node, pass_cost: int) -> Node:
         index_name = f"{variable}_index"
         located = self.located
 
@@ -646,16 +669,22 @@ class _Parser:
                 items = source.evaluate(scope)
             except errors.ExpressionError as exc:
                 raise located(at, f"list source failed: {exc.message}") from None
+            except errors.RenderBudgetExceeded as exc:
+                raise self.over_budget(at, exc) from None
             if items is None:
                 return ""
             if not isinstance(items, list | tuple):
                 raise located(at, f"<#list> needs a list, not {type(items).__name__}")
             if len(items) > MAX_ITERATIONS:
                 raise located(at, f"<#list> over {len(items)} items (limit {MAX_ITERATIONS})")
-            budget = scope[_BUDGET]
-            budget[0] -= len(items)
-            if budget[0] < 0:
+            iterations = scope[_ITERATIONS]
+            iterations[0] -= len(items)
+            if iterations[0] < 0:
                 raise located(at, f"more than {MAX_TOTAL_ITERATIONS} loop iterations in one message")
+            try:
+                budget.charge(len(items) * pass_cost, "<#list>")
+            except errors.RenderBudgetExceeded as exc:
+                raise self.over_budget(at, exc) from None
             saved = dict.get(scope, variable, _UNSET), dict.get(scope, index_name, _UNSET)
             parts: list[str] = []
             size = 0
@@ -677,6 +706,24 @@ class _Parser:
             return "".join(parts)
 
         return run
+
+
+def _meter(where: str, filters: int) -> Callable[[Any], None]:
+    """What a placeholder charges for a long string (its copy, or each filter's rewrite) or for a list or object
+    (printing it as JSON, once per filter), before the work."""
+    dumps = max(filters, 1)
+
+    def meter(value: Any) -> None:
+        try:
+            if type(value) is str:
+                cost = budget.rewrite_cost(value) * filters if filters else budget.text_cost(value)
+                budget.charge(cost, "printing a long string")
+            else:
+                budget.measured(value, "printing a list or object", budget.DUMP_COST * dumps)
+        except errors.RenderBudgetExceeded as exc:
+            raise errors.RenderBudgetExceeded(f"{exc.message} ({where})", limit=exc.limit) from None
+
+    return meter
 
 
 def _block(nodes: list[Node]) -> Node:
@@ -713,9 +760,17 @@ class Template:
         self._scoped = scoped
 
     def render(self, context: Mapping[str, Any]) -> str:
+        """The text for ``context``, within the active budget (the composer's), else a ``RENDER_BUDGET`` of its
+        own; raises ``RenderError`` (``RenderBudgetExceeded`` past the budget)."""
+        if budget.ACTIVE.get() is None:
+            token = budget.ACTIVE.set(budget.Budget(budget.RENDER_BUDGET, errors.RenderBudgetExceeded))
+            try:
+                return self.render(context)
+            finally:
+                budget.ACTIVE.reset(token)
         if self._scoped:
             scope = _Scope(context)
-            scope[_BUDGET] = [MAX_TOTAL_ITERATIONS]
+            scope[_ITERATIONS] = [MAX_TOTAL_ITERATIONS]
             text = self._node(scope)
         else:
             text = self._node(context)

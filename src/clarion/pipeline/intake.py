@@ -1,13 +1,19 @@
 """Intake: a send request becomes messages and deliveries, written in one transaction before the 202.
 
 plan (recipients, rules) → policy (the stage's decisions) → compose (render per channel, route) → one write.
-Nothing is sent from here; the outbox rows this writes are what the workers claim."""
+Nothing is sent from here; the outbox rows this writes are what the workers claim.
+
+Rendering and rule conditions run on the event loop that answers every other request. Each render and each
+condition is bounded by its operation budget (``domain.budget``: a few milliseconds at most), and a request with
+many messages or rules gives the loop back every ``PAUSE_AFTER`` seconds of such work, so a large or hostile
+request slows itself, not the server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +35,7 @@ from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
 
 S = model.DeliveryStatus
+PAUSE_AFTER = 0.002  # seconds of rendering or rule evaluation before other requests get the loop back
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +246,19 @@ class Intake:
         context = {**render.context_for(user, command.data), "event": {"name": command.name}}
         plan = _Plan(ids.new_id(), self.clock())
         outcomes = []
+        since = time.perf_counter()
         for rule in rules:
+            if time.perf_counter() - since > PAUSE_AFTER:
+                await asyncio.sleep(0)
+                since = time.perf_counter()
             outcome: dict[str, Any] = {"rule": rule.key, "template": rule.template}
             template = templates.get(rule.template)
             try:
                 matched = rule.condition is None or expr.compile_expression(rule.condition).test(context)
+            except errors.ConditionBudgetExceeded as exc:
+                outcome.update(matched=False, reason=exc.reason)
+                outcomes.append(outcome)
+                continue
             except errors.ExpressionError as exc:
                 outcome.update(matched=False, reason=f"condition_error: {exc}")
                 outcomes.append(outcome)
@@ -364,17 +379,21 @@ class Intake:
         screened = await self.policies.before_render(candidates)
         contents: list[dict[str, Any] | None] = []
         decisions = iter(screened.decisions)
+        since = time.perf_counter()
         for draft in drafts:
             assert draft.user is not None
             mine = [next(decisions) for _ in draft.candidates]
             context = render.context_for(draft.user, draft.data)
+            rendered: list[dict[str, Any] | None] = []
             try:
-                rendered = [
-                    None
-                    if isinstance(d, Drop)
-                    else render.compose(draft.template, c.channel, context, draft.message["variant"])
-                    for c, d in zip(draft.candidates, mine, strict=True)
-                ]
+                for c, d in zip(draft.candidates, mine, strict=True):
+                    if time.perf_counter() - since > PAUSE_AFTER:  # each render is a few ms at most
+                        await asyncio.sleep(0)
+                        since = time.perf_counter()
+                    drop = isinstance(d, Drop)
+                    rendered.append(
+                        None if drop else render.compose(draft.template, c.channel, context, draft.message["variant"])
+                    )
             except errors.RenderError as exc:
                 draft.fail(plan, exc.reason)
                 rendered = [None] * len(draft.candidates)
