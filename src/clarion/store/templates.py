@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import approval, model
+from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import tables as t
 
@@ -202,51 +203,11 @@ def sendable(row: Any, settings: approval.Settings) -> model.Template | None:
     return template_at(row, row.live_body, row.live_version)
 
 
-# -- audit log -----------------------------------------------------------------------------------------------
+# -- audit log (``clarion.store.audit``; kept here for the callers that write template and campaign entries) --
 
 
-async def audit(
-    conn: AsyncConnection,
-    *,
-    actor: str | None,
-    action: str,
-    subject: str,
-    at: datetime,
-    detail: Mapping[str, Any] | None = None,
-) -> None:
-    await conn.execute(
-        t.audit_log.insert().values(
-            at=at, actor=actor, action=action, subject=subject, detail=dict(detail) if detail else None
-        )
-    )
-
-
-async def audit_entries(
-    conn: AsyncConnection,
-    *,
-    subject: str | None = None,
-    actor: str | None = None,
-    action: str | None = None,
-    limit: int = 100,
-    before: int | None = None,
-) -> list[Any]:
-    """Newest first. ``subject`` without ``@`` also matches its versions (``template:welcome`` finds
-    ``template:welcome@3``)."""
-    log = t.audit_log
-    query = sa.select(log).order_by(log.c.id.desc()).limit(limit)
-    if subject is not None:
-        if "@" in subject:
-            query = query.where(log.c.subject == subject)
-        else:
-            pattern = subject.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "@%"
-            query = query.where(sa.or_(log.c.subject == subject, log.c.subject.like(pattern, escape="\\")))
-    if actor is not None:
-        query = query.where(log.c.actor == actor)
-    if action is not None:
-        query = query.where(log.c.action == action)
-    if before is not None:
-        query = query.where(log.c.id < before)
-    return list((await conn.execute(query)).all())
+audit = audit_log.record
+audit_entries = audit_log.entries
 
 
 # -- test whitelist ------------------------------------------------------------------------------------------
