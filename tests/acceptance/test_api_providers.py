@@ -1,4 +1,5 @@
-"""Provider accounts through the HTTP API: validation, secrets never returned, listing, deletion, routing."""
+"""Provider accounts through the HTTP API: validation, secrets never returned (wherever they sit) and sealed at
+rest, reads and writes for ``admin`` only, every change audited, listing, deletion, routing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from clarion import bootstrap
+from clarion.channels import registry
 from clarion.store import tables as t
 from tests.conftest import drain, put_template, put_user
 
@@ -27,6 +29,11 @@ async def put_provider(api, name: str, **body: Any) -> Any:
 async def stored_config(clarion: bootstrap.Clarion, name: str) -> dict[str, Any]:
     async with clarion.db.read() as conn:
         return (await conn.execute(sa.select(t.providers.c.config).where(t.providers.c.name == name))).scalar_one()
+
+
+async def opened_config(clarion: bootstrap.Clarion, name: str) -> dict[str, Any]:
+    """The stored config as the provider is built from it: opened with the running Clarion's key."""
+    return registry.unseal(name, await stored_config(clarion, name), clarion.providers.sealer)
 
 
 async def test_smtp_password_is_stored_but_never_returned(api, clarion: bootstrap.Clarion) -> None:
@@ -57,7 +64,8 @@ async def test_smtp_password_is_stored_but_never_returned(api, clarion: bootstra
     listed = await api.get("/v1/providers")
     assert "s3cret!" not in listed.text
     assert [p["config"]["password"] for p in listed.json()["providers"]] == ["********"]
-    assert (await stored_config(clarion, "mail"))["password"] == "s3cret!"  # kept for sending
+    assert "s3cret!" not in str(await stored_config(clarion, "mail"))  # sealed at rest
+    assert (await opened_config(clarion, "mail"))["password"] == "s3cret!"  # kept for sending
 
 
 async def test_put_again_updates_with_200(api) -> None:
@@ -191,4 +199,19 @@ async def test_putting_back_the_redacted_config_keeps_the_password(api, clarion:
     shown = (await api.get("/v1/providers/mail")).json()
     response = await put_provider(api, "mail", channel="email", kind="smtp", config={**shown["config"], "port": 2525})
     assert response.status_code == 200
-    assert (await stored_config(clarion, "mail"))["password"] == "s3cret!"
+    assert (await opened_config(clarion, "mail"))["password"] == "s3cret!"
+
+
+@pytest.mark.parametrize("role", ["editor", "approver", "sender"])
+async def test_reading_providers_needs_admin(api, clarion: bootstrap.Clarion, role: str) -> None:
+    assert (await put_provider(api, "mail", channel="email", kind="smtp", config=SMTP)).status_code == 201
+    key = f"clk_{role}_reads_providers_0000000000"
+    await clarion.keys.create(role, (role,), key=key)
+    headers = {"Authorization": f"Bearer {key}"}
+    for path in ("/v1/providers", "/v1/providers/mail", "/v1/providers/nobody"):
+        refused = await api.get(path, headers=headers)
+        assert refused.status_code == 403, (path, refused.text)
+        error = refused.json()["error"]
+        assert (error["code"], error["details"]["needs"], error["details"]["roles"]) == ("forbidden", ["admin"], [role])
+    assert (await api.get("/v1/providers")).status_code == 200  # the suite's key is admin
+    assert (await api.get("/v1/providers/mail")).status_code == 200

@@ -288,8 +288,6 @@ async def test_reads_and_read_like_posts_need_only_a_valid_key(
     ] == 1
     assert await row_counts(clarion) == counts  # they computed an answer and wrote nothing
     for path in (
-        "/v1/providers",
-        "/v1/providers/mail",
         "/v1/policies/settings",
         "/v1/policies/caps",
         "/v1/keyword-lists/banned",

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clarion.channels import sms_http
-from clarion.channels.base import redact
+from clarion.channels import masking, sms_http
 from clarion.channels.sms_http import SmsHttpProvider, dig, fill
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
@@ -177,9 +176,11 @@ def test_helpers_and_config() -> None:
     assert dig({"a": [{"b": 5}]}, "a.0.b") == 5
     assert dig({"a": [1]}, "a.3") is sms_http._MISSING
     assert dig({"a": 1}, "a.b") is sms_http._MISSING
-    assert "headers" in SmsHttpProvider.Config.secret_fields
-    shown = redact({"url": "https://x", "headers": {"Authorization": "t"}}, SmsHttpProvider.Config.secret_fields)
-    assert shown == {"url": "https://x", "headers": "********"}
+    shown = masking.mask(SmsHttpProvider.Config, {"url": "https://x?k=v", "headers": {"Authorization": "t"}})
+    assert shown == {"url": "https://x?k=********", "headers": {"Authorization": "********"}}
     assert SmsHttpProvider.Config(url="https://x", method="put").method == "PUT"
     with pytest.raises(ValueError, match="method"):
         SmsHttpProvider.Config(url="https://x", method="GET")
+    for url in ("ftp://vendor.example.com/", "vendor.example.com/send", "https:///send"):
+        with pytest.raises(ValueError, match="http"):
+            SmsHttpProvider.Config(url=url)

@@ -9,7 +9,8 @@ import time
 import orjson
 import pytest
 
-from clarion.channels.webhook import WebhookProvider, parse_retry_after, sign, validate_url, verify
+from clarion.channels.outbound import validate_url
+from clarion.channels.webhook import WebhookProvider, parse_retry_after, sign, verify
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
 from tests.integration.loopback import LoopbackServer, Recorded, Reply

@@ -12,8 +12,9 @@ Message-ID, the vendor request id) so a re-send after a crash can be recognised 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol
+import re
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -21,12 +22,25 @@ from clarion.domain import model
 
 
 class ProviderConfig(BaseModel):
-    """Base for providers' configuration models: unknown keys are refused so typos surface at save time."""
+    """Base for providers' configuration models: unknown keys are refused so typos surface at save time.
+
+    The class variables say where secrets sit, so that ``masking`` shows them masked and ``registry`` stores
+    them sealed; a kind declares every place its configuration can carry a credential."""
 
     model_config = ConfigDict(extra="forbid")
 
-    #: names of fields that are secrets: stored, used, never returned by the API
+    #: names of fields that are secrets as a whole: stored sealed, used, never returned by the API
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    #: fields holding a URL: its userinfo (user and password) and every query value are secret
+    url_fields: ClassVar[frozenset[str]] = frozenset()
+    #: fields holding HTTP headers (name -> value): every value is secret (Authorization, X-Api-Key …)
+    header_fields: ClassVar[frozenset[str]] = frozenset()
+    #: fields holding a JSON request template, with the pattern of its placeholders: every string that
+    #: holds no placeholder is a literal the operator wrote (an account key, a signature …), so it is secret
+    template_fields: ClassVar[Mapping[str, re.Pattern[str]]] = {}
+    #: fields that say where the secrets are sent (an SMTP host); with ``url_fields``' origins, a masked
+    #: secret sent back is kept only while these stay the same, so it cannot be redirected to another server
+    destination_fields: ClassVar[frozenset[str]] = frozenset()
 
 
 class Provider(Protocol):
@@ -39,20 +53,3 @@ class Provider(Protocol):
 
 
 MASK = "********"
-
-
-def redact(config: dict[str, Any], secret_fields: frozenset[str]) -> dict[str, Any]:
-    """The configuration as the API may show it: secrets replaced by ``MASK``."""
-    return {k: (MASK if k in secret_fields and v else v) for k, v in config.items()}
-
-
-def keep_secrets(new: dict[str, Any], stored: dict[str, Any] | None, secret_fields: frozenset[str]) -> dict[str, Any]:
-    """A configuration saved back as it was shown carries ``MASK`` for its secrets: keep the stored ones.
-    Raises ``KeyError`` naming a masked secret that has nothing stored behind it."""
-    merged = dict(new)
-    for name in secret_fields:
-        if merged.get(name) == MASK:
-            if not stored or name not in stored:
-                raise KeyError(name)
-            merged[name] = stored[name]
-    return merged

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 from pydantic import Field, field_validator
 
+from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error, validate_url
+from clarion.channels.webhook import http_status_error, send_bounded, transport_error
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
@@ -68,8 +70,11 @@ class SmsHttpProvider:
     channels: ClassVar[frozenset[Channel]] = frozenset({Channel.SMS})
 
     class Config(ProviderConfig):
-        #: header values usually carry the vendor's API token
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+        #: where a vendor's credentials sit: the URL (userinfo, ``?api_key=``), the header values (a token)
+        #: and the body template's literal strings (an account key); placeholders are what Clarion fills in
+        url_fields: ClassVar[frozenset[str]] = frozenset({"url"})
+        header_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
+        template_fields: ClassVar[Mapping[str, re.Pattern[str]]] = {"body": _PLACEHOLDER}
 
         url: str = Field(min_length=1)
         method: str = "POST"
@@ -84,6 +89,15 @@ class SmsHttpProvider:
         timeout: float = Field(default=10, gt=0)
         allow_private_networks: bool = False
 
+        @field_validator("url")
+        @classmethod
+        def _http_url(cls, value: str) -> str:
+            try:
+                outbound.check_syntax(value)
+            except SendError as exc:
+                raise ValueError(exc.message) from None
+            return value
+
         @field_validator("method")
         @classmethod
         def _method_with_body(cls, value: str) -> str:
@@ -92,17 +106,26 @@ class SmsHttpProvider:
                 raise ValueError("method must be POST, PUT or PATCH (the request carries a JSON body)")
             return method
 
-    def __init__(self, config: SmsHttpProvider.Config, *, name: str) -> None:
+    def __init__(
+        self,
+        config: SmsHttpProvider.Config,
+        *,
+        name: str,
+        resolve: outbound.Resolver | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         self.config = config
         self.name = name
-        self._client = httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+        self._client = outbound.client(
+            timeout=config.timeout,
+            allow_private_networks=config.allow_private_networks,
+            resolve=resolve,
+            network=network,
+        )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        url_error: SendError | None = None
-        try:  # one vendor URL: checked once per batch, DNS answers can change between batches
-            await validate_url(self.config.url, allow_private_networks=self.config.allow_private_networks)
-        except SendError as exc:
-            url_error = exc
+        # a literal private address is refused here; a host name is resolved and checked where it connects
+        url_error = outbound.refusal(self.config.url, allow_private_networks=self.config.allow_private_networks)
 
         async def one(item: Outgoing) -> SendResult:
             if url_error is not None:

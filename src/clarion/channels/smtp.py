@@ -108,6 +108,8 @@ class SmtpProvider:
 
     class Config(ProviderConfig):
         secret_fields: ClassVar[frozenset[str]] = frozenset({"password"})
+        #: a kept password is only ever sent to the server it was given for
+        destination_fields: ClassVar[frozenset[str]] = frozenset({"host"})
 
         host: str = Field(min_length=1)
         port: int = Field(default=25, ge=1, le=65535)

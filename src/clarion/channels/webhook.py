@@ -4,9 +4,9 @@ Receivers must be able to tell that a POST really came from this Clarion and was
 request carries ``Clarion-Timestamp`` and ``Clarion-Signature: v1=<hex HMAC-SHA256(secret, "{ts}." + body)>``;
 ``sign``/``verify`` are pure so receivers and tests use exactly the code we send with.
 
-Webhook URLs come from users, so a request could be aimed at the platform's own network (SSRF).
-``validate_url`` refuses anything but http(s) and, unless the operator opted in, any host that is or
-resolves to a non-public address. Redirects are not followed, for the same reason.
+Webhook URLs come from users, so a request could be aimed at the platform's own network (SSRF): the
+provider's client follows ``outbound``'s rule, checking each host where it connects. The HTTP helpers below
+(status and transport errors, bounded concurrency) are shared by every HTTP provider.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
-import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from typing import ClassVar
 
+import httpcore
 import httpx
 import orjson
 from pydantic import Field
 
+from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
@@ -58,45 +57,6 @@ def verify(
         return False
     expected = sign(secret, timestamp, body).encode()
     return any(hmac.compare_digest(expected, part.strip().encode()) for part in signature.split(","))
-
-
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-    )
-
-
-async def validate_url(url: Any, *, allow_private_networks: bool) -> None:
-    """Raise ``PermanentSendError("url_not_allowed")`` unless ``url`` may be called from here.
-
-    A DNS failure is transient (resolvers hiccup); the address check itself is not repeated at connect
-    time, so a host that re-resolves to a private address between the two is a known, narrow gap.
-    """
-    if not isinstance(url, str):
-        raise PermanentSendError("the address is not a URL", code="url_not_allowed")
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise PermanentSendError(f"invalid URL: {exc}", code="url_not_allowed") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise PermanentSendError("only http(s) URLs with a host are allowed", code="url_not_allowed")
-    if allow_private_networks:
-        return
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise TransientSendError(f"cannot resolve {host}: {exc}", code="dns_error") from None
-        addresses = [info[4][0] for info in infos]
-    if not addresses or not all(_is_public(a) for a in addresses):
-        raise PermanentSendError(f"{host} is not a public address", code="url_not_allowed")
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -170,20 +130,36 @@ class WebhookProvider:
 
     class Config(ProviderConfig):
         secret_fields: ClassVar[frozenset[str]] = frozenset({"secret"})
+        header_fields: ClassVar[frozenset[str]] = frozenset({"headers"})
 
         secret: str = Field(min_length=1)
         timeout: float = Field(default=10, gt=0)
         allow_private_networks: bool = False
         headers: dict[str, str] = Field(default_factory=dict)
 
-    def __init__(self, config: WebhookProvider.Config, *, name: str) -> None:
+    def __init__(
+        self,
+        config: WebhookProvider.Config,
+        *,
+        name: str,
+        resolve: outbound.Resolver | None = None,
+        network: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
         self.config = config
         self.name = name
-        self._client = httpx.AsyncClient(timeout=config.timeout, follow_redirects=False)
+        self._client = outbound.client(
+            timeout=config.timeout,
+            allow_private_networks=config.allow_private_networks,
+            resolve=resolve,
+            network=network,
+        )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        urls = list({item.address for item in batch if isinstance(item.address, str)})
-        verdicts = dict(zip(urls, await asyncio.gather(*(self._check(url) for url in urls)), strict=True))
+        allow = self.config.allow_private_networks
+        verdicts = {
+            url: outbound.refusal(url, allow_private_networks=allow)
+            for url in {item.address for item in batch if isinstance(item.address, str)}
+        }
 
         async def one(item: Outgoing) -> SendResult:
             if not isinstance(item.address, str):
@@ -196,13 +172,6 @@ class WebhookProvider:
             return await self._post(item)
 
         return await send_bounded(batch, one)
-
-    async def _check(self, url: str) -> SendError | None:
-        try:
-            await validate_url(url, allow_private_networks=self.config.allow_private_networks)
-        except SendError as exc:
-            return exc
-        return None
 
     async def _post(self, item: Outgoing) -> SendResult:
         try:

@@ -13,7 +13,7 @@ author approves, one level each: the same key name cannot approve two levels of 
 Roles (carried by API keys): ``admin`` may do everything (providers, policy settings, caps, keyword lists, lifting
 a suppression, keys); ``editor`` saves and submits templates and rules and defines segments and ID lists;
 ``approver`` approves and rejects; ``sender`` sends and writes user data (profiles, preferences, tags, tracked
-events, new suppressions, inbox reads). Reading needs only a valid key.
+events, new suppressions, inbox reads). Reading needs only a valid key, except provider accounts (``admin``).
 """
 
 from __future__ import annotations
