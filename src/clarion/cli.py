@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from clarion import apikeys, bootstrap, cli_campaigns, cli_users
+from clarion import apikeys, bootstrap, cli_campaigns, cli_secrets, cli_users
 from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
@@ -26,6 +26,7 @@ apikey = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(apikey, name="apikey")
 app.add_typer(cli_users.app, name="users")
 app.add_typer(cli_campaigns.app, name="campaign")
+app.add_typer(cli_secrets.app, name="secrets")
 console = Console(stderr=True)
 
 
@@ -136,6 +137,16 @@ def worker(
     _run(main())
 
 
+def _operator() -> str:
+    """Who the audit log names for a key changed from the command line: the operating-system user."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:128]
+    except (OSError, KeyError):
+        return "cli"
+
+
 @apikey.command("create")
 def apikey_create(
     name: Annotated[str, typer.Argument(help="who or what uses the key")],
@@ -143,15 +154,48 @@ def apikey_create(
         list[str] | None,
         typer.Option(help=f"a role of the key, repeatable: {', '.join(apikeys.ROLES)} (default: admin)"),
     ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(help="refused from then on: a duration (90d, 12h, 30m, 2w) or an ISO-8601 time (UTC if no zone)"),
+    ] = None,
 ) -> None:
     """Create an API key and print it. It is stored hashed: this is the only time it is shown."""
+    from datetime import UTC, datetime
+
     try:
         roles = apikeys.roles_from(role)
     except errors.InvalidInput as exc:
         raise typer.BadParameter(exc.message, param_hint="--role") from None
+    try:
+        expires_at = apikeys.expiry_from(expires, datetime.now(UTC)) if expires else None
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise errors.InvalidInput(f"expiry {expires!r} is not in the future")
+    except errors.InvalidInput as exc:
+        raise typer.BadParameter(exc.message, param_hint="--expires") from None
     settings = Settings()
-    key = _run(_with_services(settings, lambda s: s.keys.create(name, roles)))
-    typer.echo(key)
+    issued = _run(
+        _with_services(settings, lambda s: s.keys.issue(name, roles, expires_at=expires_at, actor=_operator()))
+    )
+    typer.echo(issued.key)
+
+
+@apikey.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (clarion apikey list)")]) -> None:
+    """Revoke an API key: refused from now on, within half a second, by every running Clarion process."""
+    try:
+        revoked = _run(_with_services(Settings(), lambda s: s.keys.revoke(key_id, actor=_operator())))
+    except errors.NotFound:
+        console.print(f"[red]no API key with id {key_id!r}[/]")
+        raise typer.Exit(1) from None
+    state = "was already revoked" if revoked.already else "revoked"
+    console.print(f"{revoked.name} ({revoked.prefix}…) {state} at {revoked.revoked_at.isoformat()}")
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """The API keys as JSON lines (never the keys themselves): id, name, prefix, roles, status, times."""
+    for key in _run(_with_services(Settings(), lambda s: s.keys.described())):
+        typer.echo(json.dumps(key))
 
 
 @app.command()

@@ -83,6 +83,87 @@ def test_apikey_create_prints_a_key_that_verifies(env: Settings) -> None:
     assert bad is None
 
 
+def _keys(env: Settings) -> dict[str, dict[str, object]]:
+    listed = runner.invoke(cli.app, ["apikey", "list"])
+    assert listed.exit_code == 0, listed.output
+    return {k["name"]: k for k in map(json.loads, listed.output.splitlines())}
+
+
+def _verify(env: Settings, key: str) -> object:
+    import asyncio
+
+    async def verify() -> object:
+        services = bootstrap.build(env)
+        try:
+            return await services.keys.verify(key)
+        finally:
+            await services.close()
+
+    return asyncio.run(verify())
+
+
+def test_apikey_revoke_refuses_the_key_and_keeps_it_listed(env: Settings) -> None:
+    key = runner.invoke(cli.app, ["apikey", "create", "ops"]).output.strip()
+    assert _verify(env, key) is not None
+    ops = _keys(env)["ops"]
+    assert (ops["status"], ops["prefix"], ops["revoked_at"]) == ("active", key[:8], None)
+    assert "key" not in ops and key not in json.dumps(ops)
+
+    revoked = runner.invoke(cli.app, ["apikey", "revoke", str(ops["id"])])
+    assert revoked.exit_code == 0, revoked.output
+    assert "ops" in revoked.output and "revoked" in revoked.output
+    assert _verify(env, key) is None
+    assert _keys(env)["ops"]["status"] == "revoked"
+
+    again = runner.invoke(cli.app, ["apikey", "revoke", str(ops["id"])])
+    assert again.exit_code == 0 and "already revoked" in again.output
+    unknown = runner.invoke(cli.app, ["apikey", "revoke", "no-such-key"])
+    assert unknown.exit_code == 1 and "no-such-key" in unknown.output
+
+
+def test_apikey_create_with_an_expiry(env: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC)
+    made = runner.invoke(cli.app, ["apikey", "create", "temp", "--expires", "30d"])
+    assert made.exit_code == 0, made.output
+    expires = datetime.fromisoformat(str(_keys(env)["temp"]["expires_at"]))
+    assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
+    assert _verify(env, made.output.strip()) is not None
+
+    dated = runner.invoke(cli.app, ["apikey", "create", "dated", "--expires", "2999-06-01"])
+    assert dated.exit_code == 0, dated.output
+    assert _keys(env)["dated"]["expires_at"] == "2999-06-01T00:00:00+00:00"
+    for bad in ("soon", "2001-01-01", "0d"):
+        refused = runner.invoke(cli.app, ["apikey", "create", "bad", "--expires", bad])
+        assert refused.exit_code != 0, bad
+        assert "--expires" in refused.output
+    assert "bad" not in _keys(env)
+
+
+def test_apikey_changes_from_the_cli_are_audited(env: Settings) -> None:
+    import asyncio
+
+    from clarion.store import audit
+
+    runner.invoke(cli.app, ["apikey", "create", "ops"])
+    key_id = str(_keys(env)["ops"]["id"])
+    assert runner.invoke(cli.app, ["apikey", "revoke", key_id]).exit_code == 0
+
+    async def entries() -> list[tuple[str, str]]:
+        services = bootstrap.build(env)
+        try:
+            async with services.db.read() as conn:
+                rows = await audit.entries(conn, subject=f"api_key:{key_id}")
+            return [(r.action, r.actor) for r in rows]
+        finally:
+            await services.close()
+
+    found = asyncio.run(entries())
+    assert [action for action, _ in found] == ["api_key.revoke", "api_key.create"]
+    assert all(actor.startswith("cli") for _, actor in found)
+
+
 def test_send_queues_messages_and_reports_unknown_users(env: Settings) -> None:
     import asyncio
 

@@ -95,7 +95,9 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("roles", JSON, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("expires_at", UTCDateTime()),  # refused from then on; none: never expires
+    sa.Column("revoked_at", UTCDateTime()),  # refused from then on; the row stays for the audit log and the list
+    sa.Column("last_used_at", UTCDateTime()),  # flushed from memory, at most a minute behind (see apikeys)
 )
 
 users = sa.Table(
