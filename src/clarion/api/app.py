@@ -12,12 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from clarion import __version__, bootstrap
-from clarion.api import problems
+from clarion.api import openapi, problems
 from clarion.api.fastlane import FastLane
 from clarion.api.middleware import Authenticate, BodyLimit
 from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import (
+    api_keys,
     audit,
     bulk,
     campaigns,
@@ -80,6 +81,10 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI could not read a JSON body (not UTF-8, say): malformed JSON, as the fast lane and the
+            # bulk routes answer it
+            return problems.validation_failed([{"type": "json_invalid", "ctx": {"error": str(exc.__cause__)}}])
         code = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSON(
             error_body(code, str(exc.detail)),
@@ -103,11 +108,14 @@ def create_app(
         segments,
         campaigns,
         audit,
+        api_keys,
         unsubscribe,
         links,
         system,
     ):
         app.include_router(module.router)
+
+    app.openapi = openapi.document(app)  # type: ignore[method-assign]
 
     def services() -> bootstrap.Clarion:
         return app.state.clarion

@@ -19,7 +19,7 @@ import pydantic
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field, field_validator
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors
 from clarion.pipeline import intake
 from clarion.store import bulk
@@ -126,7 +126,7 @@ async def _items(request: Request, key: str) -> tuple[list[Any], list[int] | Non
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.InvalidInput(f"malformed JSON: {exc}", details={"field": "body"}) from None
+        raise errors.InvalidInput(f"body: malformed JSON: {exc}", details={"field": "body"}) from None
     extra: dict[str, Any] = {}
     if isinstance(body, dict) and key in body:
         extra = {k: v for k, v in body.items() if k != key}
@@ -155,7 +155,7 @@ def _failure(index: int, item: Any, exc: ItemError, lines: list[int] | None) -> 
     return failed
 
 
-@router.post("/users:batch", openapi_extra=_BODY)
+@router.post("/users:batch", openapi_extra=_BODY, response_model=views.UsersBatch, responses=problems.answers(403, 415))
 async def users_batch(
     request: Request,
     clarion: deps.Services,
@@ -205,7 +205,7 @@ async def _retag(clarion: Any, tag: str, user_ids: list[str], *, add: bool) -> d
     return {"tag": tag, "changed": len(done.changed), "unchanged": len(done.unchanged), "unknown": done.unknown}
 
 
-@router.post("/tags/{tag}:add")
+@router.post("/tags/{tag}:add", response_model=views.Retagged, responses=problems.answers(403))
 async def add_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller, tag: str = Tag) -> dict[str, Any]:
     """Tag up to 10,000 users at once: ``{"user_ids": [...]}`` (``admin``/``sender``) — 403 ``forbidden``
     otherwise. Answers how many gained the tag, how many had it already, and which ids have no profile
@@ -214,7 +214,7 @@ async def add_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller, ta
     return await _retag(clarion, tag, body.user_ids, add=True)
 
 
-@router.post("/tags/{tag}:remove")
+@router.post("/tags/{tag}:remove", response_model=views.Retagged, responses=problems.answers(403))
 async def remove_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller, tag: str = Tag) -> dict[str, Any]:
     """Untag up to 10,000 users at once (``admin``/``sender``) — 403 ``forbidden`` otherwise; answered like
     ``:add``."""
@@ -222,7 +222,7 @@ async def remove_tag(body: UserIds, clarion: deps.Services, caller: deps.Caller,
     return await _retag(clarion, tag, body.user_ids, add=False)
 
 
-class TrackIn(schemas.Strict):
+class TrackIn(schemas.Stored):
     user_id: schemas.Key
     event: schemas.Key
     at: datetime | None = Field(default=None, description="ISO time with a zone; default: when received")
@@ -256,7 +256,7 @@ async def _fire(clarion: Any, index: int, event: bulk.Event) -> dict[str, Any]:
     return {"index": index, "request_id": accepted.response["request_id"], "messages": accepted.response["messages"]}
 
 
-@router.post("/track", openapi_extra=_BODY)
+@router.post("/track", openapi_extra=_BODY, response_model=views.Tracked, responses=problems.answers(403, 415, 422))
 async def track(request: Request, clarion: deps.Services, caller: deps.Caller) -> dict[str, Any]:
     """Record what users did, for segments: one event ``{"user_id", "event", "at", "properties"}``, or up to
     10,000 as ``{"events": [...], "trigger": false}`` or JSON lines. ``at`` is an ISO time with a zone (default:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import Field, StringConstraints
 
-from clarion.api import deps
+from clarion.api import deps, problems, schemas, views
 from clarion.api.schemas import Strict
 from clarion.campaigns import definition as spec
 from clarion.campaigns import estimate as estimates
@@ -47,12 +47,16 @@ def _actor(caller: Any) -> approval.Actor:
     return approval.Actor(caller.name, tuple(caller.roles))
 
 
-@router.put("/campaigns/{key}")
+@router.put(
+    "/campaigns/{key}",
+    response_model=views.Campaign,
+    responses=views.created(views.Campaign) | problems.answers(403, 409),
+)
 async def put_campaign(
     clarion: deps.Services,
     caller: deps.Caller,
     response: Response,
-    body: dict[str, Any] = Body(...),
+    body: schemas.Document = Body(...),
     key: str = KeyPath,
 ) -> dict[str, Any]:
     """Create or replace a campaign; it is saved as a ``draft`` (submit it for review). A scheduled, running or
@@ -62,14 +66,14 @@ async def put_campaign(
     return await service.show(clarion, key)
 
 
-@router.get("/campaigns/{key}")
+@router.get("/campaigns/{key}", response_model=views.Campaign, responses=problems.answers(404))
 async def get_campaign(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     """The campaign with ``run``: the latest run's progress — ``audience``, ``processed``, ``queued``, ``sent``,
     ``failed`` (its messages now), ``filtered``/``deferred`` (deliveries by policy) — and ``runs``."""
     return await service.show(clarion, key)
 
 
-@router.get("/campaigns")
+@router.get("/campaigns", response_model=views.Campaigns)
 async def list_campaigns(
     clarion: deps.Services,
     limit: int = Query(default=100, ge=1, le=1000),
@@ -78,7 +82,7 @@ async def list_campaigns(
     return await service.page(clarion, limit=limit, after=cursor)
 
 
-@router.post("/campaigns/{key}/estimate")
+@router.post("/campaigns/{key}/estimate", response_model=views.Estimate, responses=problems.answers(404))
 async def estimate_campaign(
     clarion: deps.Services, body: EstimateIn | None = None, key: str = KeyPath
 ) -> dict[str, Any]:
@@ -105,7 +109,7 @@ async def estimate_campaign(
     )
 
 
-@router.post("/campaigns/{key}/{action}")
+@router.post("/campaigns/{key}/{action}", response_model=views.Campaign, responses=problems.answers(403, 404, 409))
 async def campaign_action(
     clarion: deps.Services,
     caller: deps.Caller,

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 
-from clarion.api import deps
+from clarion.api import deps, problems, views
 from clarion.domain import approval, errors
 from clarion.store import history
 from clarion.store import tables as t
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/users/{user_id}/inbox", tags=["inbox"], dependenc
 UserId = Path(min_length=1, max_length=128)
 
 
-@router.get("")
+@router.get("", response_model=views.Inbox)
 async def list_inbox(
     clarion: deps.Services,
     user_id: str = UserId,
@@ -30,13 +30,13 @@ async def list_inbox(
         return await history.inbox(conn, user_id, unread=unread, limit=limit, before=cursor)
 
 
-@router.get("/count")
+@router.get("/count", response_model=views.InboxCount)
 async def count_inbox(clarion: deps.Services, user_id: str = UserId) -> dict[str, int]:
     async with clarion.db.read() as conn:
         return await history.inbox_count(conn, user_id)
 
 
-@router.post("/read-all")
+@router.post("/read-all", response_model=views.Updated, responses=problems.answers(403))
 async def read_all(clarion: deps.Services, caller: deps.Caller, user_id: str = UserId) -> dict[str, int]:
     """Mark every item of the user read (``admin``/``sender``) — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.USER_DATA)
@@ -44,7 +44,7 @@ async def read_all(clarion: deps.Services, caller: deps.Caller, user_id: str = U
     return {"updated": await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now))}
 
 
-@router.post("/{message_id}/read")
+@router.post("/{message_id}/read", response_model=views.ReadItem, responses=problems.answers(403, 404))
 async def read_one(
     clarion: deps.Services, caller: deps.Caller, user_id: str = UserId, message_id: str = Path(max_length=32)
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.api import deps
+from clarion.api import deps, views
 from clarion.domain import links
 from clarion.store import links as store_links
 
@@ -45,7 +45,15 @@ def _not_found() -> HTMLResponse:
     )
 
 
-@router.get("/s/{code}", response_class=RedirectResponse, status_code=302)
+@router.get(
+    "/s/{code}",
+    response_class=RedirectResponse,
+    status_code=302,
+    responses={
+        302: {"description": "to the link's target", "headers": {"Location": {"schema": {"type": "string"}}}},
+        404: views.page("a page saying the link does not exist"),
+    },
+)
 @router.head("/s/{code}", response_class=RedirectResponse, status_code=302, include_in_schema=False)  # as GET
 async def follow(code: str, request: Request, clarion: deps.Services) -> Response:
     """Redirect to the link's target; a GET by a person counts as a click on the delivery."""

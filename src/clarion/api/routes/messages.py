@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Path
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.api.responses import JSON
 from clarion.domain import errors
 from clarion.pipeline import intake
@@ -24,7 +24,12 @@ def _answer(clarion: Any, accepted: intake.Accepted) -> JSON:
     return JSON(accepted.response, status_code=202)
 
 
-@router.post("/messages", status_code=202)
+@router.post(
+    "/messages",
+    status_code=202,
+    response_model=views.Accepted,
+    responses=views.ACCEPTED | problems.answers(403, 404, 409),
+)
 async def send(body: schemas.SendIn, clarion: deps.Services) -> JSON:
     """Send a template to one or more users. Durable before the answer: the messages are stored and queued.
     The same ``idempotency_key`` within 24 h returns the first answer and sends nothing again."""
@@ -47,7 +52,12 @@ async def send(body: schemas.SendIn, clarion: deps.Services) -> JSON:
     return _answer(clarion, accepted)
 
 
-@router.post("/events", status_code=202)
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=views.EventAccepted,
+    responses=views.ACCEPTED | problems.answers(403, 409),
+)
 async def event(body: schemas.EventIn, clarion: deps.Services) -> JSON:
     """Report something that happened; trigger rules decide which messages (possibly none) it produces."""
     accepted = await clarion.intake.event(
@@ -56,7 +66,7 @@ async def event(body: schemas.EventIn, clarion: deps.Services) -> JSON:
     return _answer(clarion, accepted)
 
 
-@router.get("/messages/{message_id}")
+@router.get("/messages/{message_id}", response_model=views.MessageDetail, responses=problems.answers(404))
 async def get_message(clarion: deps.Services, message_id: str = Path(max_length=32)) -> dict[str, Any]:
     """A message, its deliveries, and every status change each went through, with reasons."""
     return await deps.read_or_404(clarion, history.message_detail, "message", message_id)

@@ -17,10 +17,12 @@ from typing import Any
 from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors
 from clarion.domain.policy import config
+from clarion.store import audit as audit_log
 from clarion.store import policies
+from clarion.store import tables as t
 
 router = APIRouter(prefix="/v1", tags=["policies"], dependencies=deps.AUTH)
 KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
@@ -30,15 +32,17 @@ Document = Body(..., description="a JSON object; see the fields in the endpoint'
 # -- settings ------------------------------------------------------------------------------------------------
 
 
-@router.get("/policies/settings")
+@router.get("/policies/settings", response_model=views.PolicySettings)
 async def get_settings(clarion: deps.Services) -> dict[str, Any]:
     """The operator's policy settings (the defaults until a PUT stores some)."""
     async with clarion.db.read() as conn:
         return (await policies.load_settings(conn)).to_json()
 
 
-@router.put("/policies/settings")
-async def put_settings(clarion: deps.Services, caller: deps.Caller, body: dict[str, Any] = Document) -> dict[str, Any]:
+@router.put("/policies/settings", response_model=views.PolicySettings, responses=problems.answers(403))
+async def put_settings(
+    clarion: deps.Services, caller: deps.Caller, body: schemas.Document = Document
+) -> dict[str, Any]:
     """Change some settings (``admin``) — 403 ``forbidden`` otherwise. Each top-level field given replaces the
     stored one (``send_windows`` and ``quiet_hours`` are whole tables: a category left out has no window, and
     quiet hours ``defer``), except ``enabled``, whose switches change one by one. Fields not given keep their
@@ -52,9 +56,16 @@ async def put_settings(clarion: deps.Services, caller: deps.Caller, body: dict[s
     async with clarion.db.read() as conn:
         _merge(await policies.load_settings(conn), body)  # refused here, before queueing behind other writes
 
+    now = datetime.now(UTC)
+
     async def job(conn: AsyncConnection) -> config.PolicySettings:
-        settings = _merge(await policies.load_settings(conn), body)  # onto what is stored at write time
-        await policies.save_settings(conn, settings, datetime.now(UTC))
+        stored = await policies.load_settings(conn)
+        settings = _merge(stored, body)  # onto what is stored at write time
+        await policies.save_settings(conn, settings, now)
+        detail = audit_log.changes(stored.to_json(), settings.to_json())
+        await audit_log.record(
+            conn, actor=caller.name, action="policy_settings.update", subject="policy_settings", at=now, detail=detail
+        )
         return settings
 
     settings = await clarion.db.write(job)
@@ -74,13 +85,15 @@ def _merge(current: config.PolicySettings, change: dict[str, Any]) -> config.Pol
 # -- frequency caps ------------------------------------------------------------------------------------------
 
 
-@router.put("/policies/caps/{key}")
+@router.put(
+    "/policies/caps/{key}", response_model=views.Cap, responses=views.created(views.Cap) | problems.answers(403)
+)
 async def put_cap(
     clarion: deps.Services,
     caller: deps.Caller,
     response: Response,
     key: str = KeyPath,
-    body: dict[str, Any] = Document,
+    body: schemas.Document = Document,
 ) -> dict[str, Any]:
     """Create or replace a frequency cap: at most ``limit`` deliveries per user per ``window``
     (``{"unit": "day"|"week"}`` in the user's calendar, or ``{"seconds": n}`` rolling), counting only
@@ -88,33 +101,59 @@ async def put_cap(
     ``enabled`` (default true), ``description``. Needs ``admin`` — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
     cap = config.Cap.from_json(key, body)
-    created = await clarion.db.write(lambda conn: policies.put_cap(conn, cap, datetime.now(UTC)))
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        before = await policies.get_cap(conn, key)
+        created = await policies.put_cap(conn, cap, now)
+        detail = {"key": key, "before": _cap_json(before), "after": _cap_json(cap)}
+        await audit_log.record(conn, actor=caller.name, action="cap.put", subject=f"cap:{key}", at=now, detail=detail)
+        return created
+
+    created = await clarion.db.write(job)
     clarion.catalog.invalidate()
     response.status_code = 201 if created else 200
     return cap.to_json()
 
 
-@router.get("/policies/caps/{key}")
+@router.get("/policies/caps/{key}", response_model=views.Cap, responses=problems.answers(404))
 async def get_cap(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     cap = await deps.read_or_404(clarion, policies.get_cap, "cap", key)
     return cap.to_json()
 
 
-@router.get("/policies/caps")
+@router.get("/policies/caps", response_model=views.Caps)
 async def list_caps(clarion: deps.Services) -> dict[str, Any]:
     """Every cap, disabled ones included, by key."""
     async with clarion.db.read() as conn:
         return {"caps": [cap.to_json() for cap in await policies.load_caps(conn)]}
 
 
-@router.delete("/policies/caps/{key}", status_code=204)
+@router.delete("/policies/caps/{key}", status_code=204, responses=problems.answers(403, 404))
 async def delete_cap(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     """Delete a frequency cap (``admin``) — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
-    if not await clarion.db.write(lambda conn: policies.delete_cap(conn, key)):
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        before = await policies.get_cap(conn, key)
+        if before is None or not await policies.delete_cap(conn, key):
+            return False
+        detail = {"key": key, "before": _cap_json(before)}
+        await audit_log.record(
+            conn, actor=caller.name, action="cap.delete", subject=f"cap:{key}", at=now, detail=detail
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("cap", key)
     clarion.catalog.invalidate()
     return Response(status_code=204)
+
+
+def _cap_json(cap: config.Cap | None) -> dict[str, Any] | None:
+    """A cap as its audit entry shows it: the stored definition, without the key the subject names."""
+    return {k: v for k, v in cap.to_json().items() if k != "key"} if cap is not None else None
 
 
 # -- keyword lists -------------------------------------------------------------------------------------------
@@ -128,13 +167,18 @@ def keyword_list_json(spec: policies.KeywordListSpec, *, words: bool = True) -> 
     return shown
 
 
-@router.put("/keyword-lists/{key}", tags=["keywords"])
+@router.put(
+    "/keyword-lists/{key}",
+    tags=["keywords"],
+    response_model=views.KeywordList,
+    responses=views.created(views.KeywordList) | problems.answers(403),
+)
 async def put_keyword_list(
     clarion: deps.Services,
     caller: deps.Caller,
     response: Response,
     key: str = KeyPath,
-    body: dict[str, Any] = Document,
+    body: schemas.Document = Document,
 ) -> dict[str, Any]:
     """Create or replace a keyword list: ``action`` (``block`` filters a message containing a word, ``mask``
     replaces the words with ``***``), ``words`` (matched anywhere, case-insensitively unless
@@ -142,18 +186,38 @@ async def put_keyword_list(
     Needs ``admin`` — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
     spec = policies.KeywordListSpec.from_json(key, body)
-    stored = await clarion.db.write(lambda conn: policies.put_keyword_list(conn, spec, datetime.now(UTC)))
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> policies.KeywordListSpec:
+        before = await policies.get_keyword_list(conn, key)
+        stored = await policies.put_keyword_list(conn, spec, now)
+        old = set(before.words) if before is not None else set()
+        detail = {
+            "key": key,
+            "before": _keyword_list_summary(before),
+            "after": _keyword_list_summary(stored),
+            "words_added": len(set(stored.words) - old),
+            "words_removed": len(old - set(stored.words)),
+        }
+        await audit_log.record(
+            conn, actor=caller.name, action="keyword_list.put", subject=f"keyword_list:{key}", at=now, detail=detail
+        )
+        return stored
+
+    stored = await clarion.db.write(job)
     clarion.catalog.invalidate()
     response.status_code = 201 if stored.version == 1 else 200
     return keyword_list_json(stored)
 
 
-@router.get("/keyword-lists/{key}", tags=["keywords"])
+@router.get(
+    "/keyword-lists/{key}", tags=["keywords"], response_model=views.KeywordList, responses=problems.answers(404)
+)
 async def get_keyword_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     return keyword_list_json(await deps.read_or_404(clarion, policies.get_keyword_list, "keyword list", key))
 
 
-@router.get("/keyword-lists", tags=["keywords"])
+@router.get("/keyword-lists", tags=["keywords"], response_model=views.KeywordLists)
 async def list_keyword_lists(clarion: deps.Services) -> dict[str, Any]:
     """Every list by key, with ``word_count`` but without its words (a list can hold 100,000): GET the list
     for them."""
@@ -162,20 +226,42 @@ async def list_keyword_lists(clarion: deps.Services) -> dict[str, Any]:
     return {"keyword_lists": [keyword_list_json(spec, words=False) for spec in specs]}
 
 
-@router.delete("/keyword-lists/{key}", status_code=204, tags=["keywords"])
+@router.delete("/keyword-lists/{key}", status_code=204, tags=["keywords"], responses=problems.answers(403, 404))
 async def delete_keyword_list(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     """Delete a keyword list (``admin``) — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
-    if not await clarion.db.write(lambda conn: policies.delete_keyword_list(conn, key)):
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        before = await policies.get_keyword_list(conn, key)
+        if before is None or not await policies.delete_keyword_list(conn, key):
+            return False
+        detail = {"key": key, "before": _keyword_list_summary(before)}
+        await audit_log.record(
+            conn, actor=caller.name, action="keyword_list.delete", subject=f"keyword_list:{key}", at=now, detail=detail
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("keyword list", key)
     clarion.catalog.invalidate()
     return Response(status_code=204)
 
 
+def _keyword_list_summary(spec: policies.KeywordListSpec | None) -> dict[str, Any] | None:
+    """A list as its audit entry shows it: everything but the words (a list can hold 100,000), which it counts."""
+    return keyword_list_json(spec, words=False) if spec is not None else None
+
+
 # -- suppressions --------------------------------------------------------------------------------------------
 
 
-@router.post("/suppressions", tags=["suppressions"])
+@router.post(
+    "/suppressions",
+    tags=["suppressions"],
+    response_model=views.Suppression,
+    responses=views.created(views.Suppression) | problems.answers(403),
+)
 async def add_suppression(
     body: schemas.SuppressionIn, clarion: deps.Services, caller: deps.Caller, response: Response
 ) -> dict[str, Any]:
@@ -203,7 +289,7 @@ async def add_suppression(
     return suppression.to_json()
 
 
-@router.get("/suppressions", tags=["suppressions"])
+@router.get("/suppressions", tags=["suppressions"], response_model=views.Suppressions)
 async def list_suppressions(
     clarion: deps.Services,
     user_id: str | None = Query(default=None, min_length=1, max_length=128),
@@ -222,14 +308,39 @@ async def list_suppressions(
     }
 
 
-@router.delete("/suppressions/{suppression_id}", status_code=204, tags=["suppressions"])
+@router.delete(
+    "/suppressions/{suppression_id}", status_code=204, tags=["suppressions"], responses=problems.answers(403, 404)
+)
 async def delete_suppression(
-    clarion: deps.Services, caller: deps.Caller, suppression_id: str = Path(min_length=1, max_length=32)
+    clarion: deps.Services,
+    caller: deps.Caller,
+    suppression_id: str = Path(min_length=1, max_length=32),
+    reason: str | None = Query(default=None, max_length=500, description="why it is lifted, for the audit log"),
 ) -> Response:
     """Remove a suppression, so messages reach the user or address again (``admin``) — 403 ``forbidden``
-    otherwise."""
+    otherwise. The audit log keeps what was lifted (its target, channel, category, reason and source) and
+    ``reason``, why."""
     approval.require(caller.roles, approval.ADMINISTER)
-    if not await clarion.db.write(lambda conn: policies.delete_suppression(conn, suppression_id)):
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        table = t.suppressions
+        row = (await conn.execute(table.select().where(table.c.id == suppression_id))).first()
+        if row is None or not await policies.delete_suppression(conn, suppression_id):
+            return False
+        lifted = {c: getattr(row, c) for c in ("user_id", "address", "channel", "category", "reason", "source")}
+        detail = {"suppression": {**lifted, "created_at": row.created_at.isoformat()}, "reason": reason}
+        await audit_log.record(
+            conn,
+            actor=caller.name,
+            action="suppression.lift",
+            subject=f"suppression:{suppression_id}",
+            at=now,
+            detail=detail,
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("suppression", suppression_id)
     clarion.catalog.invalidate()
     return Response(status_code=204)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import Field, StringConstraints
 
-from clarion.api import deps
+from clarion.api import deps, problems, views
 from clarion.api.schemas import Strict
 from clarion.domain import errors, model, render, variants
 from clarion.domain.policy import config
@@ -28,7 +28,7 @@ class CheckIn(Strict):
     dedup_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-@router.post("/check")
+@router.post("/check", response_model=views.PolicyCheck, responses=problems.answers(404, 409))
 async def check(body: CheckIn, clarion: deps.Services) -> dict[str, Any]:
     """Each channel's decision, every policy's own answer (with the parameters and counter values it saw), and
     the rendered content the keyword lists judged. Caps are reported as they stand: nothing is consumed."""

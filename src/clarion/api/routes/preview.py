@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Path
 from pydantic import Field, StringConstraints
 
-from clarion.api import deps
+from clarion.api import deps, problems, views
 from clarion.api.schemas import Key, Strict
 from clarion.domain import errors, model, render, sms, variants
 from clarion.domain.policy import decision, keywords
@@ -26,10 +26,12 @@ class PreviewIn(Strict):
     variant: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
         default=None, description="the variant to show; default: the user's, or the first without a user"
     )
-    version: int | None = Field(default=None, ge=1, description="a saved version to show; default: the latest")
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="a saved version to show; default: the latest"
+    )
 
 
-@router.post("/templates/{key}/preview")
+@router.post("/templates/{key}/preview", response_model=views.Preview, responses=problems.answers(404))
 async def preview(body: PreviewIn, clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     """What each channel of the template would send, without sending anything: the content as it would go out
     (keyword-list words masked), for SMS its billing (``segments``: encoding, characters, count — counted before

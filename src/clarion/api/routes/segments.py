@@ -21,9 +21,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from starlette.datastructures import UploadFile
 
-from clarion.api import deps
+from clarion.api import deps, openapi, problems, schemas, views
 from clarion.domain import approval, errors
 from clarion.segments import idlists, query
+from clarion.store import audit as audit_log
 from clarion.store import segments as store
 
 router = APIRouter(prefix="/v1", tags=["segments"], dependencies=deps.AUTH)
@@ -67,13 +68,17 @@ def _ms(began: float) -> float:
 # -- segments ------------------------------------------------------------------------------------------------
 
 
-@router.put("/segments/{key}")
+@router.put(
+    "/segments/{key}",
+    response_model=views.SavedSegment,
+    responses=views.created(views.SavedSegment) | problems.answers(403),
+)
 async def put_segment(
     clarion: deps.Services,
     caller: deps.Caller,
     response: Response,
     key: str = KeyPath,
-    body: dict[str, Any] = Definition,
+    body: schemas.Document = Definition,
 ) -> dict[str, Any]:
     """Create or replace a segment: ``{"name": "...", "conditions": {...}}`` (``admin``/``editor``) — 403
     ``forbidden`` otherwise. Answers with the stored segment and its current ``count``."""
@@ -82,22 +87,33 @@ async def put_segment(
     count = await clarion.segments.count(node)  # refuses conditions that cannot apply (unknown list, kinds)
     conditions = query.to_json(node)
     now = datetime.now(UTC)
-    created = await clarion.db.write(lambda conn: store.put_segment(conn, key, body.get("name"), conditions, now))
+
+    async def job(conn: Any) -> bool:
+        before = await store.get_segment(conn, key)
+        created = await store.put_segment(conn, key, body.get("name"), conditions, now)
+        after = {"name": body.get("name"), "conditions": conditions}
+        detail = {"key": key, "before": _segment_summary(before), "after": after}
+        await audit_log.record(
+            conn, actor=caller.name, action="segment.put", subject=f"segment:{key}", at=now, detail=detail
+        )
+        return created
+
+    created = await clarion.db.write(job)
     response.status_code = 201 if created else 200
     async with clarion.db.read() as conn:
         row = await store.get_segment(conn, key)
     return {**segment_json(row), "count": count}
 
 
-@router.get("/segments")
+@router.get("/segments", response_model=views.SegmentList)
 async def list_segments(clarion: deps.Services) -> dict[str, Any]:
     """Every segment by key (without counts: ask ``/count`` for each)."""
     async with clarion.db.read() as conn:
         return {"segments": [segment_json(row) for row in await store.list_segments(conn)]}
 
 
-@router.post("/segments:count")
-async def count_conditions(clarion: deps.Services, body: dict[str, Any] = Definition) -> dict[str, Any]:
+@router.post("/segments:count", response_model=views.Count)
+async def count_conditions(clarion: deps.Services, body: schemas.Document = Definition) -> dict[str, Any]:
     """Count an unsaved definition (what the editor calls while an operator types); same body as the PUT."""
     node = _conditions(body)
     began = time.perf_counter()
@@ -105,21 +121,38 @@ async def count_conditions(clarion: deps.Services, body: dict[str, Any] = Defini
     return {"count": count, "took_ms": _ms(began)}
 
 
-@router.get("/segments/{key}")
+@router.get("/segments/{key}", response_model=views.Segment, responses=problems.answers(404))
 async def get_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     return segment_json(await deps.read_or_404(clarion, store.get_segment, "segment", key))
 
 
-@router.delete("/segments/{key}", status_code=204)
+@router.delete("/segments/{key}", status_code=204, responses=problems.answers(403, 404))
 async def delete_segment(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     """Delete a segment (``admin``/``editor``) — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.EDIT)
-    if not await clarion.db.write(lambda conn: store.delete_segment(conn, key)):
+    now = datetime.now(UTC)
+
+    async def job(conn: Any) -> bool:
+        before = await store.get_segment(conn, key)
+        if before is None or not await store.delete_segment(conn, key):
+            return False
+        detail = {"key": key, "before": _segment_summary(before)}
+        await audit_log.record(
+            conn, actor=caller.name, action="segment.delete", subject=f"segment:{key}", at=now, detail=detail
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("segment", key)
     return Response(status_code=204)
 
 
-@router.get("/segments/{key}/count")
+def _segment_summary(row: Any) -> dict[str, Any] | None:
+    """A stored segment as its audit entry shows it."""
+    return {"name": row.name, "conditions": row.definition} if row is not None else None
+
+
+@router.get("/segments/{key}/count", response_model=views.SegmentCount, responses=problems.answers(404))
 async def count_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     """How many users the segment selects now, and how long counting took."""
     node = await clarion.segments.segment(key)
@@ -128,7 +161,7 @@ async def count_segment(clarion: deps.Services, key: str = KeyPath) -> dict[str,
     return {"key": key, "count": count, "took_ms": _ms(began)}
 
 
-@router.get("/segments/{key}/sample")
+@router.get("/segments/{key}/sample", response_model=views.Sample, responses=problems.answers(404))
 async def sample_segment(
     clarion: deps.Services,
     key: str = KeyPath,
@@ -185,7 +218,13 @@ async def _upload(request: Request, kind: idlists.Kind, region: str | None) -> i
     )
 
 
-@router.post("/lists", tags=["lists"])
+@router.post(
+    "/lists",
+    tags=["lists"],
+    openapi_extra=openapi.LIST_UPLOAD,
+    response_model=views.UploadedList,
+    responses=views.created(views.UploadedList) | problems.answers(400, 403),
+)
 async def upload_list(
     request: Request,
     clarion: deps.Services,
@@ -222,7 +261,14 @@ async def upload_list(
     missing = len(unknown) + upload.invalid
 
     async def job(conn: Any) -> bool:
-        return await store.put_id_list(conn, key, name=name, kind=kind, members=members, unknown=missing, now=now)
+        before = await store.get_id_list(conn, key)
+        created = await store.put_id_list(conn, key, name=name, kind=kind, members=members, unknown=missing, now=now)
+        after = await store.get_id_list(conn, key)
+        detail = {"key": key, "before": _list_summary(before), "after": _list_summary(after)}
+        await audit_log.record(
+            conn, actor=caller.name, action="id_list.put", subject=f"id_list:{key}", at=now, detail=detail
+        )
+        return created
 
     created = await clarion.db.write(job)
     await clarion.segments.lists_changed()
@@ -238,18 +284,18 @@ async def upload_list(
     }
 
 
-@router.get("/lists", tags=["lists"])
+@router.get("/lists", tags=["lists"], response_model=views.IdLists)
 async def list_lists(clarion: deps.Services) -> dict[str, Any]:
     async with clarion.db.read() as conn:
         return {"lists": [list_json(row) for row in await store.list_id_lists(conn)]}
 
 
-@router.get("/lists/{key}", tags=["lists"])
+@router.get("/lists/{key}", tags=["lists"], response_model=views.IdList, responses=problems.answers(404))
 async def get_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     return list_json(await deps.read_or_404(clarion, store.get_id_list, "ID list", key))
 
 
-@router.delete("/lists/{key}", status_code=204, tags=["lists"])
+@router.delete("/lists/{key}", status_code=204, tags=["lists"], responses=problems.answers(403, 404, 409))
 async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     """Delete a list (``admin``/``editor``) — 403 ``forbidden`` otherwise; refused with 409 while a saved segment
     uses it."""
@@ -258,10 +304,27 @@ async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = Ke
         users = [row.key for row in await store.list_segments(conn) if key in _lists_in(row.definition)]
     if users:
         raise errors.Conflict(f"ID list {key!r} is used by segments {', '.join(users)}", details={"segments": users})
-    if not await clarion.db.write(lambda conn: store.delete_id_list(conn, key)):
+    now = datetime.now(UTC)
+
+    async def job(conn: Any) -> bool:
+        before = await store.get_id_list(conn, key)
+        if before is None or not await store.delete_id_list(conn, key):
+            return False
+        detail = {"key": key, "before": _list_summary(before)}
+        await audit_log.record(
+            conn, actor=caller.name, action="id_list.delete", subject=f"id_list:{key}", at=now, detail=detail
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("ID list", key)
     await clarion.segments.lists_changed()
     return Response(status_code=204)
+
+
+def _list_summary(row: Any) -> dict[str, Any] | None:
+    """A stored list as its audit entry shows it: what it is and how big, never its members."""
+    return {"name": row.name, "kind": row.kind, "size": row.size, "unknown": row.unknown} if row is not None else None
 
 
 def _lists_in(conditions: Any) -> set[str]:

@@ -6,16 +6,21 @@ from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from clarion.api import deps
+from clarion.api import deps, views
 from clarion.api.responses import JSON
 from clarion.store import outbox
 
 router = APIRouter(tags=["system"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    response_model=views.Health,
+    responses={503: {"model": views.Health, "description": "the database cannot be reached"}},
+)
 async def healthz(clarion: deps.Services) -> Any:
     try:
         async with clarion.db.read() as conn:
@@ -25,7 +30,7 @@ async def healthz(clarion: deps.Services) -> Any:
     return {"status": "ok", "database": clarion.db.dialect}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={200: {"description": "Prometheus text format"}})
 async def metrics(clarion: deps.Services) -> Response:
     async with clarion.db.read() as conn:
         depth = await outbox.queue_depth(conn)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import Field, StringConstraints
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.api.responses import JSON
 from clarion.domain import approval, errors, model
 from clarion.pipeline import intake
@@ -58,12 +58,14 @@ async def _version(conn: AsyncConnection, key: str, number: int) -> Any:
     return row
 
 
-@router.get("/templates/{key}/versions")
+@router.get("/templates/{key}/versions", response_model=views.Versions, responses=problems.answers(404))
 async def list_versions(
     clarion: deps.Services,
     key: str = KeyPath,
     limit: int = Query(default=100, ge=1, le=1000),
-    before: int | None = Query(default=None, ge=1, description="the next page: versions older than this one"),
+    before: int | None = Query(
+        default=None, ge=1, le=2**31 - 1, description="the next page: versions older than this one"
+    ),
 ) -> dict[str, Any]:
     """The template's saved versions, newest first (also those of a deleted template)."""
     async with clarion.db.read() as conn:
@@ -78,7 +80,7 @@ async def list_versions(
     }
 
 
-@router.get("/templates/{key}/versions/{number}")
+@router.get("/templates/{key}/versions/{number}", response_model=views.Version, responses=problems.answers(404))
 async def get_version(clarion: deps.Services, key: str = KeyPath, number: int = NumberPath) -> dict[str, Any]:
     """One version with its ``body``: the template exactly as that PUT saved it."""
     async with clarion.db.read() as conn:
@@ -86,12 +88,14 @@ async def get_version(clarion: deps.Services, key: str = KeyPath, number: int = 
         return version_json(row, await template_store.load_settings(conn), body=True)
 
 
-@router.get("/templates/{key}/versions/{number}/diff")
+@router.get("/templates/{key}/versions/{number}/diff", response_model=views.Diff, responses=problems.answers(404))
 async def diff_version(
     clarion: deps.Services,
     key: str = KeyPath,
     number: int = NumberPath,
-    against: int | None = Query(default=None, ge=0, description="the version to compare with; default the previous"),
+    against: int | None = Query(
+        default=None, ge=0, le=2**31 - 1, description="the version to compare with; default the previous"
+    ),
 ) -> dict[str, Any]:
     """What changed from version ``against`` (default ``number - 1``; 0: nothing) to ``number``: per changed
     field path (``channels.sms.text``) the old and new value, and for texts a unified diff (``text_diff``)."""
@@ -162,7 +166,11 @@ async def _review(
     return {**found, "live_version": live}
 
 
-@router.post("/templates/{key}/versions/{number}/submit")
+@router.post(
+    "/templates/{key}/versions/{number}/submit",
+    response_model=views.Version,
+    responses=problems.answers(403, 404, 409),
+)
 async def submit_version(
     clarion: deps.Services,
     caller: deps.Caller,
@@ -174,7 +182,11 @@ async def submit_version(
     return await _review(clarion, caller, key, number, "submit", body.comment if body else None)
 
 
-@router.post("/templates/{key}/versions/{number}/approve")
+@router.post(
+    "/templates/{key}/versions/{number}/approve",
+    response_model=views.Version,
+    responses=problems.answers(403, 404, 409),
+)
 async def approve_version(
     clarion: deps.Services,
     caller: deps.Caller,
@@ -188,7 +200,11 @@ async def approve_version(
     return await _review(clarion, caller, key, number, "approve", body.comment if body else None)
 
 
-@router.post("/templates/{key}/versions/{number}/reject")
+@router.post(
+    "/templates/{key}/versions/{number}/reject",
+    response_model=views.Version,
+    responses=problems.answers(403, 404, 409),
+)
 async def reject_version(
     clarion: deps.Services,
     caller: deps.Caller,
@@ -215,7 +231,7 @@ class TestRecipientsIn(schemas.Strict):
     )
 
 
-@router.put("/test-recipients")
+@router.put("/test-recipients", response_model=views.TestRecipients, responses=problems.answers(403))
 async def put_test_recipients(body: TestRecipientsIn, clarion: deps.Services, caller: deps.Caller) -> dict[str, Any]:
     """Replace the test whitelist: the only users test sends reach. Needs ``admin`` (the whitelist is what keeps
     an unapproved text from reaching customers)."""
@@ -238,7 +254,7 @@ async def put_test_recipients(body: TestRecipientsIn, clarion: deps.Services, ca
     return await get_test_recipients(clarion)
 
 
-@router.get("/test-recipients")
+@router.get("/test-recipients", response_model=views.TestRecipients)
 async def get_test_recipients(clarion: deps.Services) -> dict[str, Any]:
     async with clarion.db.read() as conn:
         rows = await template_store.test_recipients(conn)
@@ -257,7 +273,12 @@ class TestSendIn(schemas.Strict):
         return [self.to] if isinstance(self.to, str) else list(dict.fromkeys(self.to))
 
 
-@router.post("/templates/{key}/test", status_code=202)
+@router.post(
+    "/templates/{key}/test",
+    status_code=202,
+    response_model=views.TestSendAccepted,
+    responses=problems.answers(403, 404),
+)
 async def test_send(body: TestSendIn, clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> JSON:
     """Send one version — a draft or one under review too — to whitelisted users only, every subject, title and
     text prefixed with the approval settings' ``test_prefix`` (``"[TEST] "``). Any recipient not on the whitelist

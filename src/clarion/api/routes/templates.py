@@ -11,9 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, expr, render
 from clarion.domain.policy import config, decision, keywords
+from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import tables as t
 from clarion.store import templates as template_store
@@ -54,7 +55,11 @@ async def _template_row(clarion: deps.Services, key: str) -> Any:
     return rows[0]
 
 
-@router.put("/templates/{key}")
+@router.put(
+    "/templates/{key}",
+    response_model=views.SavedTemplate,
+    responses=views.created(views.SavedTemplate) | problems.answers(403),
+)
 async def put_template(
     body: schemas.TemplateIn, clarion: deps.Services, caller: deps.Caller, response: Response, key: str = KeyPath
 ) -> dict[str, Any]:
@@ -109,12 +114,12 @@ async def keyword_warnings(clarion: deps.Services, contents: dict[str, Any]) -> 
     return [{"list": k, "word": w, "field": f} for k, w, f in found]
 
 
-@router.get("/templates/{key}")
+@router.get("/templates/{key}", response_model=views.Template, responses=problems.answers(404))
 async def get_template(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     return template_json(await _template_row(clarion, key))
 
 
-@router.get("/templates")
+@router.get("/templates", response_model=views.Templates)
 async def list_templates(
     clarion: deps.Services,
     limit: int = Query(default=100, ge=1, le=1000),
@@ -129,7 +134,7 @@ async def list_templates(
     }
 
 
-@router.delete("/templates/{key}", status_code=204)
+@router.delete("/templates/{key}", status_code=204, responses=problems.answers(403, 404))
 async def delete_template(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     """Delete a template. Its versions are kept (messages name the version they were rendered from, and the
     audit log its reviews); saving the key again continues their numbering."""
@@ -166,7 +171,12 @@ def rule_json(row: Any) -> dict[str, Any]:
     }
 
 
-@router.put("/rules/{key}", tags=["rules"])
+@router.put(
+    "/rules/{key}",
+    tags=["rules"],
+    response_model=views.Rule,
+    responses=views.created(views.Rule) | problems.answers(403),
+)
 async def put_rule(
     body: schemas.RuleIn, clarion: deps.Services, caller: deps.Caller, response: Response, key: str = KeyPath
 ) -> dict[str, Any]:
@@ -211,13 +221,21 @@ async def put_rule(
         "enabled": body.enabled,
     }
     now = datetime.now(UTC)
-    created = await clarion.db.write(lambda conn: records.upsert(clarion.db, conn, t.rules, key, values, now))
+
+    async def job(conn: AsyncConnection) -> bool:
+        before = await _rule_values(conn, key)
+        created = await records.upsert(clarion.db, conn, t.rules, key, values, now)
+        detail = {"key": key, "before": before, "after": _rule_shown(values)}
+        await audit_log.record(conn, actor=caller.name, action="rule.put", subject=f"rule:{key}", at=now, detail=detail)
+        return created
+
+    created = await clarion.db.write(job)
     clarion.invalidate()
     response.status_code = 201 if created else 200
     return rule_json(await records.get_one(clarion.db, t.rules, key))
 
 
-@router.get("/rules/{key}", tags=["rules"])
+@router.get("/rules/{key}", tags=["rules"], response_model=views.Rule, responses=problems.answers(404))
 async def get_rule(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
     row = await records.get_one(clarion.db, t.rules, key)
     if row is None:
@@ -225,16 +243,40 @@ async def get_rule(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]
     return rule_json(row)
 
 
-@router.get("/rules", tags=["rules"])
+@router.get("/rules", tags=["rules"], response_model=views.Rules)
 async def list_rules(clarion: deps.Services, event: str | None = Query(default=None, max_length=128)) -> dict[str, Any]:
     rows = await records.list_all(clarion.db, t.rules, limit=10_000)
     return {"rules": [rule_json(r) for r in rows if event is None or r.event == event]}
 
 
-@router.delete("/rules/{key}", status_code=204, tags=["rules"])
+@router.delete("/rules/{key}", status_code=204, tags=["rules"], responses=problems.answers(403, 404))
 async def delete_rule(clarion: deps.Services, caller: deps.Caller, key: str = KeyPath) -> Response:
     approval.require(caller.roles, approval.EDIT)
-    if not await records.delete_one(clarion.db, t.rules, key):
+    now = datetime.now(UTC)
+
+    async def job(conn: AsyncConnection) -> bool:
+        before = await _rule_values(conn, key)
+        if before is None or not (await conn.execute(t.rules.delete().where(t.rules.c.key == key))).rowcount:
+            return False
+        detail = {"key": key, "before": before}
+        await audit_log.record(
+            conn, actor=caller.name, action="rule.delete", subject=f"rule:{key}", at=now, detail=detail
+        )
+        return True
+
+    if not await clarion.db.write(job):
         raise errors.NotFound("rule", key)
     clarion.invalidate()
     return Response(status_code=204)
+
+
+def _rule_shown(values: Any) -> dict[str, Any]:
+    """A rule's columns as its audit entry shows them: what a PUT sets, named as the API names them."""
+    shown = {c: values[c] for c in ("event", "condition", "channels", "enabled")}
+    return {**shown, "template": values["template_key"]}
+
+
+async def _rule_values(conn: AsyncConnection, key: str) -> dict[str, Any] | None:
+    """The stored rule as its audit entry shows it, None when there is none."""
+    row = (await conn.execute(t.rules.select().where(t.rules.c.key == key))).first()
+    return _rule_shown(row._mapping) if row is not None else None

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import unsubscribe
-from clarion.api import deps
+from clarion.api import deps, views
 from clarion.domain import errors, model
 from clarion.store import policies
 
@@ -97,7 +97,7 @@ def _invalid() -> HTMLResponse:
     )
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get("/u/{token}", response_class=HTMLResponse, responses={400: views.page("the link is not valid")})
 async def confirm(token: str, clarion: deps.Services) -> HTMLResponse:
     """Ask the user to confirm; nothing is recorded yet."""
     try:
@@ -113,7 +113,7 @@ async def confirm(token: str, clarion: deps.Services) -> HTMLResponse:
     )
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post("/u/{token}", response_class=HTMLResponse, responses={400: views.page("the link is not valid")})
 async def unsubscribe_now(token: str, clarion: deps.Services) -> HTMLResponse:
     """Record the unsubscribe (RFC 8058 one-click, or the confirmation page's button); idempotent."""
     try:

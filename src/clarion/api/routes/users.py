@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.api import deps, schemas
+from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors
 from clarion.domain.policy import config
+from clarion.store import audit as audit_log
 from clarion.store import history, outbox, records
 from clarion.store import tables as t
 
@@ -38,7 +39,7 @@ def user_json(row: Any) -> dict[str, Any]:
     }
 
 
-@router.put("/{user_id}")
+@router.put("/{user_id}", response_model=views.User, responses=views.created(views.User) | problems.answers(403))
 async def put_user(
     body: schemas.UserIn, clarion: deps.Services, caller: deps.Caller, response: Response, user_id: str = UserId
 ) -> dict[str, Any]:
@@ -58,7 +59,7 @@ async def put_user(
     return user_json(await records.get_one(clarion.db, t.users, user_id))
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", response_model=views.User, responses=problems.answers(404))
 async def get_user(clarion: deps.Services, user_id: str = UserId) -> dict[str, Any]:
     row = await records.get_one(clarion.db, t.users, user_id)
     if row is None:
@@ -66,21 +67,28 @@ async def get_user(clarion: deps.Services, user_id: str = UserId) -> dict[str, A
     return user_json(row)
 
 
-@router.delete("/{user_id}", status_code=204)
+@router.delete("/{user_id}", status_code=204, responses=problems.answers(403, 404))
 async def delete_user(clarion: deps.Services, caller: deps.Caller, user_id: str = UserId) -> Response:
     """Remove the user and their personal data: profile, addresses, inbox, and the addresses, content and
     data kept on their messages (``admin``/``sender``) — 403 ``forbidden`` otherwise. Message ids and statuses
-    stay, so counts and audits still add up."""
+    stay, so counts and audits still add up. The audit log keeps who deleted the user, and how many pending
+    deliveries were cancelled and inbox items removed — no personal data."""
     approval.require(caller.roles, approval.USER_DATA)
+    now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> bool:
         gone = (await conn.execute(t.users.delete().where(t.users.c.user_id == user_id))).rowcount
-        await outbox.cancel_pending(conn, user_id=user_id, reason="user_deleted", now=datetime.now(UTC))
-        await conn.execute(t.inbox_items.delete().where(t.inbox_items.c.user_id == user_id))
+        cancelled = await outbox.cancel_pending(conn, user_id=user_id, reason="user_deleted", now=now)
+        inbox = (await conn.execute(t.inbox_items.delete().where(t.inbox_items.c.user_id == user_id))).rowcount
         await conn.execute(
             t.deliveries.update().where(t.deliveries.c.user_id == user_id).values(address=None, content=None)
         )
         await conn.execute(t.messages.update().where(t.messages.c.user_id == user_id).values(data={}))
+        if gone:
+            detail = {"user_id": user_id, "deliveries_cancelled": cancelled, "inbox_items_deleted": inbox}
+            await audit_log.record(
+                conn, actor=caller.name, action="user.delete", subject=f"user:{user_id}", at=now, detail=detail
+            )
         return bool(gone)
 
     if not await clarion.db.write(job):
@@ -89,7 +97,7 @@ async def delete_user(clarion: deps.Services, caller: deps.Caller, user_id: str 
     return Response(status_code=204)
 
 
-@router.get("/{user_id}/messages")
+@router.get("/{user_id}/messages", response_model=views.SendRecord)
 async def user_messages(
     clarion: deps.Services,
     user_id: str = UserId,
@@ -110,7 +118,7 @@ async def user_messages(
         return await history.send_record(conn, user_id, flt, limit=limit, before=cursor)
 
 
-@router.get("/{user_id}/preferences")
+@router.get("/{user_id}/preferences", response_model=views.Preferences, responses=problems.answers(404))
 async def get_preferences(clarion: deps.Services, user_id: str = UserId) -> dict[str, Any]:
     """The user's own choices (everything on, consent not given either way, until they say otherwise)."""
     row = await records.get_one(clarion.db, t.users, user_id)
@@ -119,12 +127,12 @@ async def get_preferences(clarion: deps.Services, user_id: str = UserId) -> dict
     return preferences(row).to_json()
 
 
-@router.put("/{user_id}/preferences")
+@router.put("/{user_id}/preferences", response_model=views.Preferences, responses=problems.answers(403, 404))
 async def put_preferences(
     clarion: deps.Services,
     caller: deps.Caller,
     user_id: str = UserId,
-    body: dict[str, Any] = Body(..., description="the whole preferences document; what is left out is on"),
+    body: schemas.Document = Body(..., description="the whole preferences document; what is left out is on"),
 ) -> dict[str, Any]:
     """Replace the user's preferences: ``channels`` ({channel: false} to opt out of a channel),
     ``categories`` ({category: false}, or {category: {"channels": {channel: false}}} for one pair),
