@@ -7,7 +7,7 @@ same ``Database.write`` job, so the change and its entry commit together or not 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,27 @@ async def record(
     await conn.execute(
         LOG.insert().values(at=at, actor=actor, action=action, subject=subject, detail=dict(detail) if detail else None)
     )
+
+
+async def delete_recorded(
+    conn: AsyncConnection,
+    key: str,
+    *,
+    read: Callable[[AsyncConnection, str], Awaitable[Any | None]],
+    delete: Callable[[AsyncConnection, str], Awaitable[bool]],
+    summary: Callable[[Any], Mapping[str, Any] | None],
+    kind: str,
+    actor: str | None,
+    at: datetime,
+) -> bool:
+    """Delete what ``read`` finds under ``key`` and record ``<kind>.delete`` with its ``summary`` as it was, on
+    ``conn``; False (and no entry) when there was nothing to delete."""
+    before = await read(conn, key)
+    if before is None or not await delete(conn, key):
+        return False
+    detail = {"key": key, "before": summary(before)}
+    await record(conn, actor=actor, action=f"{kind}.delete", subject=f"{kind}:{key}", at=at, detail=detail)
+    return True
 
 
 async def entries(

@@ -136,14 +136,16 @@ async def delete_cap(clarion: deps.Services, caller: deps.Caller, key: str = Key
     now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> bool:
-        before = await policies.get_cap(conn, key)
-        if before is None or not await policies.delete_cap(conn, key):
-            return False
-        detail = {"key": key, "before": _cap_json(before)}
-        await audit_log.record(
-            conn, actor=caller.name, action="cap.delete", subject=f"cap:{key}", at=now, detail=detail
+        return await audit_log.delete_recorded(
+            conn,
+            key,
+            read=policies.get_cap,
+            delete=policies.delete_cap,
+            summary=_cap_json,
+            kind="cap",
+            actor=caller.name,
+            at=now,
         )
-        return True
 
     if not await clarion.db.write(job):
         raise errors.NotFound("cap", key)
@@ -233,14 +235,16 @@ async def delete_keyword_list(clarion: deps.Services, caller: deps.Caller, key: 
     now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> bool:
-        before = await policies.get_keyword_list(conn, key)
-        if before is None or not await policies.delete_keyword_list(conn, key):
-            return False
-        detail = {"key": key, "before": _keyword_list_summary(before)}
-        await audit_log.record(
-            conn, actor=caller.name, action="keyword_list.delete", subject=f"keyword_list:{key}", at=now, detail=detail
+        return await audit_log.delete_recorded(
+            conn,
+            key,
+            read=policies.get_keyword_list,
+            delete=policies.delete_keyword_list,
+            summary=_keyword_list_summary,
+            kind="keyword_list",
+            actor=caller.name,
+            at=now,
         )
-        return True
 
     if not await clarion.db.write(job):
         raise errors.NotFound("keyword list", key)

@@ -133,14 +133,16 @@ async def delete_segment(clarion: deps.Services, caller: deps.Caller, key: str =
     now = datetime.now(UTC)
 
     async def job(conn: Any) -> bool:
-        before = await store.get_segment(conn, key)
-        if before is None or not await store.delete_segment(conn, key):
-            return False
-        detail = {"key": key, "before": _segment_summary(before)}
-        await audit_log.record(
-            conn, actor=caller.name, action="segment.delete", subject=f"segment:{key}", at=now, detail=detail
+        return await audit_log.delete_recorded(
+            conn,
+            key,
+            read=store.get_segment,
+            delete=store.delete_segment,
+            summary=_segment_summary,
+            kind="segment",
+            actor=caller.name,
+            at=now,
         )
-        return True
 
     if not await clarion.db.write(job):
         raise errors.NotFound("segment", key)
@@ -307,14 +309,16 @@ async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = Ke
     now = datetime.now(UTC)
 
     async def job(conn: Any) -> bool:
-        before = await store.get_id_list(conn, key)
-        if before is None or not await store.delete_id_list(conn, key):
-            return False
-        detail = {"key": key, "before": _list_summary(before)}
-        await audit_log.record(
-            conn, actor=caller.name, action="id_list.delete", subject=f"id_list:{key}", at=now, detail=detail
+        return await audit_log.delete_recorded(
+            conn,
+            key,
+            read=store.get_id_list,
+            delete=store.delete_id_list,
+            summary=_list_summary,
+            kind="id_list",
+            actor=caller.name,
+            at=now,
         )
-        return True
 
     if not await clarion.db.write(job):
         raise errors.NotFound("ID list", key)
