@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +16,10 @@ from typer.testing import CliRunner
 
 from clarion import apikeys, cli
 from clarion.store.db import Database
+from tests.processes import api_process
 
 BOUND = 0.5  # ApiKeys.revocation_check_seconds
 SLACK = 1.0  # a loaded test machine: scheduling, the request's own time
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,36 +36,9 @@ def server_env(db_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(server_env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
-    clarion = Path(sys.executable).parent / "clarion"
-    process = subprocess.Popen(
-        [str(clarion), "api", "--port", str(port), "--log-level", "warning"],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"clarion api exited: {process.stderr.read().decode() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "clarion api did not start"
-            time.sleep(0.1)
+def server(server_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    with api_process(server_env, tmp_path / "api.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_a_running_server_refuses_a_key_revoked_by_another_process(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.loopback import free_port
+from tests.processes import api_process
 
 pytestmark = pytest.mark.slow
 
@@ -45,33 +43,8 @@ def server(db_url: str, tmp_path: Path) -> Iterator[str]:
         "CLARION_SECRET_KEY": "hostile-freeze-secret",
         "CLARION_API_KEY": KEY,  # and the garbage collector tuned as it is by default (CLARION_TUNE_GC)
     }
-    port = free_port()
-    clarion = Path(sys.executable).parent / "clarion"
-    log = (tmp_path / "api.log").open("wb")
-    process = subprocess.Popen(
-        [str(clarion), "api", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    log.close()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "api.log").read_text(errors="replace")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "clarion api did not start"
-            time.sleep(0.1)
+    with api_process(env, tmp_path / "api.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture

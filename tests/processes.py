@@ -1,0 +1,50 @@
+"""``clarion api`` as a real process of its own, for the tests that need a second process or a real server's
+event loop (not a test module)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from tests.integration.loopback import free_port
+
+
+@contextlib.contextmanager
+def api_process(env: Mapping[str, str], log: Path, *, start_timeout: float = 60) -> Iterator[str]:
+    """Start ``clarion api`` on a free loopback port with ``env``, wait until ``/healthz`` answers 200, yield its
+    base URL, and stop it afterwards. Its output goes to ``log``, shown if it exits before it is ready."""
+    port = free_port()
+    clarion = Path(sys.executable).parent / "clarion"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(clarion), "api", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=dict(env),
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            assert process.poll() is None, f"clarion api exited: {log.read_text(errors='replace')}"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "clarion api did not start"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
