@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from clarion import apikeys, metrics, unsubscribe, worker
+from clarion import apikeys, metrics, owners, sealing, unsubscribe, worker
 from clarion.campaigns.runner import CampaignRunner
 from clarion.channels import registry
 from clarion.counters import base as counters_base
@@ -80,6 +80,7 @@ class Clarion:
         await self.segments.close()
         await self.providers.close()
         await self.counters.close()
+        await self.keys.close()  # its last uses not yet written
         await self.db.close()
 
 
@@ -105,13 +106,14 @@ def build(settings: Settings | None = None) -> Clarion:
         registry.Account("inbox", None, "inbox", {}),
         registry.Account("webhook", None, "webhook", {"secret": secret_key(settings)}),
     ]
-    providers = registry.ProviderRegistry(db, builtins)
+    providers = registry.ProviderRegistry(db, builtins, sealer=sealing.Sealer(secret_key(settings)))
     counters: counters_base.Counters = (
         RedisCounters.from_url(settings.redis_url, prefix=settings.redis_prefix)
         if settings.redis_url
         else MemoryCounters()
     )
     stage = policies.PolicyStage(db, the_catalog, counters)
+    host = owners.Host()  # names this process's leases; tells which leases of this host's processes are orphaned
     dispatcher = worker.Dispatcher(
         db,
         providers,
@@ -123,6 +125,7 @@ def build(settings: Settings | None = None) -> Clarion:
         poll_interval=settings.poll_interval,
         linger=settings.claim_linger,
         recheck=stage.recheck,
+        host=host,
     )
 
     secret = secret_key(settings)
@@ -154,6 +157,7 @@ def build(settings: Settings | None = None) -> Clarion:
             segments,
             batch_size=settings.campaign_batch,
             lease=timedelta(seconds=settings.campaign_lease_seconds),
+            host=host,
         ),
     )
 

@@ -1,15 +1,16 @@
 """The dispatch loop: claim a batch from the outbox → send through providers → record outcomes.
 
-No transaction is held across a network call: the claim commits, providers run, then one write records every
-outcome. A worker stopped gracefully finishes its batch; a worker killed leaves leases that expire and are
+No transaction is held across a network call: the claim commits, providers run, and outcomes are recorded as
+the sends complete — a chunk at a time, each chunk's write committing while the next chunk is sent — so a
+worker killed mid-batch has handed over at most a couple of chunks it had not yet recorded. A worker stopped
+gracefully finishes its batch; a worker killed leaves leases that a worker starting on the same host takes back
+at once (its owner names host, pid and process start, see ``clarion.owners``) and that otherwise expire and are
 reaped, so each delivery is sent at least once, and always under the same delivery id."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion import owners
 from clarion.channels.registry import ProviderRegistry
 from clarion.domain import errors, model, retry
 from clarion.domain.policy.decision import Drop
@@ -30,11 +32,64 @@ S = model.DeliveryStatus
 #: the deliveries of a batch to judge again (their ids → why each is dropped now)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
+RECORD_CHUNK = 250  # outcomes sent to a provider and recorded together, at most
 
 
 def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
     detail = {"policy": drop.policy, **drop.detail, "judged": "at dispatch"}
     return outbox.Outcome(claimed.id, claimed.message_id, S.FILTERED, drop.reason, detail=detail)
+
+
+class Recorder:
+    """A worker's outcomes, recorded as their sends complete rather than once its whole batch is sent.
+
+    One write is in flight at a time (it shares a group commit with whatever else is being written); outcomes
+    that come back meanwhile wait, and go together in the next write, queued as soon as the one before commits.
+    A sender waits in ``room`` while a chunk's worth is already waiting, so at any moment at most about two
+    chunks have been handed to providers and not recorded: what a SIGKILL would have sent twice. A write that
+    fails is logged; its deliveries stay leased and are sent again once the lease is taken back."""
+
+    def __init__(self, db: Database, owner: str, clock: Callable[[], datetime], chunk: int) -> None:
+        self.db = db
+        self.owner = owner
+        self.clock = clock
+        self.chunk = chunk
+        self.failures: list[BaseException] = []
+        self._waiting: list[outbox.Outcome] = []
+        self._writing: asyncio.Future[int] | None = None
+
+    def add(self, outcomes: list[outbox.Outcome]) -> None:
+        self._waiting.extend(outcomes)
+        if self._writing is None and self._waiting:
+            self._write()
+
+    def _write(self) -> None:
+        outcomes, self._waiting = self._waiting, []
+        owner, done = self.owner, self.clock()
+
+        async def complete(conn: AsyncConnection) -> int:
+            return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
+
+        self._writing = asyncio.ensure_future(self.db.write(complete))
+        self._writing.add_done_callback(self._written)
+
+    def _written(self, write: asyncio.Future[int]) -> None:
+        self._writing = None
+        if not write.cancelled() and (exc := write.exception()) is not None:
+            log.error("worker %s: recording outcomes failed, their leases will be taken back: %r", self.owner, exc)
+            self.failures.append(exc)
+        if self._waiting:
+            self._write()
+
+    async def room(self) -> None:
+        """Return once fewer than a chunk's outcomes wait behind the write in flight."""
+        while self._writing is not None and len(self._waiting) >= self.chunk:
+            await asyncio.wait({self._writing})
+
+    async def drain(self) -> None:
+        """Return once every outcome added so far is committed (or its write has failed)."""
+        while self._writing is not None:
+            await asyncio.wait({self._writing})
 
 
 class Dispatcher:
@@ -47,10 +102,12 @@ class Dispatcher:
         retry_policy: retry.RetryPolicy,
         batch_size: int = 200,
         max_batch_size: int | None = None,
+        record_chunk: int = RECORD_CHUNK,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 0.05,
         linger: float = 0.0,
         recheck: Recheck | None = None,
+        host: owners.Host | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
@@ -63,6 +120,8 @@ class Dispatcher:
         # ``batch_size``. Lanes are claimed in order either way, so an urgent message waits at most one batch.
         self.max_batch_size = max_batch_size or batch_size
         self._limit: int | None = None
+        # A batch goes to each provider in chunks of at most ``record_chunk``, each recorded as it comes back.
+        self.record_chunk = record_chunk
         self._children: dict[tuple[Any, ...], Any] = {}
         self.lease = lease
         self.poll_interval = poll_interval
@@ -74,34 +133,51 @@ class Dispatcher:
         # against the user's own wishes before they go: someone who unsubscribed or opted out meanwhile is not
         # sent them.
         self.recheck = recheck
+        # This host as /proc shows it: names this process's leases, and tells which leases on this host belong to
+        # a process that is gone.
+        self.host = host or owners.Host()
         self.clock = clock
         self.wakeup = asyncio.Event()
-        self._last_reap = 0.0
+        self._last_reap = float("-inf")  # the first cycle takes back what a previous process left leased
 
     def notify(self, _count: int = 1) -> None:
         """Intake calls this when it queued deliveries, so idle workers wake without waiting a poll."""
         self.wakeup.set()
 
     async def run_once(self, owner: str) -> int:
-        """One claim → send → complete cycle; returns how many deliveries it handled."""
-        handled, completion = await self._claim_and_send(owner)
-        if completion is not None:
-            await self.db.write(completion)
+        """One claim → send → record cycle, recorded when it returns; returns how many deliveries it handled."""
+        recorder = Recorder(self.db, owner, self.clock, self.record_chunk)
+        handled = await self._cycle(recorder)
+        await recorder.drain()
+        if recorder.failures:
+            raise recorder.failures[0]
         return handled
 
-    async def _claim_and_send(self, owner: str) -> tuple[int, Any]:
-        """Claim a batch and send it; returns how many were handled and the write that records their outcomes
-        (None when nothing was claimed)."""
+    async def reap(self, now: datetime) -> int:
+        """Put back in the queue what workers that are gone left leased: at once for a process of this host known
+        to have stopped, and once the lease has run out for any other."""
+        max_attempts = self.retry_policy.max_attempts
+        gone = self.host.gone
+
+        async def job(conn: AsyncConnection) -> int:
+            reclaimed = await outbox.reclaim_gone(conn, now=now, gone=gone, max_attempts=max_attempts)
+            return reclaimed + await outbox.reap_expired(conn, now=now, max_attempts=max_attempts)
+
+        return await self.db.write(job)
+
+    async def _cycle(self, recorder: Recorder) -> int:
+        """Claim a batch and send it, handing its outcomes to ``recorder`` as they come; returns how many
+        deliveries were handled (their last outcomes may still be being written)."""
         now = self.clock()
         if time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
             self._last_reap = time.monotonic()
-            max_attempts = self.retry_policy.max_attempts
-            await self.db.write(lambda conn: outbox.reap_expired(conn, now=now, max_attempts=max_attempts))
+            if reaped := await self.reap(now):
+                log.info("worker %s: put %d deliveries left leased back in the queue", recorder.owner, reaped)
 
         async def claim(conn: AsyncConnection) -> list[outbox.Claimed]:
             return await outbox.claim(
                 conn,
-                owner=owner,
+                owner=recorder.owner,
                 now=now,
                 lease_until=now + self.lease,
                 limit=limit,
@@ -112,26 +188,19 @@ class Dispatcher:
         batch = await self.db.write(claim)
         self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if len(batch) >= limit else None
         if not batch:
-            return 0, None
+            return 0
         handled = len(batch)
-        dropped: list[outbox.Outcome] = []
         if self.recheck is not None:
             waited = [c for c in batch if now - c.created_at > WAITED]
             drops = await self.recheck(waited, now) if waited else {}
             if drops:
                 batch = [c for c in batch if c.id not in drops]
-                dropped = [_dropped(c, drops[c.id]) for c in waited if c.id in drops]
-        outcomes = await self._send(batch) + dropped
-        done = self.clock()
+                recorder.add([_dropped(c, drops[c.id]) for c in waited if c.id in drops])
+        await self._send(batch, recorder)
+        return handled
 
-        async def complete(conn: AsyncConnection) -> int:
-            return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
-
-        return handled, complete
-
-    async def _send(self, batch: list[outbox.Claimed]) -> list[outbox.Outcome]:
+    async def _send(self, batch: list[outbox.Claimed], recorder: Recorder) -> None:
         groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
-        outcomes: list[outbox.Outcome] = []
         routes: dict[tuple[str | None, str], str] = {}  # (routed provider, channel) → provider now; once a batch
         for claimed in batch:
             channel = model.Channel(claimed.channel)
@@ -153,10 +222,22 @@ class Dispatcher:
                     ),
                 )
             )
-        results = await asyncio.gather(*(self._send_group(name, items) for name, items in groups.items()))
-        for group_outcomes in results:
-            outcomes.extend(group_outcomes)
-        return outcomes
+        if len(groups) == 1:
+            [(name, items)] = groups.items()
+            await self._send_chunks(name, items, recorder)
+        else:
+            await asyncio.gather(*(self._send_chunks(name, items, recorder) for name, items in groups.items()))
+
+    async def _send_chunks(
+        self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]], recorder: Recorder
+    ) -> None:
+        """One provider's part of a batch, a chunk at a time, each chunk's outcomes recorded as it returns."""
+        size = self.record_chunk
+        for start in range(0, len(items), size):
+            if start:
+                await asyncio.sleep(0)  # the writer takes the chunk before: it commits while this one is sent
+                await recorder.room()
+            recorder.add(await self._send_group(name, items[start : start + size]))
 
     async def _send_group(self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]]) -> list[outbox.Outcome]:
         started = time.perf_counter()
@@ -218,23 +299,17 @@ class Dispatcher:
         return outbox.Outcome(**base, status=S.FAILED, reason=f"{kind}: {reason}")
 
     async def run(self, stop: asyncio.Event, *, index: int = 0) -> None:
-        owner = f"{socket.gethostname()}:{os.getpid()}:{index}"
+        owner = self.host.owner(str(index))
         log.info("worker %s started", owner)
-        # A batch's outcomes are written while the next batch is claimed and sent: the two writes share a
-        # group commit. At most one completion is in flight, and it is committed before the next one is queued.
-        completing: asyncio.Future[Any] | None = None
+        # Outcomes are written while the next chunk is sent and the next batch claimed (the last chunk's write and
+        # the next claim share a group commit); the recorder keeps one write in flight at a time.
+        recorder = Recorder(self.db, owner, self.clock, self.record_chunk)
         while not stop.is_set():
             try:
-                handled, completion = await self._claim_and_send(owner)
-                if completing is not None:
-                    await completing
-                    completing = None
-                if completion is not None:
-                    completing = asyncio.ensure_future(self.db.write(completion))
+                handled = await self._cycle(recorder)
+                recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
             except Exception:
                 log.exception("worker %s: cycle failed", owner)
-                if completing is not None and completing.done():  # it failed; else await it next cycle
-                    completing = None
                 handled = 0
                 await asyncio.sleep(1)
             if handled == 0:
@@ -242,11 +317,7 @@ class Dispatcher:
                 await self._pause(stop, self.poll_interval, self.wakeup)
             elif self._limit is None and self.linger > 0:  # it took everything due: let the next ones gather
                 await self._pause(stop, self.linger)
-        if completing is not None:  # a graceful stop records the last batch's outcomes
-            try:
-                await completing
-            except Exception:
-                log.exception("worker %s: recording the last batch failed", owner)
+        await recorder.drain()  # a graceful stop records the last outcomes
         log.info("worker %s stopped", owner)
 
     @staticmethod

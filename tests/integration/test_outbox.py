@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from clarion import bootstrap, worker
+from clarion import bootstrap, owners
 from clarion.domain import errors, model, retry
 from clarion.pipeline import intake
 from clarion.store import outbox
@@ -374,13 +378,13 @@ async def test_complete_racing_a_reap_and_reclaim_does_not_overwrite_the_new_lea
 
 
 async def test_a_worker_on_a_host_with_a_long_name_can_claim(
-    api: httpx.AsyncClient, clarion: bootstrap.Clarion, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, request: pytest.FixtureRequest
 ) -> None:
     """Linux host names may be 64 characters (a Kubernetes pod name is up to 63); the worker's lease owner is
-    ``{hostname}:{pid}:{index}``, so it can be longer than the hostname itself."""
+    ``{hostname}:{pid}:{start}:{index}``, so it is longer than the hostname itself."""
     hostname = "clarion-notification-dispatch-worker-production-7f9c8d4b5-x2k4p"  # 63 characters
     assert len(hostname) == 63
-    monkeypatch.setattr(worker.socket, "gethostname", lambda: hostname)
+    clarion.dispatcher.host = owners.Host(hostname=hostname)
     delivery_id = await one_queued(api, clarion)
 
     stop = asyncio.Event()
@@ -405,6 +409,171 @@ async def test_a_worker_on_a_host_with_a_long_name_can_claim(
             )
         ).scalar_one()
     assert detail["worker"].startswith(hostname + ":")
+    assert owners.parse(detail["worker"]) is not None  # host, pid and start, so a restart can judge it
+    assert len(detail["worker"] + "#completing") <= t.deliveries.c.lease_owner.type.length
+
+
+# -- workers that are gone ---------------------------------------------------------------------------------
+
+
+def a_process() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def stopped(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    assert process.wait(10) == -signal.SIGKILL
+
+
+async def reclaim(clarion: bootstrap.Clarion, host: owners.Host, *, max_attempts: int = 1_000_000) -> int:
+    now = datetime.now(UTC)
+    return await clarion.db.write(
+        lambda conn: outbox.reclaim_gone(conn, now=now, gone=host.gone, max_attempts=max_attempts)
+    )
+
+
+async def test_the_leases_of_a_killed_process_are_taken_back_at_once(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    delivery_id = await one_queued(api, clarion)
+    host = owners.Host()
+    process = a_process()
+    try:
+        owner = host.owner("0", pid=process.pid)
+        [_] = await claim(clarion, owner, now=datetime.now(UTC), lease=timedelta(seconds=60))
+        assert await reclaim(clarion, host) == 0  # it still runs: its lease is its own
+        assert (await delivery(clarion, delivery_id)).lease_owner == owner
+    finally:
+        stopped(process)
+
+    assert await reclaim(clarion, host) == 1  # long before the lease runs out
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner, row.lease_until, row.attempts) == ("queued", None, None, 1)
+    status, reason = (await timeline(clarion, delivery_id))[-1]
+    assert (status, reason) == ("queued", f"lease_reclaimed: worker {host.hostname}:{process.pid} is not running")
+    assert await drain(clarion) == 1
+    assert (await delivery(clarion, delivery_id)).status == "sent"
+
+
+async def test_a_pid_now_used_by_another_process_is_told_apart(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """The pid runs, but the process that holds it started at another time: it is not the lease's owner."""
+    delivery_id = await one_queued(api, clarion)
+    host = owners.Host()
+    process = a_process()
+    try:
+        real = owners.parse(host.owner("0", pid=process.pid))
+        assert real is not None
+        machine, ticks = real.start.rsplit(".", 1)
+        earlier = owners.Owner(real.host, real.pid, f"{machine}.{int(ticks) - 100}", "0")
+        await claim(clarion, str(earlier), now=datetime.now(UTC))
+        assert await reclaim(clarion, host) == 1
+    finally:
+        stopped(process)
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.lease_owner) == ("queued", None)
+    _, reason = (await timeline(clarion, delivery_id))[-1]
+    assert reason == (
+        f"lease_reclaimed: worker {host.hostname}:{process.pid} is not running (its pid now belongs to another process)"
+    )
+
+
+@pytest.mark.parametrize("kind", ["another host", "another boot", "an unknown start", "no start at all"])
+async def test_leases_this_host_cannot_judge_wait_for_their_expiry(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, kind: str
+) -> None:
+    delivery_id = await one_queued(api, clarion)
+    host = owners.Host()
+    process = a_process()
+    real = owners.parse(host.owner("0", pid=process.pid))
+    stopped(process)  # its pid runs nothing now: only the owner's host, boot or start is in doubt
+    assert real is not None
+    _, ns, ticks = real.start.split(".")
+    owner = {
+        "another host": str(owners.Owner("another-" + real.host, real.pid, real.start, "0")),
+        "another boot": str(owners.Owner(real.host, real.pid, f"0123456789ab.{ns}.{ticks}", "0")),
+        "an unknown start": str(owners.Owner(real.host, real.pid, "-.-.-", "0")),
+        "no start at all": f"{real.host}:{real.pid}:0",  # as an older Clarion named its workers
+    }[kind]
+    now = datetime.now(UTC)
+    await claim(clarion, owner, now=now, lease=timedelta(seconds=30))
+
+    assert await reclaim(clarion, host) == 0
+    assert (await delivery(clarion, delivery_id)).lease_owner == owner
+    assert await reap(clarion, now + timedelta(seconds=31)) == 1  # its lease expires as before
+    assert (await delivery(clarion, delivery_id)).status == "queued"
+
+
+async def test_a_delivery_that_killed_every_attempt_fails_when_taken_back(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    delivery_id = await one_queued(api, clarion)
+    host = owners.Host()
+    process = a_process()
+    await claim(clarion, host.owner("0", pid=process.pid), now=datetime.now(UTC))
+    stopped(process)
+    assert await reclaim(clarion, host, max_attempts=1) == 1
+    row = await delivery(clarion, delivery_id)
+    assert (row.status, row.last_error) == ("failed", "lease_reclaimed: attempts exhausted")
+    async with clarion.db.read() as conn:
+        message = (await conn.execute(sa.select(t.messages.c.status).where(t.messages.c.id == row.message_id))).scalar()
+    assert message == "failed"
+
+
+async def test_a_starting_worker_sends_what_a_killed_one_left_leased(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """The worker's first cycle takes back the leases of a dead process of this host, and sends them in it."""
+    await sms_template(api, "note", "notification", "normal")
+    await seed_users(clarion, ["u1", "u2", "u3"])
+    ids = await queue(clarion, "note", ["u1", "u2", "u3"])
+    process = a_process()
+    await claim(clarion, clarion.dispatcher.host.owner("1", pid=process.pid), now=datetime.now(UTC), limit=2)
+    stopped(process)
+
+    assert await clarion.dispatcher.run_once(clarion.dispatcher.host.owner("0")) == 3
+    assert {r.status for r in await deliveries(clarion)} == {"sent"}
+    assert sorted(line["delivery_id"] for line in sink(clarion)) == sorted(ids)
+
+
+# -- recording as sends complete ---------------------------------------------------------------------------
+
+
+async def test_outcomes_are_recorded_a_chunk_at_a_time_while_the_batch_is_sent(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's outcomes are committed by the time the chunk after next goes to the provider, so a worker
+    killed mid-batch has at most two chunks sent and unrecorded (not the whole batch)."""
+    everything = await queue_many(api, clarion, 60)
+    dispatcher = clarion.dispatcher
+    dispatcher.batch_size = dispatcher.max_batch_size = 60
+    dispatcher.record_chunk = 10
+    send_group = dispatcher._send_group
+    unrecorded: list[int] = []  # at each chunk's send: deliveries handed over before it, not yet recorded
+
+    async def observed(name: str, items: list[Any]) -> list[outbox.Outcome]:
+        async with clarion.db.read() as conn:
+            sent = (await conn.execute(sa.select(sa.func.count()).where(t.deliveries.c.status == "sent"))).scalar()
+        unrecorded.append(len(unrecorded) * 10 - sent)
+        return await send_group(name, items)
+
+    complete = outbox.complete
+
+    async def slow_complete(conn: Any, **kwargs: Any) -> int:  # a write slower than a chunk's send
+        if clarion.db.is_sqlite:
+            time.sleep(0.05)  # noqa: ASYNC251 -- SQLite runs write jobs on its writer thread
+        else:
+            await asyncio.sleep(0.05)
+        return await complete(conn, **kwargs)
+
+    monkeypatch.setattr(dispatcher, "_send_group", observed)
+    monkeypatch.setattr(outbox, "complete", slow_complete)
+    assert await dispatcher.run_once("w1") == 60
+    assert len(unrecorded) == 6
+    assert max(unrecorded) <= 20, unrecorded
+    assert {r.status for r in await deliveries(clarion)} == {"sent"}
+    assert sorted(line["delivery_id"] for line in sink(clarion)) == sorted(everything)
 
 
 # -- concurrent claimers -----------------------------------------------------------------------------------
@@ -440,9 +609,9 @@ async def assert_each_claimed_once(clarion: bootstrap.Clarion, everything: list[
     rows = await deliveries(clarion)
     assert {r.status for r in rows} == {"sending"}
     assert {r.attempts for r in rows} == {1}
-    owners = {r.id: r.lease_owner for r in rows}
+    leased_to = {r.id: r.lease_owner for r in rows}
     for index, ids in enumerate(claims):
-        assert all(owners[i] == f"c{index}" for i in ids)
+        assert all(leased_to[i] == f"c{index}" for i in ids)
     e = t.delivery_events
     async with clarion.db.read() as conn:
         sending = (await conn.execute(sa.select(e.c.delivery_id).where(e.c.status == "sending"))).scalars().all()

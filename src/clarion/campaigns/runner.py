@@ -4,7 +4,8 @@ A run starts when its campaign is ``scheduled`` and due: the audience is evaluat
 earlier run reached within ``exclude_reached_days``) and frozen into ``campaign_audience`` in send order.
 Then the run is advanced a batch at a time by whichever runner holds its lease: each batch's messages are
 written in the same transaction as the run's cursor (``Intake.write_campaign_batch``), so after a crash the
-next runner — once the dead one's lease has run out — continues exactly after the last committed batch.
+next runner continues exactly after the last committed batch: at once when the dead runner was a process of this
+host (its lease names host, pid and process start, see ``clarion.owners``), else once its lease has run out.
 Pausing stops the run after the batch in flight; the run's token bucket paces batches to the campaign's rate.
 """
 
@@ -13,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
+from clarion import owners
 from clarion.campaigns import definition as spec
 from clarion.campaigns import pacing
 from clarion.domain import errors, ids
@@ -79,6 +79,7 @@ class CampaignRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        host: owners.Host | None = None,
     ) -> None:
         self.db = db
         self.intake = intake
@@ -91,6 +92,7 @@ class CampaignRunner:
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
+        self.host = host or owners.Host()
         self._runs: dict[str, _Run] = {}
 
     async def run_once(self, owner: str) -> int:
@@ -111,9 +113,13 @@ class CampaignRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """The scheduler loop of ``clarion serve``/``clarion worker``."""
-        owner = f"{socket.gethostname()}:{os.getpid()}:campaigns"
+        owner = self.host.owner("campaigns")
+        released_at = float("-inf")
         while not stop.is_set():
             try:
+                if self.monotonic() - released_at > self.lease.total_seconds() / 4:
+                    released_at = self.monotonic()
+                    await self.release_gone()
                 processed = await self.run_once(owner)
             except Exception:
                 log.exception("campaign runner %s: cycle failed", owner)
@@ -121,6 +127,14 @@ class CampaignRunner:
             if processed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+
+    async def release_gone(self) -> dict[str, str]:
+        """Release the runs whose runner is a process of this host that has stopped (``store.release_runs``)."""
+        gone = self.host.gone
+        released = await self.db.write(lambda conn: store.release_runs(conn, gone=gone))
+        for run_id, reason in released.items():
+            log.info("campaign run %s taken back: %s", run_id, reason)
+        return released
 
     # -- starting a run ------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ That one guard is what makes a resumed run exact."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -247,3 +247,28 @@ async def cancel_pending(conn: AsyncConnection, run_id: str, *, reason: str, now
         )
         await outbox.refresh_messages(conn, {r.message_id for r in rows}, now)
     return len(rows)
+
+
+# A run's lease names its runner as ``clarion.owners`` does (host, pid, process start). When a runner process on
+# this host is known to have stopped, its runs are released so the next runner continues them straight away; the
+# run itself (status, cursor, counts) is not touched, so a pause or a cancel meanwhile stands. The deliveries'
+# own leases are taken back by ``outbox.reclaim_gone``.
+async def release_runs(conn: AsyncConnection, *, gone: Callable[[str], str | None]) -> dict[str, str]:
+    """Release the runs leased to an owner ``gone`` says has stopped; returns each released run's id → why."""
+    leased = sa.and_(R.c.status.in_(("running", "paused")), R.c.lease_owner.is_not(None))
+    owners: list[str] = list((await conn.execute(sa.select(R.c.lease_owner).where(leased).distinct())).scalars())
+    released: dict[str, str] = {}
+    for owner in owners:
+        reason = gone(owner)
+        if reason is None:
+            continue
+        ids = (
+            await conn.execute(
+                R.update()
+                .where(leased, R.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+                .returning(R.c.id)
+            )
+        ).scalars()
+        released.update(dict.fromkeys(ids, reason))
+    return released

@@ -2,7 +2,8 @@
 
 Claiming flips a batch of due rows to ``sending`` with ``lease_until`` in one statement (``UPDATE … RETURNING``;
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so workers in several processes never take the same row). A worker
-that dies leaves its leases to expire; ``reap_expired`` puts those rows back in the queue. Completion only
+that dies leaves its leases to expire; ``reap_expired`` puts those rows back in the queue, and ``reclaim_gone`` does
+so at once for the leases of a worker known to have stopped (see ``clarion.owners``). Completion only
 touches rows still leased to the completing worker, so a worker whose lease was taken over cannot overwrite
 the newer attempt's outcome.
 """
@@ -10,7 +11,7 @@ the newer attempt's outcome.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -230,28 +231,51 @@ async def reap_expired(conn: AsyncConnection, *, now: datetime, max_attempts: in
     have used every attempt, so a delivery that kills its worker each time cannot loop forever."""
     d = t.deliveries
     expired = sa.and_(d.c.status == S.SENDING.value, d.c.lease_until < now)
+    return await _requeue(conn, expired, "lease_expired", "worker stopped before completing", now, max_attempts)
+
+
+async def reclaim_gone(
+    conn: AsyncConnection, *, now: datetime, gone: Callable[[str], str | None], max_attempts: int = 1_000_000
+) -> int:
+    """Deliveries leased to a worker known to have stopped go back to the queue at once, without waiting for
+    their lease to run out (or fail, like ``reap_expired``, once they have used every attempt). ``gone(owner)``
+    says why that owner no longer runs, or None when it may still run (its leases are then left alone)."""
+    d = t.deliveries
+    sending = d.c.status == S.SENDING.value
+    owners: list[str | None] = list(
+        (await conn.execute(sa.select(d.c.lease_owner).where(sending).distinct())).scalars()
+    )
+    reclaimed = 0
+    for owner in owners:
+        reason = gone(owner) if owner is not None else None
+        if reason is not None:
+            held = sa.and_(sending, d.c.lease_owner == owner)
+            reclaimed += await _requeue(conn, held, "lease_reclaimed", reason, now, max_attempts)
+    return reclaimed
+
+
+async def _requeue(conn: AsyncConnection, leased: Any, code: str, why: str, now: datetime, max_attempts: int) -> int:
+    """The ``leased`` deliveries back to the queue (failed if out of attempts), each change on the timeline."""
+    d = t.deliveries
     changes = {"lease_owner": None, "lease_until": None, "updated_at": now}
     failed = (
         await conn.execute(
             d.update()
-            .where(expired, d.c.attempts >= max_attempts)
-            .values(status=S.FAILED.value, last_error="lease_expired: attempts exhausted", **changes)
+            .where(leased, d.c.attempts >= max_attempts)
+            .values(status=S.FAILED.value, last_error=f"{code}: attempts exhausted", **changes)
             .returning(d.c.id, d.c.message_id)
         )
     ).all()
     requeued = (
         await conn.execute(
             d.update()
-            .where(expired)
+            .where(leased)
             .values(status=S.QUEUED.value, run_at=now, **changes)
             .returning(d.c.id, d.c.message_id)
         )
     ).all()
-    events = [event_row(r.message_id, r.id, S.FAILED, "lease_expired: attempts exhausted", now) for r in failed]
-    events += [
-        event_row(r.message_id, r.id, S.QUEUED, "lease_expired: worker stopped before completing", now)
-        for r in requeued
-    ]
+    events = [event_row(r.message_id, r.id, S.FAILED, f"{code}: attempts exhausted", now) for r in failed]
+    events += [event_row(r.message_id, r.id, S.QUEUED, f"{code}: {why}", now) for r in requeued]
     if events:
         await conn.execute(t.delivery_events.insert(), events)
     if failed:
