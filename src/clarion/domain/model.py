@@ -69,9 +69,14 @@ class DeliveryStatus(enum.StrEnum):
     QUEUED = "queued"
     SENDING = "sending"
     SENT = "sent"
-    DELIVERED = "delivered"
+    DELIVERED = "delivered"  # the vendor's receipt says it reached the device, the mailbox, the endpoint
+    UNDELIVERED = "undelivered"  # the vendor's receipt says it did not (its reason kept: "phone off" …)
+    BOUNCED = "bounced"  # e-mail: the receiving server sent it back
+    READ = "read"  # inbox: the user opened it
     CLICKED = "clicked"  # a short link in it was opened (after it was sent)
     FAILED = "failed"
+    EXPIRED = "expired"  # not handed to a provider within the template's ttl: never sent late
+    CANCELLED = "cancelled"  # a pending fallback no longer needed: the delivery it stood behind arrived
 
 
 @dataclass(frozen=True, slots=True)

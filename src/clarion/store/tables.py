@@ -129,6 +129,8 @@ templates = sa.Table(
     sa.Column("variants", JSON),  # A/B variants of the content with their weights
     # the version sends use where the template's category needs approval (None: none approved yet)
     sa.Column("live_version", sa.Integer),
+    sa.Column("ttl_seconds", sa.Integer),  # a delivery not handed over within this long of acceptance expires
+    sa.Column("fallback", JSON),  # [{"from", "to", "when", "within"}]: the channel to try when one does not reach
     *_timestamps(),
 )
 
@@ -189,6 +191,35 @@ providers = sa.Table(
     *_timestamps(),
 )
 
+# Which provider accounts send a channel's deliveries: the most specific route whose ``match`` fits a delivery
+# picks among its ``providers`` by weight, and ``failover`` when none of them can send.
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("match", JSON, nullable=False),  # category, template, department, priority, signature, country_code
+    sa.Column("providers", JSON, nullable=False),  # [{"name", "weight"}], in order
+    sa.Column("failover", JSON, nullable=False),  # [provider name, ...]
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    *_timestamps(),
+)
+
+# Receipts that could not be applied when they came (the delivery's sent outcome not written yet, or an id no
+# delivery carries yet): kept, and applied when the outcome that names the id is recorded.
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("provider", Key, nullable=False),
+    sa.Column("provider_message_id", sa.String(300), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("detail", JSON),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "provider", "provider_message_id"),
+)
+
 send_requests = sa.Table(
     "send_requests",
     metadata,
@@ -241,9 +272,13 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("sent_at", UTCDateTime()),
     sa.Column("segments", sa.SmallInteger),  # SMS: billed segments of the rendered text
+    # not handed to a provider by then (the template's ttl after the message was accepted): expired, never late
+    sa.Column("expires_at", UTCDateTime()),
+    sa.Column("fallback_of", Id),  # the delivery of the same message this one replaces, on another channel
     *_timestamps(),
     # the outbox: what workers claim, in lane order
     sa.Index("ix_deliveries_claim", "status", "lane", "run_at"),
+    sa.Index(None, "provider", "provider_message_id"),  # receipts name the vendor's id
 )
 
 delivery_events = sa.Table(
