@@ -39,9 +39,14 @@ class Settings(BaseSettings):
     #: after a claim that took every due delivery, the next claim waits this long so that a steady flow of sends
     #: is claimed in batches (an idle worker still claims a new send at once); 0 claims again at once
     claim_linger: float = Field(default=0.01, ge=0, le=1)
-    max_attempts: int = Field(default=6, ge=1, le=50)
-    retry_base_seconds: float = Field(default=2.0, gt=0)
-    retry_max_seconds: float = Field(default=600.0, gt=0)
+    #: the retry schedule (``domain.retry``): the wait after attempt n is min(max, base * 2^(n-1)), between half of
+    #: it and all of it (equal jitter). The defaults wait 10 s, 20 s, … 640 s, then 20 min twice: the nine retries
+    #: span 30.6 to 61.2 minutes, so an outage of a channel's only provider shorter than 30 min loses nothing.
+    #: A template's ttl bounds it: a retry that would come after the ttl expires the delivery instead.
+    max_attempts: int = Field(default=10, ge=1, le=50)
+    retry_base_seconds: float = Field(default=10.0, gt=0)
+    #: also the longest vendor Retry-After honoured
+    retry_max_seconds: float = Field(default=1200.0, gt=0)
 
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

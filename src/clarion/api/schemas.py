@@ -361,6 +361,13 @@ class TemplateIn(Stored):
         description="overrides of the policy settings for this template: exempt_caps (bool), quiet_hours "
         '(defer|drop|ignore), send_window ("HH:MM-HH:MM"), dedup_seconds; checked by TemplatePolicy.from_json',
     )
+    ttl_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=30 * 86_400,
+        description="time to live: a delivery not handed to a provider within this many seconds of being accepted "
+        "becomes `expired` and is never sent late (e.g. 300 for a verification code); it also bounds the retries",
+    )
 
     @field_validator("variants")
     @classmethod

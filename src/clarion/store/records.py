@@ -48,6 +48,7 @@ def template_from_row(row: Any) -> model.Template:
             model.Variant(v["name"], int(v["weight"]), *_contents(v.get("channels") or {}))
             for v in getattr(row, "variants", None) or ()
         ),
+        ttl_seconds=getattr(row, "ttl_seconds", None),
     )
 
 

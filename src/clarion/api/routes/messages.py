@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Path
+from pydantic import Field
 
 from clarion.api import deps, problems, schemas, views
 from clarion.api.responses import JSON
-from clarion.domain import errors
-from clarion.pipeline import intake
+from clarion.domain import errors, model
+from clarion.pipeline import intake, resend
 from clarion.store import history
 
 router = APIRouter(prefix="/v1", tags=["messages"], dependencies=deps.AUTH)
@@ -70,3 +72,50 @@ async def event(body: schemas.EventIn, clarion: deps.Services) -> JSON:
 async def get_message(clarion: deps.Services, message_id: str = Path(max_length=32)) -> dict[str, Any]:
     """A message, its deliveries, and every status change each went through, with reasons."""
     return await deps.read_or_404(clarion, history.message_detail, "message", message_id)
+
+
+class ResendIn(schemas.Strict):
+    channels: list[model.Channel] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(model.Channel),
+        description="the channels to re-send on (of those the message used); all of them when left out",
+    )
+    reason: str = Field(min_length=1, max_length=500, description="why: kept on the timeline and in the audit log")
+
+
+class ResentDelivery(views.View):
+    id: str
+    channel: model.Channel
+    status: model.DeliveryStatus = Field(description="queued, or filtered/deferred by the policies (see reason)")
+    reason: str | None
+    resend_of: str = Field(description="the delivery whose content and address this one copies")
+
+
+class Resent(views.View):
+    message_id: str
+    deliveries: list[ResentDelivery]
+    skipped: list[str] = Field(description="channels asked for on which the message has no rendered content")
+
+
+@router.post(
+    "/messages/{message_id}/resend",
+    status_code=202,
+    response_model=Resent,
+    responses=problems.answers(403, 404, 409),
+)
+async def resend_message(
+    body: ResendIn, clarion: deps.Services, caller: deps.Caller, message_id: str = Path(max_length=32)
+) -> JSON:
+    """Re-send (补发) a message: new deliveries of the content it already rendered, on its channels (or
+    ``channels``), each copying the latest delivery of its channel (content and address), queued now with the
+    template's ttl from now. Needs ``sender`` or ``admin``; a marketing message, ``admin``. Dedup does not swallow
+    a re-send; consent, suppressions, quiet hours and the safety valve still apply (a refused one is answered
+    ``filtered`` with the reason). On the new delivery's timeline: ``resend: <reason>``, who asked and the
+    delivery it re-sends; in the audit log: ``message.resend`` (subject ``message:<id>``). Unknown message: 404;
+    nothing rendered to re-send, or the user deleted: 409."""
+    command = resend.Command(message_id, body.reason, caller.name, tuple(caller.roles), body.channels)
+    answer = await resend.resend_message(
+        clarion.db, clarion.policies, command, now=datetime.now(UTC), on_queued=clarion.dispatcher.notify
+    )
+    return JSON(answer, status_code=202)

@@ -39,6 +39,7 @@ def template_json(row: Any) -> dict[str, Any]:
         "channels": row.channels,
         "variants": row.variants,
         "policy": row.policy,
+        "ttl_seconds": row.ttl_seconds,
         "variables": sorted(
             set().union(*(render.variables(c) for _, c in render.contents(row.channels, row.variants)))
         ),
