@@ -61,7 +61,7 @@ async def test_newest_first_with_deliveries(api, clarion: bootstrap.Clarion) -> 
     assert [m["id"] for m in page["messages"]] == [second, first]
     assert page["next_cursor"] is None
     newest, oldest = page["messages"]
-    assert (newest["template"], newest["status"], newest["user_id"]) == ("note", "sent", "u1")
+    assert (newest["template"], newest["status"], newest["user_id"]) == ("note", "delivered", "u1")
     assert [(d["channel"], d["status"], d["provider"]) for d in oldest["deliveries"]] == [("sms", "sent", "file")]
     assert "data" not in newest
 
@@ -94,7 +94,8 @@ async def test_filters_by_status_channel_and_template(api, clarion: bootstrap.Cl
         return [m["id"] for m in response.json()["messages"]]
 
     assert await ids(status="failed") == [failed["id"]]
-    assert await ids(status="sent") == [note, sms]
+    assert await ids(status="sent") == [sms]
+    assert await ids(status="delivered") == [note]
     assert await ids(status="queued") == []
     assert await ids(channel="sms") == [sms]
     assert await ids(channel="inbox") == [note]

@@ -119,7 +119,7 @@ async def test_a_read_is_on_the_message_timeline_once(api, clarion: bootstrap.Cl
     await api.post("/v1/users/u1/inbox/read-all")
     detail = (await api.get(f"/v1/messages/{message_id}")).json()
     [delivery] = detail["deliveries"]
-    assert [e["status"] for e in delivery["timeline"]] == ["queued", "sending", "sent", "read"]
+    assert [e["status"] for e in delivery["timeline"]] == ["queued", "sending", "sent", "delivered", "read"]
     read = delivery["timeline"][-1]
     assert read["reason"] == "read in the inbox"
     assert datetime.fromisoformat(read["at"]).utcoffset() is not None

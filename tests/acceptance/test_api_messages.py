@@ -185,7 +185,7 @@ async def test_message_detail_has_deliveries_and_timelines(api, clarion: bootstr
         "user_id": "u1",
         "template": "order",
         "template_version": 1,
-        "status": "sent",
+        "status": "delivered",  # its best delivery: the inbox item, stored
         "reason": None,
     }
     assert detail["data"] == {"order": "A1"}
@@ -195,10 +195,11 @@ async def test_message_detail_has_deliveries_and_timelines(api, clarion: bootstr
     assert sorted(by_channel) == ["email", "inbox", "sms"]
     assert {c: d["provider"] for c, d in by_channel.items()} == {"email": "file", "inbox": "inbox", "sms": "file"}
     for channel, delivery in by_channel.items():
-        assert delivery["status"] == "sent"
+        assert delivery["status"] == ("delivered" if channel == "inbox" else "sent")
         assert delivery["attempts"] == 1
         assert delivery["last_error"] is None
-        assert [e["status"] for e in delivery["timeline"]] == ["queued", "sending", "sent"]
+        stored = ["delivered"] if channel == "inbox" else []  # an inbox item is delivered once it is stored
+        assert [e["status"] for e in delivery["timeline"]] == ["queued", "sending", "sent", *stored]
         for entry in delivery["timeline"]:
             assert set(entry) >= {"status", "reason", "at"}
             assert datetime.fromisoformat(entry["at"]).utcoffset() is not None

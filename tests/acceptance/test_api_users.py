@@ -145,10 +145,10 @@ async def test_delete_erases_inbox_and_message_data(api, clarion: bootstrap.Clar
     assert detail["data"] == {}
     assert "A-17" not in after.text
     assert "+8613800138000" not in after.text
-    assert detail["status"] == "sent"
-    assert sorted(d["status"] for d in detail["deliveries"]) == ["sent", "sent"]
+    assert detail["status"] == "delivered"
+    assert sorted(d["status"] for d in detail["deliveries"]) == ["delivered", "sent"]
     record = (await api.get("/v1/users/del/messages")).json()["messages"]
-    assert [(m["id"], m["status"]) for m in record] == [(message_id, "sent")]
+    assert [(m["id"], m["status"]) for m in record] == [(message_id, "delivered")]
 
 
 async def test_delete_erases_data_of_messages_still_queued(api, clarion: bootstrap.Clarion) -> None:

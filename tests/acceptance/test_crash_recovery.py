@@ -170,7 +170,7 @@ async def _scenario(
     procs.append(second)
 
     async def all_final() -> bool:
-        return all(r.status in ("sent", "failed") for r in await delivery_rows(clarion))
+        return all(r.status in ("delivered", "failed") for r in await delivery_rows(clarion))
 
     await wait_until(all_final, within=LEASE, what="every delivery to finish", alive=second, diagnostics=diagnostics)
     took = time.monotonic() - restarted
@@ -180,7 +180,9 @@ async def _scenario(
 
     # -- nothing lost, nothing failed, and only the in-flight batch was sent twice, under the same id
     rows = await delivery_rows(clarion)
-    assert {r.status for r in rows} == {"sent"}, [(r.id, r.status, r.last_error) for r in rows if r.status != "sent"]
+    assert {r.status for r in rows} == {"delivered"}, [
+        (r.id, r.status, r.last_error) for r in rows if r.status != "delivered"
+    ]
     bodies: dict[str, list[bytes]] = defaultdict(list)
     for request in server.requests:
         bodies[request.headers["Clarion-Delivery-Id"]].append(request.body)
@@ -205,7 +207,7 @@ async def _scenario(
     assert {reason for _, reason in taken_back} == {f"lease_reclaimed: worker {host}:{first.pid} is not running"}
     async with clarion.db.read() as conn:
         statuses = (await conn.execute(sa.select(t.messages.c.status))).scalars().all()
-    assert statuses == ["sent"] * MESSAGES
+    assert statuses == ["delivered"] * MESSAGES
 
 
 async def test_sigterm_mid_batch_finishes_and_records_the_batch(
@@ -240,5 +242,5 @@ async def test_sigterm_mid_batch_finishes_and_records_the_batch(
     rows = {r.id: r for r in await delivery_rows(clarion)}
     assert set(rows) == everything
     assert {i for i, r in rows.items() if r.status == "sending"} == set(), "a graceful stop left leases behind"
-    assert {i for i, r in rows.items() if r.status == "sent"} == received
+    assert {i for i, r in rows.items() if r.status == "delivered"} == received
     assert all(rows[i].status == "queued" and rows[i].attempts == 0 for i in everything - received)

@@ -199,8 +199,12 @@ async def test_webhook_is_signed_and_carries_the_delivery_id(
     }
     delivery = await only_delivery(api, message_id)
     assert request.headers.getall("Clarion-Delivery-Id") == [delivery["id"]]
-    assert (delivery["status"], delivery["provider"], delivery["provider_message_id"]) == ("sent", "hooks", "rq-77")
-    assert statuses(delivery) == ["queued", "sending", "sent"]
+    assert (delivery["status"], delivery["provider"], delivery["provider_message_id"]) == (
+        "delivered",
+        "hooks",
+        "rq-77",
+    )
+    assert statuses(delivery) == ["queued", "sending", "sent", "delivered"]
 
 
 async def test_default_webhook_provider_refuses_loopback(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:

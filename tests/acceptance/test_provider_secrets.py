@@ -139,6 +139,8 @@ def _defaults() -> dict[str, Any]:
         "success_values": ["ok", "OK", "success", 0, "0", True],
         "error_path": None,
         "transient_codes": [],
+        "receipts": None,
+        "receipt_secret": None,
     }
 
 

@@ -33,7 +33,7 @@ async def test_send_reaches_inbox_and_file_sink(api, clarion: bootstrap.Clarion)
     inbox = (await api.get("/v1/users/u1/inbox")).json()["items"]
     assert [i["body"] for i in inbox] == ["Code 4711"]
     detail = (await api.get(f"/v1/messages/{message['id']}")).json()
-    assert detail["status"] == "sent"
+    assert detail["status"] == "delivered"
     sms = next(d for d in detail["deliveries"] if d["channel"] == "sms")
     assert [e["status"] for e in sms["timeline"]] == ["queued", "sending", "sent"]
     assert sms["provider_message_id"] == f"file:{sms['id']}"

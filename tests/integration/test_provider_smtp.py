@@ -169,8 +169,32 @@ async def test_content_without_a_body_is_permanent(smtp_port: int, handler: Reco
     assert len(handler.received) == 1
 
 
+@pytest.mark.parametrize("username", ["", None])
+async def test_an_empty_username_is_no_login(smtp_port: int, handler: RecordingHandler, username: str | None) -> None:
+    """The loopback server offers no AUTH: a password without a username is not a reason to try to log in."""
+    config = SmtpProvider.Config(
+        host="127.0.0.1", port=smtp_port, sender="noreply@example.com", username=username, password="pw", timeout=5
+    )
+    [result] = await SmtpProvider(config, name="smtp").send([email(1)])
+
+    assert result.error is None
+    assert [r.rcpt_tos for r in handler.received] == [["user1@example.com"]]
+
+
+async def test_a_username_to_a_server_without_auth_is_a_session_error(
+    smtp_port: int, handler: RecordingHandler
+) -> None:
+    config = SmtpProvider.Config(
+        host="127.0.0.1", port=smtp_port, sender="noreply@example.com", username="me", password="pw", timeout=5
+    )
+    [result] = await SmtpProvider(config, name="smtp").send([email(1)])
+
+    assert isinstance(result.error, TransientSendError)
+    assert handler.received == []
+
+
 def test_config_rules() -> None:
-    assert SmtpProvider.Config.secret_fields == frozenset({"password"})
+    assert SmtpProvider.Config.secret_fields == frozenset({"password", "bounce_token"})
     assert SmtpProvider.Config(host="h", sender="a@b.example").port == 25
     with pytest.raises(ValueError, match="exclusive"):
         SmtpProvider.Config(host="h", sender="a@b.example", starttls=True, use_tls=True)

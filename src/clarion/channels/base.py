@@ -12,13 +12,15 @@ Message-ID, the vendor request id) so a re-send after a crash can be recognised 
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from clarion.domain import model
+from clarion.domain import model, receipts
 
 
 class ProviderConfig(BaseModel):
@@ -50,6 +52,81 @@ class Provider(Protocol):
     async def send(self, batch: Sequence[model.Outgoing]) -> list[model.SendResult]: ...
 
     async def close(self) -> None: ...
+
+
+# -- receipts ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """An HTTP request a vendor sent to ``POST /r/{provider_name}``, as a provider reads it: no web framework's
+    types. ``headers`` has lower-case names; ``query`` holds each parameter's last value."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = ""
+
+
+class RefusedCallback(Exception):
+    """The callback does not prove it comes from the vendor (a missing or wrong signature or token): 401, and
+    nothing of it is kept."""
+
+
+class UnreadableCallback(ValueError):
+    """The callback verified but its body is not what the provider's receipt format says: 422."""
+
+
+@runtime_checkable
+class TakesReceipts(Protocol):
+    """A provider kind that takes the vendor's receipts at ``POST /r/{provider_name}``.
+
+    ``takes_receipts`` says whether this account is configured to (an ``sms_http`` account without a ``receipts``
+    block does not: 404). ``receipts`` checks the vendor's proof first — an HMAC signature, a shared token, the
+    vendor's own scheme, compared in constant time — raising ``RefusedCallback``, then reads the body into
+    receipts (``UnreadableCallback`` when it cannot). A receipt whose vendor status means nothing to Clarion
+    (an intermediate "submitted to carrier") is left out; ``ignored`` counts those."""
+
+    @property
+    def takes_receipts(self) -> bool: ...
+
+    def receipts(self, callback: Callback) -> ReadCallback: ...
+
+
+@runtime_checkable
+class TakesBounces(Protocol):
+    """A provider kind whose bounces come to ``POST /r/{provider_name}/bounces`` (``smtp``: delivery status
+    notifications from the mail server's bounce pipe), proven and read like ``TakesReceipts``' callbacks."""
+
+    @property
+    def takes_bounces(self) -> bool: ...
+
+    def bounces(self, callback: Callback) -> ReadCallback: ...
+
+
+@runtime_checkable
+class PollsReceipts(Protocol):
+    """A provider kind whose vendor is asked for statuses rather than calling back: given the provider message
+    ids of deliveries still ``sent``, it returns what the vendor knows of them (the same receipts a callback
+    carries). A poller (next) calls it for the deliveries of each such account, and applies what comes back
+    through ``pipeline.feedback.receive``, exactly like a callback's."""
+
+    async def poll_receipts(self, provider_message_ids: Sequence[str]) -> list[receipts.Receipt]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCallback:
+    """What a callback carried: the receipts to apply, and how many entries were left out as meaning nothing."""
+
+    receipts: list[receipts.Receipt]
+    ignored: int = 0
+
+
+def same_secret(expected: str, given: str | None) -> bool:
+    """``given`` is ``expected``, compared in constant time (a missing value never matches)."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 MASK = "********"

@@ -1,4 +1,5 @@
-"""The in-app inbox: a delivery is "sent" once it is stored where the inbox API reads it."""
+"""The in-app inbox: a delivery is ``delivered`` once it is stored where the inbox API reads it, and ``read``
+when the inbox API marks it read (``pipeline.feedback.read_inbox``)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ class InboxProvider:
             await conn.execute(self.db.insert(t.inbox_items).on_conflict_do_nothing(), rows)
 
         await self.db.write(job)
-        return [model.SendResult(o.delivery_id, provider_message_id=o.message_id) for o in batch]
+        delivered = model.DeliveryStatus.DELIVERED
+        return [model.SendResult(o.delivery_id, provider_message_id=o.message_id, status=delivered) for o in batch]
 
     async def close(self) -> None:
         return None

@@ -7,22 +7,33 @@ substitution, nothing is evaluated), so message text can never inject structure 
 
 The delivery id reaches the vendor as ``Clarion-Delivery-Id`` (and ``{delivery_id}`` where the vendor takes
 a client reference), so a re-send can be de-duplicated on their side.
+
+Delivery receipts come back to ``POST /r/{provider_name}`` when the account has a ``receipts`` block: how the
+vendor proves a callback is its own (an HMAC-SHA256 of the raw body under ``receipt_secret``, or
+``receipt_secret`` itself as a shared token, in a header or ``?token=``), where the message id, the vendor status
+and its reason sit in the body (JSON or a form; one receipt, a list, or a list under ``items_path``), and which
+vendor statuses mean delivered or undelivered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+from urllib.parse import parse_qsl
 
 import httpcore
 import httpx
-from pydantic import Field, field_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from clarion.channels import outbound
+from clarion.channels import base, outbound
 from clarion.channels.base import ProviderConfig
 from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
@@ -63,6 +74,36 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
+class ReceiptMapping(BaseModel):
+    """How this vendor's delivery receipts are verified and read (the secret itself is ``receipt_secret``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: ``hmac``: the header ``signature_header`` holds the hex HMAC-SHA256 of the raw body under the secret
+    #: (``sha256=`` before it is allowed); ``token``: the header ``token_header`` or the query's ``token`` is it
+    verify: Literal["hmac", "token"] = "hmac"
+    signature_header: str = Field(default="X-Signature", min_length=1, max_length=100)
+    token_header: str = Field(default="X-Token", min_length=1, max_length=100)
+    #: where the receipts are when the vendor sends several in one body (None: the body is one, or a list)
+    items_path: str | None = None
+    id_path: str = Field(default="message_id", min_length=1)
+    status_path: str = Field(default="status", min_length=1)
+    #: the vendor's reason or error code ("phone off"), kept on the timeline
+    reason_path: str | None = None
+    delivered: list[str] = Field(default_factory=lambda: ["DELIVRD", "delivered", "DELIVERED"], min_length=1)
+    undelivered: list[str] = Field(
+        default_factory=lambda: ["UNDELIV", "undelivered", "UNDELIVERED", "EXPIRED", "REJECTD", "failed"]
+    )
+
+    def event(self, vendor_status: Any) -> receipts.Event | None:
+        text = str(vendor_status)
+        if text in self.delivered:
+            return receipts.Event.DELIVERED
+        if text in self.undelivered:
+            return receipts.Event.UNDELIVERED
+        return None
+
+
 class SmsHttpProvider:
     """One HTTP request per SMS, shaped by the configured template, read by the configured paths."""
 
@@ -88,6 +129,12 @@ class SmsHttpProvider:
         transient_codes: list[str] = Field(default_factory=list)
         timeout: float = Field(default=10, gt=0)
         allow_private_networks: bool = False
+        #: delivery receipts at ``POST /r/{provider_name}`` (None: this account takes none)
+        receipts: ReceiptMapping | None = None
+        #: the HMAC key (or the shared token) that proves a receipt callback comes from the vendor
+        receipt_secret: str | None = None
+
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"receipt_secret"})
 
         @field_validator("url")
         @classmethod
@@ -97,6 +144,12 @@ class SmsHttpProvider:
             except SendError as exc:
                 raise ValueError(exc.message) from None
             return value
+
+        @model_validator(mode="after")
+        def _receipts_have_a_secret(self) -> SmsHttpProvider.Config:
+            if self.receipts is not None and not self.receipt_secret:
+                raise ValueError("receipts need receipt_secret: the key (or token) proving a callback is the vendor's")
+            return self
 
         @field_validator("method")
         @classmethod
@@ -194,5 +247,55 @@ class SmsHttpProvider:
             raise TransientSendError(message, code=code_text)
         raise PermanentSendError(message, code=code_text)
 
+    @property
+    def takes_receipts(self) -> bool:
+        return self.config.receipts is not None
+
+    def receipts(self, callback: base.Callback) -> base.ReadCallback:
+        mapping, secret = self.config.receipts, self.config.receipt_secret
+        if mapping is None or not secret:
+            raise base.RefusedCallback("this account takes no receipts")
+        if mapping.verify == "hmac":
+            given = callback.headers.get(mapping.signature_header.lower(), "").strip()
+            given = given.removeprefix("sha256=")
+            expected = hmac.new(secret.encode(), callback.body, hashlib.sha256).hexdigest()
+            if not base.same_secret(expected, given.lower()):
+                raise base.RefusedCallback(f"missing or wrong {mapping.signature_header}")
+            return read_receipts(mapping, callback)
+        token = callback.headers.get(mapping.token_header.lower()) or callback.query.get("token")
+        if not base.same_secret(secret, token):
+            raise base.RefusedCallback(f"missing or wrong {mapping.token_header} (or ?token=)")
+        return read_receipts(mapping, callback)
+
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def read_receipts(mapping: ReceiptMapping, callback: base.Callback) -> base.ReadCallback:
+    """The receipts in a verified callback's body; ``UnreadableCallback`` when it holds none we can read."""
+    if "application/x-www-form-urlencoded" in callback.content_type:
+        document: Any = dict(parse_qsl(callback.body.decode("utf-8", "replace"), keep_blank_values=True))
+    else:
+        try:
+            document = orjson.loads(callback.body)
+        except orjson.JSONDecodeError:
+            raise base.UnreadableCallback("the receipt body is neither JSON nor a form") from None
+    items = dig(document, mapping.items_path) if mapping.items_path else document
+    if items is _MISSING:
+        raise base.UnreadableCallback(f"no receipts at {mapping.items_path!r}")
+    found, ignored = [], 0
+    for item in items if isinstance(items, list) else [items]:
+        message_id, status = dig(item, mapping.id_path), dig(item, mapping.status_path)
+        if message_id is _MISSING or status is _MISSING or message_id in (None, ""):
+            raise base.UnreadableCallback(f"a receipt without {mapping.id_path!r} or {mapping.status_path!r}")
+        event = mapping.event(status)
+        if event is None:
+            ignored += 1
+            continue
+        reason = dig(item, mapping.reason_path) if mapping.reason_path else _MISSING
+        vendor = str(status) if reason in (_MISSING, None, "") else f"{status} {reason}"
+        detail = {"vendor_status": str(status)}
+        if reason not in (_MISSING, None, ""):
+            detail["vendor_reason"] = str(reason)
+        found.append(receipts.Receipt(str(message_id)[:300], event, f"vendor status {vendor}"[:500], detail))
+    return base.ReadCallback(found, ignored)

@@ -8,7 +8,13 @@ header, so a re-send after a crash carries the same id and receiving systems can
 Errors follow SMTP's own split: a 4xx reply is "try again later" (transient), a 5xx reply is a refusal
 (permanent) — for that delivery only, the connection stays up for the rest. Losing the connection, a
 timeout, or failing to set the session up (connect, TLS, login) leaves every remaining delivery transient:
-none of those is the message's fault, and an operator can fix credentials before retries run out.
+none of those is the message's fault, and an operator can fix credentials before retries run out. An account
+with no username logs in to nothing (a password alone is not a login): a relay that offers no AUTH takes it.
+
+A server accepting a mail leaves its delivery ``sent``. Bounces come back to ``POST /r/{provider_name}/bounces``
+from the mail server's bounce pipe (an RFC 3464 report, raw, or its JSON form: see ``dsn``), proven by the
+account's ``bounce_token`` (``Authorization: Bearer``, ``X-Clarion-Token`` or ``?token=``). A hard bounce makes
+the delivery ``bounced`` and suppresses the address; a soft one goes on the timeline.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, ClassVar
 import aiosmtplib
 from pydantic import Field, field_validator, model_validator
 
+from clarion.channels import base, dsn
 from clarion.channels.base import ProviderConfig
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
@@ -107,7 +114,7 @@ class SmtpProvider:
     channels: ClassVar[frozenset[Channel]] = frozenset({Channel.EMAIL})
 
     class Config(ProviderConfig):
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"password"})
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"password", "bounce_token"})
         #: a kept password is only ever sent to the server it was given for
         destination_fields: ClassVar[frozenset[str]] = frozenset({"host"})
 
@@ -119,6 +126,8 @@ class SmtpProvider:
         use_tls: bool = False
         sender: str
         timeout: float = Field(default=10, gt=0)
+        #: proves a bounce posted to ``/r/{provider_name}/bounces`` comes from the mail server (None: none taken)
+        bounce_token: str | None = Field(default=None, min_length=16)
 
         @field_validator("sender")
         @classmethod
@@ -177,8 +186,8 @@ class SmtpProvider:
         client = aiosmtplib.SMTP(
             hostname=config.host,
             port=config.port,
-            username=config.username,
-            password=config.password,
+            username=config.username or None,  # an empty username is no login, whatever the password
+            password=config.password if config.username else None,
             use_tls=config.use_tls,
             start_tls=config.starttls,
             timeout=config.timeout,
@@ -239,6 +248,21 @@ class SmtpProvider:
             pass
         finally:
             client.close()
+
+    @property
+    def takes_bounces(self) -> bool:
+        return bool(self.config.bounce_token)
+
+    def bounces(self, callback: base.Callback) -> base.ReadCallback:
+        """The receipts a bounce carries (see ``dsn``), once its token is proven (``RefusedCallback``)."""
+        token = self.config.bounce_token
+        given = callback.headers.get("x-clarion-token") or callback.query.get("token")
+        scheme, _, bearer = callback.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and not given:
+            given = bearer.strip()
+        if not token or not base.same_secret(token, given):
+            raise base.RefusedCallback("missing or wrong bounce token")
+        return dsn.parse(callback.body, callback.content_type, self.message_id)
 
     async def close(self) -> None:
         """Connections live only for one batch; nothing to release."""

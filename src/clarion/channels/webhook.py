@@ -1,5 +1,7 @@
 """Signed JSON webhooks, plus the outbound-URL rule every HTTP provider shares.
 
+A webhook answered 2xx is ``delivered``: the receiver itself took it, so no receipt will follow.
+
 Receivers must be able to tell that a POST really came from this Clarion and was not replayed, so each
 request carries ``Clarion-Timestamp`` and ``Clarion-Signature: v1=<hex HMAC-SHA256(secret, "{ts}." + body)>``;
 ``sign``/``verify`` are pure so receivers and tests use exactly the code we send with.
@@ -27,7 +29,7 @@ from pydantic import Field
 from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
-from clarion.domain.model import Channel, Outgoing, SendResult
+from clarion.domain.model import Channel, DeliveryStatus, Outgoing, SendResult
 
 CONCURRENCY = 16
 
@@ -197,7 +199,8 @@ class WebhookProvider:
         if error is not None:
             raise error
         request_id = response.headers.get("x-request-id") or item.delivery_id
-        return SendResult(item.delivery_id, provider_message_id=request_id)
+        # the receiver answered 2xx: it has the message, there is no later receipt to wait for
+        return SendResult(item.delivery_id, provider_message_id=request_id, status=DeliveryStatus.DELIVERED)
 
     async def close(self) -> None:
         await self._client.aclose()

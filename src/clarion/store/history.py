@@ -4,6 +4,7 @@ and the in-app inbox."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.store import outbox
 from clarion.store import tables as t
 
 
@@ -179,16 +179,11 @@ async def inbox_count(conn: AsyncConnection, user_id: str) -> dict[str, int]:
     return {"total": int(total), "unread": int(unread)}
 
 
-async def mark_read(conn: AsyncConnection, user_id: str, now: datetime, message_id: str | None = None) -> int:
-    """Mark one (or every) unread item read, and put a ``read`` outcome on each message's timeline."""
+async def mark_read(conn: AsyncConnection, user_id: str, now: datetime, message_id: str | None = None) -> Sequence[Any]:
+    """Mark one (or every) unread item read; returns their (message_id, delivery_id). What a read does to the
+    delivery is ``pipeline.feedback.read_inbox``'s."""
     i = t.inbox_items
     query = i.update().where(i.c.user_id == user_id, i.c.read_at.is_(None))
     if message_id is not None:
         query = query.where(i.c.message_id == message_id)
-    rows = (await conn.execute(query.values(read_at=now).returning(i.c.message_id, i.c.delivery_id))).all()
-    if rows:
-        await conn.execute(
-            t.delivery_events.insert(),
-            [outbox.event_row(r.message_id, r.delivery_id, "read", "read in the inbox", now) for r in rows],
-        )
-    return len(rows)
+    return (await conn.execute(query.values(read_at=now).returning(i.c.message_id, i.c.delivery_id))).all()

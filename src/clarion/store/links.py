@@ -2,12 +2,12 @@
 back (``record_click``).
 
 A click is an outcome event on the delivery's timeline, like ``read`` for the inbox. The first click on a link
-adds a ``clicked`` event (with the code, the target and the user agent) and moves the delivery's status from
-``sent`` or ``delivered`` to ``clicked``; later clicks are counted on the link (``short_links.clicks``) and
+adds a ``clicked`` event (with the code, the target and the user agent) and moves the delivery's status to
+``clicked`` from any status a click moves forward (``domain.receipts``: sent, delivered, read, and those a click
+proves wrong: failed, undelivered, bounced); later clicks are counted on the link (``short_links.clicks``) and
 leave the timeline alone, so a user tapping a link ten times gives one line, not ten. A delivery that is still
 ``queued`` or ``sending`` keeps its status: those rows belong to the outbox, whose completion would otherwise
-overwrite or be confused by it; the event is recorded all the same. The message's own status is not changed:
-a message is as far as its furthest delivery, and ``clicked`` is not one of the statuses it knows.
+overwrite or be confused by it; the event is recorded all the same. The message follows its furthest delivery.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import links, model
+from clarion.domain import links, model, receipts
 from clarion.domain.policy.decision import Candidate
 from clarion.store import outbox
 from clarion.store import tables as t
 
 CLICKED = model.DeliveryStatus.CLICKED
 #: the statuses a first click moves to ``clicked``
-MOVABLE = (model.DeliveryStatus.SENT.value, model.DeliveryStatus.DELIVERED.value)
+MOVABLE = tuple(str(s) for s in receipts.RANK if receipts.judge(s, receipts.Event.CLICKED).action == "move")
 _USER_AGENT_MAX = 300
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query
 
 from clarion.api import deps, problems, views
 from clarion.domain import approval, errors
+from clarion.pipeline import feedback
 from clarion.store import history
 from clarion.store import tables as t
 
@@ -38,21 +39,22 @@ async def count_inbox(clarion: deps.Services, user_id: str = UserId) -> dict[str
 
 @router.post("/read-all", response_model=views.Updated, responses=problems.answers(403))
 async def read_all(clarion: deps.Services, caller: deps.Caller, user_id: str = UserId) -> dict[str, int]:
-    """Mark every item of the user read (``admin``/``sender``) — 403 ``forbidden`` otherwise."""
+    """Mark every item of the user read (``admin``/``sender``) — 403 ``forbidden`` otherwise; their deliveries
+    become ``read``."""
     approval.require(caller.roles, approval.USER_DATA)
     now = datetime.now(UTC)
-    return {"updated": await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now))}
+    return {"updated": await clarion.db.write(lambda conn: feedback.read_inbox(conn, user_id, now))}
 
 
 @router.post("/{message_id}/read", response_model=views.ReadItem, responses=problems.answers(403, 404))
 async def read_one(
     clarion: deps.Services, caller: deps.Caller, user_id: str = UserId, message_id: str = Path(max_length=32)
 ) -> dict[str, Any]:
-    """Mark one item read (``admin``/``sender``) — 403 ``forbidden`` otherwise. Reading it again is harmless;
-    404 when the user has no such item."""
+    """Mark one item read (``admin``/``sender``) — 403 ``forbidden`` otherwise; its delivery becomes ``read``.
+    Reading it again is harmless; 404 when the user has no such item."""
     approval.require(caller.roles, approval.USER_DATA)
     now = datetime.now(UTC)
-    updated = await clarion.db.write(lambda conn: history.mark_read(conn, user_id, now, message_id))
+    updated = await clarion.db.write(lambda conn: feedback.read_inbox(conn, user_id, now, message_id))
     if not updated:
         i = t.inbox_items
         async with clarion.db.read() as conn:
