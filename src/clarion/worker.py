@@ -33,6 +33,7 @@ S = model.DeliveryStatus
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
 RECORD_CHUNK = 250  # outcomes sent to a provider and recorded together, at most
+ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
 
 
 def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
@@ -123,6 +124,7 @@ class Dispatcher:
         # A batch goes to each provider in chunks of at most ``record_chunk``, each recorded as it comes back.
         self.record_chunk = record_chunk
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._routed: dict[str, dict[str, Any]] = {}  # delivery id → its route's choice, for its outcome's timeline
         self.lease = lease
         self.poll_interval = poll_interval
         # After a claim that took everything due (not full), the next claim waits ``linger`` seconds, so a steady
@@ -174,7 +176,10 @@ class Dispatcher:
             if reaped := await self.reap(now):
                 log.info("worker %s: put %d deliveries left leased back in the queue", recorder.owner, reaped)
 
+        expired: list[outbox.Claimed] = []  # claimed past their ttl: expired by the claim, never sent
+
         async def claim(conn: AsyncConnection) -> list[outbox.Claimed]:
+            expired.clear()
             return await outbox.claim(
                 conn,
                 owner=recorder.owner,
@@ -182,14 +187,15 @@ class Dispatcher:
                 lease_until=now + self.lease,
                 limit=limit,
                 is_sqlite=self.db.is_sqlite,
+                expired=expired,
             )
 
         limit = self._limit or self.batch_size
         batch = await self.db.write(claim)
-        self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if len(batch) >= limit else None
+        handled = len(batch) + len(expired)
+        self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if handled >= limit else None
         if not batch:
-            return 0
-        handled = len(batch)
+            return handled
         if self.recheck is not None:
             waited = [c for c in batch if now - c.created_at > WAITED]
             drops = await self.recheck(waited, now) if waited else {}
@@ -200,14 +206,23 @@ class Dispatcher:
         return handled
 
     async def _send(self, batch: list[outbox.Claimed], recorder: Recorder) -> None:
+        """Send a claimed batch, each delivery through the provider its route chooses now (see ``routing``); one
+        with no provider able to send waits ``ROUTE_WAIT``, the reason on its timeline."""
         groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
-        routes: dict[tuple[str | None, str], str] = {}  # (routed provider, channel) → provider now; once a batch
-        for claimed in batch:
+        waiting: list[outbox.Outcome] = []
+        for claimed, choice in zip(batch, await self.providers.choose(batch), strict=True):
+            name = choice.provider
+            if name is None:
+                reason = f"waiting {ROUTE_WAIT.total_seconds():.0f}s for a provider: {choice.reason}"
+                wait = outbox.Outcome(
+                    claimed.id, claimed.message_id, S.QUEUED, reason, detail=choice.detail(), attempted=False
+                )
+                wait.run_at = self.clock() + ROUTE_WAIT
+                waiting.append(wait)
+                continue
+            if choice.route is not None:  # the timeline names the route and what it skipped, not only the provider
+                self._routed[claimed.id] = choice.detail()
             channel = model.Channel(claimed.channel)
-            route = (claimed.provider, claimed.channel)
-            if route not in routes:
-                routes[route] = await self.providers.resolve(claimed.provider, channel)
-            name = routes[route]
             groups[name].append(
                 (
                     claimed,
@@ -222,6 +237,10 @@ class Dispatcher:
                     ),
                 )
             )
+        if waiting:
+            recorder.add(waiting)
+        if not groups:
+            return
         if len(groups) == 1:
             [(name, items)] = groups.items()
             await self._send_chunks(name, items, recorder)
@@ -272,11 +291,21 @@ class Dispatcher:
         return child
 
     def _outcome(self, name: str, claimed: outbox.Claimed, result: model.SendResult, now: datetime) -> outbox.Outcome:
-        base: dict[str, Any] = {"delivery_id": claimed.id, "message_id": claimed.message_id, "provider": name}
+        base: dict[str, Any] = {
+            "delivery_id": claimed.id,
+            "message_id": claimed.message_id,
+            "provider": name,
+            "detail": self._routed.pop(claimed.id, None) or {"provider": name},  # each attempt names its provider
+        }
         if result.error is None:
             self._child(self.metrics.sent, claimed.channel, name).inc()
             latency = self._child(self.metrics.accepted_to_sent, claimed.channel)
             latency.observe((now - claimed.created_at).total_seconds())
+            if result.status is S.DELIVERED:  # the send proved it (a webhook's 2xx, an inbox item stored)
+                delivered = f"delivered by {name}: no receipt to wait for"
+                return outbox.Outcome(
+                    **base, status=S.DELIVERED, provider_message_id=result.provider_message_id, reason=delivered
+                )
             return outbox.Outcome(
                 **base,
                 status=S.SENT,
@@ -285,7 +314,15 @@ class Dispatcher:
             )
         error = result.error
         reason = error.reason if isinstance(error, errors.SendError) else repr(error)
-        decision = self.retry_policy.decide(claimed.attempts, error)
+        remaining = (claimed.expires_at - now).total_seconds() if claimed.expires_at is not None else None
+        decision = self.retry_policy.decide(claimed.attempts, error, remaining=remaining)
+        if decision.expired:  # the next attempt would be sent late: the template's ttl ends the schedule here
+            return outbox.Outcome(
+                **base,
+                status=S.EXPIRED,
+                reason=f"{outbox.TTL_EXPIRED}: a retry in {decision.delay:.1f}s would come after the ttl; "
+                f"attempt {claimed.attempts}: {reason}",
+            )
         if decision.retry:
             self._child(self.metrics.retried, claimed.channel, name).inc()
             return outbox.Outcome(

@@ -1,4 +1,4 @@
-"""Pure decisions: retry, routing, message status, ids; and the rule that domain/ does no I/O."""
+"""Pure decisions: retry, message status, ids; and the rule that domain/ does no I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clarion.domain import errors, ids, model, retry, routing
+from clarion.domain import errors, ids, model, retry
 
 S = model.DeliveryStatus
 
@@ -39,19 +39,6 @@ def test_retry_after_is_honoured_but_capped() -> None:
     policy = retry.RetryPolicy(max_attempts=5, base_seconds=1, max_seconds=30)
     assert policy.decide(1, errors.TransientSendError("429", retry_after=20)).delay == 20
     assert policy.decide(1, errors.TransientSendError("429", retry_after=999)).delay == 30
-
-
-def test_routing_prefers_enabled_configured_provider() -> None:
-    configured = [
-        routing.ProviderChoice("zeta-mail", model.Channel.EMAIL),
-        routing.ProviderChoice("alpha-mail", model.Channel.EMAIL, enabled=False),
-        routing.ProviderChoice("beta-mail", model.Channel.EMAIL),
-        routing.ProviderChoice("vendor-sms", model.Channel.SMS),
-    ]
-    assert routing.choose_provider(model.Channel.EMAIL, configured) == "beta-mail"
-    assert routing.choose_provider(model.Channel.SMS, configured) == "vendor-sms"
-    assert routing.choose_provider(model.Channel.PUSH, configured) == "file"
-    assert routing.choose_provider(model.Channel.INBOX, []) == "inbox"
 
 
 @pytest.mark.parametrize(

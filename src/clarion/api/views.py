@@ -249,6 +249,7 @@ class Template(View):
     channels: Json
     variants: list[Json] | None
     policy: Json | None
+    ttl_seconds: int | None = Field(description="deliveries not handed to a provider this long after acceptance expire")
     variables: list[str]
     created_at: Timestamp
     updated_at: Timestamp

@@ -1,5 +1,6 @@
 """Which provider instances exist: the accounts operators configured (``providers`` table) plus the built-in
 defaults (file, inbox, webhook). Instances are built lazily, reused, and rebuilt when their row changes.
+The routes are loaded with the accounts, and ``choose`` applies them (``domain.routing``) to each claimed batch.
 
 A stored account's ``config`` holds no secret in clear: it is the configuration as the API shows it (secrets
 masked, see ``masking``) plus, under ``SEALED``, the whole configuration sealed (``sealing``) for this account.
@@ -9,8 +10,10 @@ read as they are, and sealed by ``clarion secrets rotate``."""
 from __future__ import annotations
 
 import logging
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +30,8 @@ from clarion.channels.smtp import SmtpProvider
 from clarion.channels.webhook import WebhookProvider
 from clarion.domain import errors, model, routing
 from clarion.store import audit as audit_log
+from clarion.store import outbox
+from clarion.store import routes as store_routes
 from clarion.store import tables as t
 from clarion.store.db import Database
 
@@ -150,17 +155,29 @@ async def reseal(db: Database, old: sealing.Sealer | None, new: sealing.Sealer, 
 
 
 class ProviderRegistry:
+    """The accounts and the routes, loaded together and cached for ``ttl`` seconds (``invalidate`` forgets them
+    at once, after a change made through this process), and the provider each claimed delivery goes to."""
+
     def __init__(
-        self, db: Database, builtins: list[Account], *, sealer: sealing.Sealer | None = None, ttl: float = 2.0
+        self,
+        db: Database,
+        builtins: list[Account],
+        *,
+        sealer: sealing.Sealer | None = None,
+        ttl: float = 2.0,
+        rand: random.Random | None = None,
     ) -> None:
         self.db = db
         #: opens the accounts' sealed secrets (the key derived from CLARION_SECRET_KEY)
         self.sealer = sealer
         self.builtins = {a.name: a for a in builtins}
         self.ttl = ttl
+        #: draws the weighted choices (seeded in tests)
+        self.rand = rand or random.Random()
         self._accounts: dict[str, Account] = {}
         self._loaded_at = float("-inf")
         self._instances: dict[str, tuple[Account, Provider]] = {}
+        self._routing = _Routing({}, {})
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
@@ -170,21 +187,57 @@ class ProviderRegistry:
             return self._accounts
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(t.providers))).all()
+            stored_routes = await store_routes.load(conn)
         accounts = dict(self.builtins)
         for r in rows:
             accounts[r.name] = Account(r.name, model.Channel(r.channel), r.kind, r.config, r.enabled, r.updated_at)
+        self._routing = _Routing.of(accounts, stored_routes)
         self._accounts, self._loaded_at = accounts, time.monotonic()
         return accounts
 
-    async def resolve(self, name: str | None, channel: model.Channel) -> str:
-        """The provider a delivery goes through: the one routed at intake if it is still usable, else the
-        channel's current choice."""
-        accounts = await self._load()
-        account = accounts.get(name) if name else None
-        if account is not None and account.enabled and (account.channel in (None, channel)):
-            return account.name
-        choices = [routing.ProviderChoice(a.name, a.channel, a.enabled) for a in accounts.values() if a.channel]
-        return routing.choose_provider(channel, choices)
+    async def choose(self, batch: Sequence[outbox.Claimed]) -> list[routing.Choice]:
+        """The provider each delivery of a claimed batch goes to now (``routing.Choice``, in the batch's order).
+        Reads what the routes of the batch's channels match on only when they need it: the messages' template,
+        category and department (one query), and for retries, the providers tried before (one query)."""
+        await self._load()
+        table = self._routing
+        needs_message = {c for c, fields in table.needs.items() if fields & _MESSAGE_FIELDS}
+        facts: dict[str, tuple[Any, ...]] = {}
+        retried = [c.id for c in batch if c.attempts > 1]
+        tried: dict[str, set[str]] = {}
+        wanted = [c.message_id for c in batch if c.channel in needs_message]
+        if wanted or retried:
+            async with self.db.read() as conn:
+                if wanted:
+                    facts = await store_routes.message_facts(conn, wanted)
+                if retried:
+                    tried = await store_routes.tried(conn, retried)
+        plans: dict[tuple[str, str | None], routing.Plan] = {}
+        matched: dict[tuple[str, routing.Facts], routing.Route | None] = {}
+        draw = self.rand.random
+        choices = []
+        for claimed in batch:
+            channel = claimed.channel
+            route = None
+            candidates = table.routes.get(channel)
+            if candidates:
+                fact = _facts(claimed, table.needs[channel], facts.get(claimed.message_id))
+                key = (channel, fact)
+                if key in matched:
+                    route = matched[key]
+                else:
+                    route = matched[key] = routing.route_for(candidates, fact)
+            plan_key = (channel, route.key if route else None)
+            plan = plans.get(plan_key)
+            if plan is None:
+                plan = plans[plan_key] = routing.plan(model.Channel(channel), route, table.accounts)
+            before = _NONE
+            if claimed.attempts > 1:  # a retry: its earlier attempts' providers, the last one on the row itself
+                before = frozenset(tried.get(claimed.id, ()))
+                if claimed.provider:
+                    before |= {claimed.provider}
+            choices.append(routing.pick(plan, tried=before, rand=draw))
+        return choices
 
     async def get(self, name: str) -> Provider:
         accounts = await self._load()
@@ -217,3 +270,53 @@ class ProviderRegistry:
             except Exception:  # closing is best effort
                 log.debug("closing provider failed", exc_info=True)
         self._instances.clear()
+
+
+#: the match fields read from the message (and its template) rather than from the claimed delivery itself
+_MESSAGE_FIELDS = frozenset({"category", "template", "department"})
+_PRIORITIES = {p.lane: p.value for p in model.Priority}
+_NONE: frozenset[str] = frozenset()
+
+
+def _facts(claimed: outbox.Claimed, needs: frozenset[str], message: tuple[Any, ...] | None) -> routing.Facts:
+    """What ``claimed`` is matched by: only the fields its channel's routes use (the others stay None, so
+    deliveries that differ only in them share one look-up)."""
+    template, category, department = (message[0], message[1], message[3]) if message else (None, None, None)
+    return routing.Facts(
+        category=category if "category" in needs else None,
+        template=template if "template" in needs else None,
+        department=department if "department" in needs else None,
+        priority=_PRIORITIES.get(claimed.lane) if "priority" in needs else None,
+        signature=routing.signature_of(claimed.content) if "signature" in needs else None,
+        country_code=routing.calling_code(claimed.address) if "country_code" in needs else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Routing:
+    """The accounts as choosing sees them, and each channel's routes with the match fields they use."""
+
+    accounts: dict[str, routing.Account]
+    routes: dict[str, list[routing.Route]]  # channel → its routes, by key
+    needs: dict[str, frozenset[str]] = field(default_factory=dict)  # channel → fields its enabled routes match on
+
+    @classmethod
+    def of(cls, accounts: dict[str, Account], routes: Sequence[routing.Route]) -> _Routing:
+        choosing = {
+            a.name: routing.Account(
+                a.name,
+                frozenset(KINDS[a.kind].channels) if a.channel is None else frozenset({a.channel}),
+                a.enabled,
+                builtin=a.channel is None,
+            )
+            for a in accounts.values()
+            if a.kind in KINDS
+        }
+        by_channel: dict[str, list[routing.Route]] = {}
+        needs: dict[str, frozenset[str]] = {}
+        for route in routes:
+            if route.enabled:
+                channel = route.channel.value
+                by_channel.setdefault(channel, []).append(route)
+                needs[channel] = needs.get(channel, frozenset()) | frozenset(route.match)
+        return cls(choosing, by_channel, needs)

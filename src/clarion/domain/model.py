@@ -56,9 +56,13 @@ class MessageStatus(enum.StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     DELIVERED = "delivered"
+    READ = "read"
     CLICKED = "clicked"
     FILTERED = "filtered"
     DEFERRED = "deferred"
+    UNDELIVERED = "undelivered"
+    BOUNCED = "bounced"
+    EXPIRED = "expired"
     FAILED = "failed"
 
 
@@ -128,6 +132,8 @@ class Template:
     default: dict[str, Any] | None = None
     #: A/B variants with their weights; empty: every user gets ``channels``
     variants: tuple[Variant, ...] = ()
+    #: a delivery not handed to a provider within this many seconds of being accepted expires (None: never)
+    ttl_seconds: int | None = None
 
     def channels_for(self, requested: Sequence[Channel] | None) -> list[Channel]:
         """The channels a send uses: all of the template's, or ``requested`` (in order, once each); raises
@@ -169,34 +175,52 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """What a provider reports for one ``Outgoing``: a provider message id, or an error from our tree."""
+    """What a provider reports for one ``Outgoing``: a provider message id, or an error from our tree.
+
+    ``status`` is ``DELIVERED`` when the send itself proves the delivery (a webhook's 2xx, an inbox item
+    stored); None: it is ``sent``, and a receipt may tell more later."""
 
     delivery_id: str
     provider_message_id: str | None = None
     error: Exception | None = None
+    status: DeliveryStatus | None = None
 
 
 def message_status(delivery_statuses: list[str]) -> MessageStatus:
     """What a message is to its user, from its deliveries: the furthest any channel got.
 
-    Clicked beats delivered beats sent beats in-flight; a message is filtered or failed only when no channel is
-    left that could still reach the user."""
+    Clicked beats read beats delivered beats sent beats in-flight; a message is undelivered, bounced, filtered,
+    expired or failed only when no channel is left that could still reach the user (a cancelled fallback counts
+    for nothing: the delivery it stood behind says how far the message got)."""
     if len(delivery_statuses) == 1 and (single := _OF_ONE.get(delivery_statuses[0])) is not None:
         return single
     s = set(delivery_statuses)
-    if DeliveryStatus.CLICKED in s:
-        return MessageStatus.CLICKED
-    if DeliveryStatus.DELIVERED in s:
-        return MessageStatus.DELIVERED
-    if DeliveryStatus.SENT in s:
-        return MessageStatus.SENT
+    for status, shown in _BEST:
+        if status in s:
+            return shown
     if s & {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.ACCEPTED}:
         return MessageStatus.QUEUED
     if DeliveryStatus.DEFERRED in s:
         return MessageStatus.DEFERRED
+    if DeliveryStatus.UNDELIVERED in s:
+        return MessageStatus.UNDELIVERED
+    if DeliveryStatus.BOUNCED in s:
+        return MessageStatus.BOUNCED
+    s.discard(DeliveryStatus.CANCELLED)
     if s and s <= {DeliveryStatus.FILTERED}:
         return MessageStatus.FILTERED
+    if DeliveryStatus.EXPIRED in s and s <= {DeliveryStatus.EXPIRED, DeliveryStatus.FILTERED}:
+        return MessageStatus.EXPIRED
     return MessageStatus.FAILED
+
+
+#: the statuses that say a message reached its user, furthest first
+_BEST = (
+    (DeliveryStatus.CLICKED, MessageStatus.CLICKED),
+    (DeliveryStatus.READ, MessageStatus.READ),
+    (DeliveryStatus.DELIVERED, MessageStatus.DELIVERED),
+    (DeliveryStatus.SENT, MessageStatus.SENT),
+)
 
 
 _OF_ONE: dict[str, MessageStatus] = {}  # a message of one delivery (most are): its status by that delivery's

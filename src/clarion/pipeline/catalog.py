@@ -1,4 +1,4 @@
-"""What intake needs to know on every request — templates, rules, the providers per channel — read through a
+"""What intake needs to know on every request — templates, rules, policies — read through a
 short-lived cache so the hot path does not query for them each time.
 
 Writes made through this process invalidate the cache at once; other processes see a change within
@@ -10,12 +10,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
-from clarion.domain import approval, keywords, model, routing
+from clarion.domain import approval, keywords, model
 from clarion.domain.policy import config
 from clarion.store import policies, records, templates
-from clarion.store import tables as t
 from clarion.store.db import Database
 
 
@@ -77,9 +74,6 @@ class Catalog:
     async def rules(self, event: str) -> list[model.Rule]:
         return await self._cached("rules", event, records.rules_for_event, event)
 
-    async def provider_choices(self) -> list[routing.ProviderChoice]:
-        return await self._cached("providers", "*", _provider_choices)
-
     async def policy_settings(self) -> config.PolicySettings:
         return await self._cached("policy", "settings", policies.load_settings)
 
@@ -102,11 +96,6 @@ class Catalog:
             self._compiled[spec.key] = spec.compile()
         self._compiled = {k: v for k, v in self._compiled.items() if k in versions}
         return [self._compiled[k] for k in sorted(versions) if k in self._compiled]
-
-
-async def _provider_choices(conn: Any) -> list[routing.ProviderChoice]:
-    rows = (await conn.execute(sa.select(t.providers.c.name, t.providers.c.channel, t.providers.c.enabled))).all()
-    return [routing.ProviderChoice(r.name, model.Channel(r.channel), r.enabled) for r in rows]
 
 
 async def _enabled_caps(conn: Any) -> list[config.Cap]:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import errors, expr, ids, model, render, routing, sms, variants
+from clarion.domain import errors, expr, ids, model, render, sms, variants
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Defer, Drop
 from clarion.pipeline.catalog import Catalog
@@ -401,15 +401,11 @@ class Intake:
                 rendered = [_prefixed(c, plan.prefix) if c is not None else None for c in rendered]
             contents.extend(rendered)
         verdicts = iter(await self.policies.after_render(screened, contents))
-        choices = await self.catalog.provider_choices()
-        providers = {c: routing.choose_provider(c, choices) for c in {c.channel for c in candidates}}
         for draft in drafts:
             judged = [next(verdicts) for _ in draft.candidates]
             if draft.failed:
                 continue
-            statuses = [
-                self._delivery(plan, draft, c, v, providers) for c, v in zip(draft.candidates, judged, strict=True)
-            ]
+            statuses = [self._delivery(plan, draft, c, v) for c, v in zip(draft.candidates, judged, strict=True)]
             overall = model.message_status(statuses)
             draft.message["status"] = overall.value
             draft.answer["status"] = overall.value
@@ -420,9 +416,10 @@ class Intake:
         draft: _Draft,
         candidate: Candidate,
         verdict: Verdict,
-        providers: Mapping[model.Channel, str],
     ) -> str:
-        """One delivery row and its first timeline entry, from the policies' verdict; returns its status."""
+        """One delivery row and its first timeline entry, from the policies' verdict; returns its status. Its
+        provider is left empty: the worker chooses it when it sends (``routing``), so the backlog follows the
+        routes and the accounts as they are then."""
         now, decision, content = plan.now, verdict.decision, verdict.content
         run_at = now
         detail: dict[str, Any] | None = None
@@ -443,13 +440,14 @@ class Intake:
         segments = None
         if content is not None and candidate.channel is model.Channel.SMS and isinstance(content.get("text"), str):
             segments = sms.count_segments(content["text"]).count
+        ttl = candidate.template.ttl_seconds
         plan.deliveries.append(
             {
                 "id": delivery_id,
                 "message_id": candidate.message_id,
                 "user_id": candidate.user.user_id,
                 "channel": candidate.channel.value,
-                "provider": providers[candidate.channel],
+                "provider": None,
                 "address": candidate.address,
                 "content": content,
                 "status": status.value,
@@ -457,6 +455,7 @@ class Intake:
                 "run_at": run_at,
                 "attempts": 0,
                 "segments": segments,
+                "expires_at": now + timedelta(seconds=ttl) if ttl else None,
                 "created_at": now,
                 "updated_at": now,
             }

@@ -39,6 +39,8 @@ class Claimed:
     attempts: int
     lane: int
     created_at: datetime
+    #: the template's ttl after acceptance: not handed to a provider by then, it expires (None: no ttl)
+    expires_at: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -53,6 +55,9 @@ class Outcome:
     provider_message_id: str | None = None
     run_at: datetime | None = None
     detail: dict[str, Any] | None = None
+    #: False when no provider was tried (the delivery waited for one): the claim's attempt is taken back, so a
+    #: long wait does not use up the retries the delivery will need once a provider can send
+    attempted: bool = True
 
 
 def event_row(
@@ -104,6 +109,7 @@ def _claim_statement(*, skip_locked: bool) -> Any:
             d.c.attempts,
             d.c.lane,
             d.c.created_at,
+            d.c.expires_at,
         )
     )
 
@@ -114,11 +120,29 @@ _CLAIM = {sqlite: _claim_statement(skip_locked=not sqlite) for sqlite in (True, 
 
 
 async def claim(
-    conn: AsyncConnection, *, owner: str, now: datetime, lease_until: datetime, limit: int, is_sqlite: bool
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    is_sqlite: bool,
+    expired: list[Claimed] | None = None,
 ) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries to ``owner``, lanes first. Those claimed past their ``expires_at``
+    become ``expired`` (``ttl_expired`` on the timeline; added to ``expired`` when given) in the same
+    transaction instead of being handed out: whatever held a delivery up (an outage, a breaker, a backlog,
+    retries), it is never sent late. Judging the claimed rows costs nothing more on the queue's index, where a
+    separate sweep would read every due row."""
     parameters = {"owner": owner, "now": now, "lease_until": lease_until, "limit": limit}
     rows = await fetch(conn, _CLAIM[is_sqlite], parameters)
     claimed = [Claimed(*row) for row in rows]
+    late = [c for c in claimed if c.expires_at is not None and c.expires_at <= now]
+    if late:
+        await _expire(conn, late, now)
+        if expired is not None:
+            expired.extend(late)
+        claimed = [c for c in claimed if c.expires_at is None or c.expires_at > now]
     claimed.sort(key=lambda c: (c.lane, c.id))
     if claimed:
         await executemany(
@@ -130,6 +154,34 @@ async def claim(
             ],
         )
     return claimed
+
+
+TTL_EXPIRED = "ttl_expired"
+
+
+async def _expire(conn: AsyncConnection, late: Sequence[Claimed], now: datetime) -> None:
+    """The claimed ``late`` deliveries expire instead of being sent (their claim is not counted as an attempt)."""
+    d = t.deliveries
+    reason = f"{TTL_EXPIRED}: not handed to a provider within the template's ttl"
+    await conn.execute(
+        d.update()
+        .where(d.c.id.in_([c.id for c in late]))
+        .values(
+            status=S.EXPIRED.value,
+            attempts=d.c.attempts - 1,
+            last_error=reason,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    events = [
+        event_row(c.message_id, c.id, S.EXPIRED, reason, now, {"expires_at": c.expires_at.isoformat()})
+        for c in late
+        if c.expires_at is not None
+    ]
+    await conn.execute(t.delivery_events.insert(), events)
+    await refresh_messages(conn, {c.message_id for c in late}, now)
 
 
 async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
@@ -149,21 +201,36 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
             "b_status": o.status.value,
             "b_provider": o.provider,
             "b_pmid": o.provider_message_id,
-            "b_error": o.reason if o.status in (S.FAILED, S.QUEUED) else None,
+            "b_error": o.reason if o.status in (S.FAILED, S.QUEUED, S.EXPIRED) else None,
             "b_run_at": o.run_at,
-            "b_sent_at": now if o.status is S.SENT else None,
+            "b_sent_at": now if o.status in _HANDED_OVER else None,
             "b_now": now,
+            "b_unattempted": 0 if o.attempted else 1,
         }
         for o in mine
     ]
     await executemany(conn, _COMPLETE, params)
-    await executemany(
-        conn,
-        insert_of(t.delivery_events),
-        [event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail) for o in mine],
-    )
+    events = []
+    for o in mine:
+        if o.status is S.DELIVERED:  # delivered by the send itself: it was sent (the attempt's line), then delivered
+            events.append(event_row(o.message_id, o.delivery_id, S.SENT, f"accepted by {o.provider}", now, o.detail))
+            events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now))
+        else:
+            events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail))
+    await executemany(conn, insert_of(t.delivery_events), events)
     await refresh_messages(conn, {o.message_id for o in mine}, now)
+    named = [(o.provider, o.provider_message_id) for o in mine if o.status in _HANDED_OVER and o.provider_message_id]
+    if named:
+        # receipts that came before this outcome was written are applied now, in the same transaction; the
+        # feedback stage builds on these rows, so it is imported where it is used
+        from clarion.pipeline import feedback
+
+        await feedback.apply_pending(conn, named, now)
     return len(mine)
+
+
+#: outcomes that handed the delivery to a provider: they have a ``sent_at``, and receipts may name them
+_HANDED_OVER = frozenset({S.SENT, S.DELIVERED})
 
 
 _d = t.deliveries
@@ -177,6 +244,7 @@ _COMPLETE = (
         last_error=sa.bindparam("b_error"),
         run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=t.UTCDateTime()), _d.c.run_at),
         sent_at=sa.bindparam("b_sent_at", type_=t.UTCDateTime()),
+        attempts=_d.c.attempts - sa.bindparam("b_unattempted", type_=sa.Integer),
         lease_owner=None,
         lease_until=None,
         updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()),
