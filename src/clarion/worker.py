@@ -32,7 +32,7 @@ S = model.DeliveryStatus
 #: the deliveries of a batch to judge again (their ids → why each is dropped now)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
-RECORD_CHUNK = 250  # outcomes sent to a provider and recorded together, at most
+RECORD_CHUNK = 500  # outcomes sent to a provider and recorded together, at most
 ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
 
 

@@ -56,6 +56,7 @@ async def test_smtp_password_is_stored_but_never_returned(api, clarion: bootstra
         "use_tls": False,
         "sender": "Shop <no@x.io>",
         "timeout": 10,
+        "bounce_token": None,  # no bounce endpoint until one is set
     }
     fetched = await api.get("/v1/providers/mail")
     assert fetched.status_code == 200
