@@ -112,6 +112,9 @@ def build(settings: Settings | None = None) -> Clarion:
         if settings.redis_url
         else MemoryCounters()
     )
+    # Breakers and health windows: shared through the counters when they hold them; Redis does not yet, so with
+    # CLARION_REDIS_URL each process keeps its own (see counters.base.Breakers).
+    providers.breakers = counters if isinstance(counters, counters_base.Breakers) else MemoryCounters()
     stage = policies.PolicyStage(db, the_catalog, counters)
     host = owners.Host()  # names this process's leases; tells which leases of this host's processes are orphaned
     dispatcher = worker.Dispatcher(
@@ -127,6 +130,7 @@ def build(settings: Settings | None = None) -> Clarion:
         recheck=stage.recheck,
         host=host,
     )
+    providers.clock = lambda: dispatcher.clock().timestamp()  # breakers keep the dispatcher's time
 
     secret = secret_key(settings)
     the_intake = intake.Intake(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: the value of ``clarion_provider_breaker_state`` for each breaker state
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -46,5 +49,23 @@ class Metrics:
             "From intake to a provider's acceptance",
             ["channel"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.provider_outcomes = Counter(
+            "clarion_provider_outcomes",
+            "Send outcomes per provider account, by kind (ok, transient, permanent, misconfigured)",
+            ["provider", "kind"],
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "clarion_provider_breaker_state",
+            "A provider account's circuit breaker, as last seen by this process: 0 closed, 1 half-open, 2 open",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.breaker_transitions = Counter(
+            "clarion_provider_breaker_transitions",
+            "Circuit breaker transitions made by this process's outcomes, by the state entered",
+            ["provider", "to"],
             registry=self.registry,
         )

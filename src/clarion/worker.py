@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import owners
 from clarion.channels.registry import ProviderRegistry
-from clarion.domain import errors, model, retry
+from clarion.domain import breaker, errors, model, retry
 from clarion.domain.policy.decision import Drop
-from clarion.metrics import Metrics
+from clarion.metrics import BREAKER_STATES, Metrics
 from clarion.store import outbox
 from clarion.store.db import Database
 
@@ -34,6 +34,18 @@ Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
 RECORD_CHUNK = 500  # outcomes sent to a provider and recorded together, at most
 ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
+MISCONFIGURED_WAIT = timedelta(seconds=1)  # a delivery a misconfigured account refused is routed again after
+
+
+def _observed(result: model.SendResult, at: float, took: float) -> breaker.Outcome:
+    """One send's result as the breaker and the health window count it."""
+    error = result.error
+    if error is None:
+        return breaker.Outcome(at, "ok", took)
+    reason = error.reason if isinstance(error, errors.SendError) else repr(error)
+    if isinstance(error, errors.PermanentSendError):
+        return breaker.Outcome(at, "misconfigured" if error.misconfigured else "permanent", took, reason)
+    return breaker.Outcome(at, "transient", took, reason)
 
 
 def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
@@ -272,15 +284,40 @@ class Dispatcher:
                 else errors.TransientSendError(repr(exc), code="provider_error")
             )
             results = {cid: model.SendResult(cid, error=error) for cid in by_id}
-        self.metrics.send_seconds.labels(name).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.metrics.send_seconds.labels(name).observe(took)
         now = self.clock()
         outcomes = []
+        seen: list[breaker.Outcome] = []
+        at = now.timestamp()
         for delivery_id, claimed in by_id.items():
             result = results.get(delivery_id) or model.SendResult(
                 delivery_id, error=errors.TransientSendError("provider returned no result", code="no_result")
             )
             outcomes.append(self._outcome(name, claimed, result, now))
+            if self.providers.breakers is not None:
+                seen.append(_observed(result, at, took))
+        if seen and self.providers.breakers is not None:
+            kinds: dict[str, int] = {}
+            for o in seen:
+                kinds[o.kind] = kinds.get(o.kind, 0) + 1
+            for kind, count in kinds.items():
+                self._child(self.metrics.provider_outcomes, name, kind).inc(count)
+            transitions = await self.providers.breakers.record(name, seen)
+            if transitions:
+                self._transitioned(name, transitions, outcomes)
         return outcomes
+
+    def _transitioned(self, name: str, transitions: list[breaker.Transition], outcomes: list[outbox.Outcome]) -> None:
+        """A batch's outcomes moved ``name``'s breaker: a log line, the gauge, and each outcome's timeline entry
+        names the transition and its reason (the deliveries that open a breaker are the ones that say so)."""
+        moves = [{"from": t.before, "to": t.after, "reason": t.reason} for t in transitions]
+        for t in transitions:
+            log.warning("provider %s: breaker %s → %s: %s", name, t.before, t.after, t.reason)
+            self.metrics.breaker_transitions.labels(name, t.after).inc()
+        self.metrics.breaker_state.labels(name).set(BREAKER_STATES[transitions[-1].after])
+        for outcome in outcomes:
+            outcome.detail = {**(outcome.detail or {}), "breaker": moves}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (prometheus' own look-up takes a lock and builds keys)."""
@@ -314,6 +351,14 @@ class Dispatcher:
             )
         error = result.error
         reason = error.reason if isinstance(error, errors.SendError) else repr(error)
+        if isinstance(error, errors.PermanentSendError) and error.misconfigured and self.providers.breakers is not None:
+            # the account is at fault, not the delivery: its breaker opens and the delivery goes elsewhere (or
+            # waits) without spending an attempt
+            wait = outbox.Outcome(
+                **base, status=S.QUEUED, reason=f"{name} is misconfigured, choosing again: {reason}", attempted=False
+            )
+            wait.run_at = now + MISCONFIGURED_WAIT
+            return wait
         remaining = (claimed.expires_at - now).total_seconds() if claimed.expires_at is not None else None
         decision = self.retry_policy.decide(claimed.attempts, error, remaining=remaining)
         if decision.expired:  # the next attempt would be sent late: the template's ttl ends the schedule here

@@ -181,7 +181,7 @@ async def test_an_empty_username_is_no_login(smtp_port: int, handler: RecordingH
     assert [r.rcpt_tos for r in handler.received] == [["user1@example.com"]]
 
 
-async def test_a_username_to_a_server_without_auth_is_a_session_error(
+async def test_a_username_to_a_server_without_auth_is_a_misconfigured_account(
     smtp_port: int, handler: RecordingHandler
 ) -> None:
     config = SmtpProvider.Config(
@@ -189,7 +189,8 @@ async def test_a_username_to_a_server_without_auth_is_a_session_error(
     )
     [result] = await SmtpProvider(config, name="smtp").send([email(1)])
 
-    assert isinstance(result.error, TransientSendError)
+    assert isinstance(result.error, PermanentSendError) and result.error.misconfigured
+    assert result.error.code == "smtp_no_auth"
     assert handler.received == []
 
 

@@ -9,10 +9,11 @@ read as they are, and sealed by ``clarion secrets rotate``."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from clarion.channels.inbox import InboxProvider
 from clarion.channels.sms_http import SmsHttpProvider
 from clarion.channels.smtp import SmtpProvider
 from clarion.channels.webhook import WebhookProvider
+from clarion.counters import base as counters_base
 from clarion.domain import errors, model, routing
 from clarion.store import audit as audit_log
 from clarion.store import outbox
@@ -166,8 +168,13 @@ class ProviderRegistry:
         sealer: sealing.Sealer | None = None,
         ttl: float = 2.0,
         rand: random.Random | None = None,
+        breakers: counters_base.Breakers | None = None,
     ) -> None:
         self.db = db
+        #: the accounts' circuit breakers (``domain.breaker``), consulted once per claimed batch
+        self.breakers = breakers
+        #: the breakers' clock (unix time): bootstrap makes it the dispatcher's
+        self.clock: Callable[[], float] = time.time
         #: opens the accounts' sealed secrets (the key derived from CLARION_SECRET_KEY)
         self.sealer = sealer
         self.builtins = {a.name: a for a in builtins}
@@ -215,6 +222,14 @@ class ProviderRegistry:
         plans: dict[tuple[str, str | None], routing.Plan] = {}
         matched: dict[tuple[str, routing.Facts], routing.Route | None] = {}
         draw = self.rand.random
+        accounts: dict[str, routing.Account] = table.accounts
+        broken: dict[str, str] = {}
+        if self.breakers is not None:
+            channels = {model.Channel(c.channel) for c in batch}
+            names = [a.name for a in accounts.values() if a.enabled and a.channels & channels]
+            broken = await self.breakers.admit(names, self.clock())
+            if broken:  # those accounts cannot send now: choose as if they were disabled, and say why
+                accounts = {n: dataclasses.replace(a, enabled=False) if n in broken else a for n, a in accounts.items()}
         choices = []
         for claimed in batch:
             channel = claimed.channel
@@ -230,7 +245,9 @@ class ProviderRegistry:
             plan_key = (channel, route.key if route else None)
             plan = plans.get(plan_key)
             if plan is None:
-                plan = plans[plan_key] = routing.plan(model.Channel(channel), route, table.accounts)
+                plan = plans[plan_key] = _unbroken(
+                    routing.plan(model.Channel(channel), route, accounts), broken, channel, accounts
+                )
             before = _NONE
             if claimed.attempts > 1:  # a retry: its earlier attempts' providers, the last one on the row itself
                 before = frozenset(tried.get(claimed.id, ()))
@@ -276,6 +293,35 @@ class ProviderRegistry:
 _MESSAGE_FIELDS = frozenset({"category", "template", "department"})
 _PRIORITIES = {p.lane: p.value for p in model.Priority}
 _NONE: frozenset[str] = frozenset()
+
+
+def _unbroken(
+    plan: routing.Plan, broken: dict[str, str], channel: str, accounts: dict[str, routing.Account]
+) -> routing.Plan:
+    """``plan`` with the skip reason of each account an open breaker stopped ("breaker open: …", not "disabled")."""
+    if not broken:
+        return plan
+    if plan.route is None:  # no route: the channel's accounts share the traffic, less those whose breaker is open
+        mine = {
+            n: broken[n]
+            for n, a in accounts.items()
+            if n in broken and not a.builtin and model.Channel(channel) in a.channels
+        }
+        if not mine:
+            return plan
+        if plan.usable:
+            return dataclasses.replace(plan, skipped=mine)
+        # never the built-in default instead of a configured account whose breaker is open: wait for it
+        why = ", ".join(f"{n} {w}" for n, w in mine.items())
+        return routing.Plan((), skipped=mine, reason=f"no provider of channel {channel!r} can send ({why})")
+    if not any(n in broken for n in plan.skipped):
+        return plan
+    skipped = {n: broken.get(n, why) for n, why in plan.skipped.items()}
+    reason = plan.reason
+    if not plan.usable and plan.route is not None:
+        why = ", ".join(f"{n} {w}" for n, w in skipped.items())
+        reason = f"no provider of route {plan.route!r} can send ({why})"
+    return dataclasses.replace(plan, skipped=skipped, reason=reason)
 
 
 def _facts(claimed: outbox.Claimed, needs: frozenset[str], message: tuple[Any, ...] | None) -> routing.Facts:

@@ -107,6 +107,18 @@ def _reply_error(code: int, message: str) -> SendError:
     return PermanentSendError(text, code=f"smtp_{code}")
 
 
+def _misconfigured(exc: BaseException, username: str | None) -> PermanentSendError | None:
+    """A login refused, or no AUTH offered while credentials are configured: the account is wrong, not the
+    message, so the error is permanent for the account (its breaker opens at once)."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return PermanentSendError(f"SMTP login refused: {exc}", code=f"smtp_{exc.code}", misconfigured=True)
+    if username and type(exc) is aiosmtplib.SMTPException and "AUTH extension is not supported" in str(exc):
+        return PermanentSendError(
+            f"credentials are configured but the server offers no AUTH: {exc}", code="smtp_no_auth", misconfigured=True
+        )
+    return None
+
+
 class SmtpProvider:
     """Sends rendered e-mail (``subject``, ``text`` and/or ``html``) to one SMTP relay."""
 
@@ -197,6 +209,8 @@ class SmtpProvider:
             await client.connect()
         except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
             code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+            if (misconfigured := _misconfigured(exc, config.username)) is not None:
+                return [SendResult(item.delivery_id, error=misconfigured) for item in batch]
             error = TransientSendError(
                 f"cannot open SMTP session to {config.host}:{config.port}: {exc}",
                 code=f"smtp_{code}" if code else "smtp_connect",

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
+from clarion.domain import breaker
+
 WindowKind = Literal["rolling", "fixed"]
 
 
@@ -142,6 +144,29 @@ class Counters(Protocol):
 
     async def close(self) -> None:
         """Release connections or memory held by the backend."""
+        ...
+
+
+@runtime_checkable
+class Breakers(Protocol):
+    """Provider health windows and circuit breakers (``domain.breaker``), kept where every process that sends
+    through an account sees them. The memory backend implements it; with Redis the state is per process until
+    the Redis backend gains the same operations (each process then has its own breakers)."""
+
+    async def admit(self, accounts: Sequence[str], now: float) -> dict[str, str]:
+        """One call per claimed batch: the accounts of ``accounts`` that may not send now → why (an open breaker
+        in its cool-down, a half-open one whose probe is in flight). A half-open account left out of the answer
+        has been granted its probe; transitions made here (open → half-open) are logged by the backend. ``now``
+        (unix time) is the dispatcher's clock, as are the outcomes' ``at``: tests that move that clock move the
+        breakers' cool-downs and windows with it."""
+        ...
+
+    async def record(self, account: str, outcomes: Sequence[breaker.Outcome]) -> list[breaker.Transition]:
+        """Add one account's outcomes to its window; the transitions they caused, in order."""
+        ...
+
+    async def health(self, account: str, now: float) -> dict[str, object]:
+        """The health view of one account (``breaker.health``)."""
         ...
 
 

@@ -15,11 +15,15 @@ The clock is injectable (``clock=``) so tests can move time without sleeping.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from clarion.counters.base import Counters, Hit, HitResult, Limit, check_ttl
+from clarion.counters.base import Breakers, Counters, Hit, HitResult, Limit, check_ttl
+from clarion.domain import breaker
+
+log = logging.getLogger(__name__)
 
 
 class _Log:
@@ -48,8 +52,17 @@ class _Log:
 class MemoryCounters:
     """The ``Counters`` backend for a single process."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, sweep_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        sweep_interval: float = 60.0,
+        thresholds: Callable[[str], breaker.Thresholds] | None = None,
+    ) -> None:
         self._clock = clock
+        #: each account's breaker thresholds (the defaults unless wired otherwise)
+        self.thresholds = thresholds or (lambda _account: breaker.DEFAULT)
+        self._breakers: dict[str, breaker.State] = {}
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
         self._rolling: dict[str, _Log] = {}
@@ -139,6 +152,37 @@ class MemoryCounters:
         self._rolling.clear()
         self._fixed.clear()
         self._seen.clear()
+        self._breakers.clear()
+
+    # -- breakers ----------------------------------------------------------------------------------------
+
+    async def admit(self, accounts: Sequence[str], now: float) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        states = self._breakers
+        if not states:
+            return refused
+        for name in accounts:
+            state = states.get(name)
+            if state is None or state.name == "closed":
+                continue
+            allowed, state, transition = breaker.admit(name, state, now, self.thresholds(name))
+            states[name] = state
+            if transition is not None:
+                log.warning("provider %s: breaker %s → %s: %s", name, *transition_parts(transition))
+            if not allowed:
+                refused[name] = breaker.why_closed_to(state)
+        return refused
+
+    async def record(self, account: str, outcomes: Sequence[breaker.Outcome]) -> list[breaker.Transition]:
+        limits = self.thresholds(account)
+        state = self._breakers.get(account) or breaker.State()
+        state, transitions = breaker.observe_many(account, state, outcomes, limits)
+        self._breakers[account] = state
+        return transitions
+
+    async def health(self, account: str, now: float) -> dict[str, object]:
+        state = self._breakers.get(account) or breaker.State()
+        return breaker.health(state, now, self.thresholds(account))
 
     # -- introspection -----------------------------------------------------------------------------------
 
@@ -187,5 +231,10 @@ class MemoryCounters:
                 del self._seen[name]
 
 
+def transition_parts(transition: breaker.Transition) -> tuple[str, str, str]:
+    return transition.before, transition.after, transition.reason
+
+
 if TYPE_CHECKING:
     _conforms: type[Counters] = MemoryCounters
+    _breaks: type[Breakers] = MemoryCounters

@@ -126,4 +126,10 @@ class TransientSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    """Fail the delivery now."""
+    """Fail the delivery now. ``misconfigured``: the account, not the delivery, is at fault (authentication
+    refused, no AUTH offered though credentials are configured, a missing template code): its breaker opens at
+    once and the delivery goes to another provider, or waits, without spending an attempt."""
+
+    def __init__(self, message: str, *, code: str | None = None, misconfigured: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.misconfigured = misconfigured
