@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from clarion.domain import adapt, errors, jsonvalues, model, phones, render, timewindows
+from clarion.domain import fallback as fallback_rules
 from clarion.domain.policy import config
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
@@ -368,6 +369,26 @@ class TemplateIn(Stored):
         description="time to live: a delivery not handed to a provider within this many seconds of being accepted "
         "becomes `expired` and is never sent late (e.g. 300 for a verification code); it also bounds the retries",
     )
+    fallback: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=fallback_rules.MAX_STEPS,
+        description='channel fallback: steps {"from": "push", "to": "sms", "when": "not_delivered", "within": 120}; '
+        "`when` is `failed` (also undelivered, bounced: at once), `not_delivered` or `not_read` (inbox) within "
+        "`within` seconds; both channels need content, a channel has one fallback, and a cycle is refused",
+    )
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback(cls, v: list[dict[str, Any]] | None, info: ValidationInfo) -> list[dict[str, Any]] | None:
+        base: Channels | None = info.data.get("channels")
+        if v is None or base is None:
+            return v  # no chain, or the template's own channels are invalid: that error is reported
+        available = [c for c in model.Channel if c.value in base.channels()]
+        try:
+            steps = fallback_rules.parse(v, available)
+        except errors.InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+        return [s.as_json() for s in steps] or None
 
     @field_validator("variants")
     @classmethod

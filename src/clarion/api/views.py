@@ -250,6 +250,7 @@ class Template(View):
     variants: list[Json] | None
     policy: Json | None
     ttl_seconds: int | None = Field(description="deliveries not handed to a provider this long after acceptance expire")
+    fallback: list[Json] | None = Field(description='the channel fallback chain: [{"from", "to", "when", "within"}]')
     variables: list[str]
     created_at: Timestamp
     updated_at: Timestamp

@@ -134,6 +134,8 @@ class Template:
     variants: tuple[Variant, ...] = ()
     #: a delivery not handed to a provider within this many seconds of being accepted expires (None: never)
     ttl_seconds: int | None = None
+    #: the channel fallback chain as saved: [{"from", "to", "when", "within"}] (see ``domain.fallback``)
+    fallback: tuple[dict[str, Any], ...] = ()
 
     def channels_for(self, requested: Sequence[Channel] | None) -> list[Channel]:
         """The channels a send uses: all of the template's, or ``requested`` (in order, once each); raises

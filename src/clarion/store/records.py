@@ -49,6 +49,7 @@ def template_from_row(row: Any) -> model.Template:
             for v in getattr(row, "variants", None) or ()
         ),
         ttl_seconds=getattr(row, "ttl_seconds", None),
+        fallback=tuple(getattr(row, "fallback", None) or ()),
     )
 
 

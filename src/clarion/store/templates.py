@@ -177,8 +177,8 @@ async def record_outcome(
 def template_at(row: Any, body: Mapping[str, Any], number: int) -> model.Template:
     """The template as it was saved in version ``number``: ``row`` (a templates row) with the version's body."""
     columns = {c.name: getattr(row, c.name) for c in T.columns}
-    # a version saved before templates had a ttl has none, whatever the latest version says
-    at = SimpleNamespace(**{**columns, "ttl_seconds": None, **body, "version": number})
+    # a version saved before templates had a ttl or a fallback has none, whatever the latest version says
+    at = SimpleNamespace(**{**columns, "ttl_seconds": None, "fallback": None, **body, "version": number})
     return records.template_from_row(at)
 
 
