@@ -344,7 +344,7 @@ class Intake:
             "priority": template.priority.value,
             "status": model.MessageStatus.ACCEPTED.value,
             "reason": None,
-            "data": data,  # shared by the request's messages, never changed: serialised once (driver.executemany)
+            "data": dict(data),
             "variant": variants.choose(template, user_id),
             "campaign_key": campaign[0] if campaign else None,
             "campaign_run": campaign[1] if campaign else None,

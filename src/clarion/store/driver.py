@@ -21,7 +21,6 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -85,35 +84,7 @@ async def executemany(conn: Conn, statement: Any, rows: list[dict[str, Any]]) ->
         if plan is not None:
             plan.executemany(conn.sync, rows)
             return
-    if len(rows) > 1:
-        rows = _json_once(statement, rows)
     await conn.execute(statement, rows)
-
-
-def _json_once(statement: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with each JSON document serialised once however many rows share it (the messages of one request
-    share its ``data``: a hundred recipients of a 600 KB document would otherwise be 60 MB of serialising on the
-    event loop). The serialised text goes on as an ``orjson.Fragment``, which the JSON serialiser passes through."""
-    table = getattr(statement, "table", None)
-    columns = getattr(table, "c", None)
-    if columns is None:
-        return rows
-    keys = [k for k in rows[0] if k in columns and isinstance(columns[k].type, sa.JSON)]
-    if not keys:
-        return rows
-    done: dict[int, Any] = {}
-    out = []
-    for row in rows:
-        row = dict(row)
-        for key in keys:
-            value = row[key]
-            if isinstance(value, dict | list) and value:
-                found = done.get(id(value))
-                if found is None:
-                    found = done[id(value)] = orjson.Fragment(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
-                row[key] = found
-        out.append(row)
-    return out
 
 
 async def fetch(conn: Conn, statement: Any, parameters: dict[str, Any] | None = None) -> Sequence[Any]:
