@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import errors, expr, ids, model, render, sms, variants
 from clarion.domain.policy import config
-from clarion.domain.policy.decision import Candidate, Defer, Drop
+from clarion.domain.policy.decision import Candidate, Drop, placement
 from clarion.pipeline.catalog import Catalog
 from clarion.pipeline.policies import PolicyStage, Verdict
 from clarion.store import campaigns as campaign_store
@@ -420,18 +420,11 @@ class Intake:
         """One delivery row and its first timeline entry, from the policies' verdict; returns its status. Its
         provider is left empty: the worker chooses it when it sends (``routing``), so the backlog follows the
         routes and the accounts as they are then."""
-        now, decision, content = plan.now, verdict.decision, verdict.content
-        run_at = now
-        detail: dict[str, Any] | None = None
-        if isinstance(decision, Drop):
-            status, reason, content = S.FILTERED, decision.reason, None
-            detail = {"policy": decision.policy, **decision.detail}
-        elif isinstance(decision, Defer):
-            status, reason, run_at = S.DEFERRED, decision.reason, decision.until
-            detail = {"policy": decision.policy, **decision.detail}
-        else:
-            status, reason = S.QUEUED, None
-        if verdict.masked and not isinstance(decision, Drop):
+        now, decision = plan.now, verdict.decision
+        placed = placement(decision, now)
+        status, reason, run_at, detail = placed.status, placed.reason, placed.run_at, placed.detail
+        content = verdict.content if placed.keeps_content else None
+        if verdict.masked and placed.keeps_content:
             detail = {**(detail or {}), "masked": verdict.masked}
         delivery_id = ids.new_id()
         if content is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from clarion.counters import base as counters
 from clarion.domain import errors, ids, model, resend
 from clarion.domain.policy import caps, config
-from clarion.domain.policy.decision import Candidate, Decision, Defer, Drop
+from clarion.domain.policy.decision import Candidate, Decision, Drop, placement
 from clarion.pipeline.policies import PolicyStage
 from clarion.store import audit, outbox
 from clarion.store import deliveries as store
@@ -72,14 +72,9 @@ async def resend_message(
     by = {"by": command.actor}
     for candidate, source, decision in zip(candidates, chosen.values(), decisions, strict=True):
         delivery_id = ids.new_id()
-        status, reason, run_at, content = S.QUEUED, None, now, source.content
-        detail: dict[str, Any] | None = None
-        if isinstance(decision, Drop):
-            status, reason, content = S.FILTERED, decision.reason, None
-            detail = {"policy": decision.policy, **decision.detail}
-        elif isinstance(decision, Defer):
-            status, reason, run_at = S.DEFERRED, decision.reason, decision.until
-            detail = {"policy": decision.policy, **decision.detail}
+        placed = placement(decision, now)
+        status, reason, run_at, detail = placed.status, placed.reason, placed.run_at, placed.detail
+        content = source.content if placed.keeps_content else None
         new_rows.append(
             {
                 "id": delivery_id,

@@ -42,6 +42,29 @@ Decision = Allow | Drop | Defer
 ALLOW = Allow()
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a decision puts a new delivery: its first status and reason, when it is due, the timeline detail
+    naming the policy that decided, and whether its rendered content is kept (a dropped one keeps none)."""
+
+    status: model.DeliveryStatus
+    reason: str | None
+    run_at: datetime
+    detail: dict[str, Any] | None
+    keeps_content: bool
+
+
+def placement(decision: Decision, now: datetime) -> Placement:
+    """A new delivery's placement by ``decision``: filtered, deferred to its time, or queued now."""
+    if isinstance(decision, Drop):
+        detail = {"policy": decision.policy, **decision.detail}
+        return Placement(model.DeliveryStatus.FILTERED, decision.reason, now, detail, False)
+    if isinstance(decision, Defer):
+        detail = {"policy": decision.policy, **decision.detail}
+        return Placement(model.DeliveryStatus.DEFERRED, decision.reason, decision.until, detail, True)
+    return Placement(model.DeliveryStatus.QUEUED, None, now, None, True)
+
+
 def explain(decision: Decision) -> dict[str, Any]:
     """A decision as JSON for the timeline and for ``POST /v1/policies/check``."""
     if isinstance(decision, Allow):
