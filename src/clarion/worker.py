@@ -12,97 +12,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import owners
 from clarion.channels.registry import ProviderRegistry
-from clarion.domain import breaker, errors, model, retry
+from clarion.domain import retry
 from clarion.domain.policy.decision import Drop
-from clarion.metrics import BREAKER_STATES, Metrics
+from clarion.metrics import Metrics
+from clarion.pipeline import dispatch
+from clarion.pipeline.dispatch import Recorder
 from clarion.store import outbox
 from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
-S = model.DeliveryStatus
 #: the deliveries of a batch to judge again (their ids → why each is dropped now)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
-RECORD_CHUNK = 500  # outcomes sent to a provider and recorded together, at most
-ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
-MISCONFIGURED_WAIT = timedelta(seconds=1)  # a delivery a misconfigured account refused is routed again after
-
-
-def _observed(result: model.SendResult, at: float, took: float) -> breaker.Outcome:
-    """One send's result as the breaker and the health window count it."""
-    error = result.error
-    if error is None:
-        return breaker.Outcome(at, "ok", took)
-    reason = error.reason if isinstance(error, errors.SendError) else repr(error)
-    if isinstance(error, errors.PermanentSendError):
-        return breaker.Outcome(at, "misconfigured" if error.misconfigured else "permanent", took, reason)
-    return breaker.Outcome(at, "transient", took, reason)
-
-
-def _dropped(claimed: outbox.Claimed, drop: Drop) -> outbox.Outcome:
-    detail = {"policy": drop.policy, **drop.detail, "judged": "at dispatch"}
-    return outbox.Outcome(claimed.id, claimed.message_id, S.FILTERED, drop.reason, detail=detail)
-
-
-class Recorder:
-    """A worker's outcomes, recorded as their sends complete rather than once its whole batch is sent.
-
-    One write is in flight at a time (it shares a group commit with whatever else is being written); outcomes
-    that come back meanwhile wait, and go together in the next write, queued as soon as the one before commits.
-    A sender waits in ``room`` while a chunk's worth is already waiting, so at any moment at most about two
-    chunks have been handed to providers and not recorded: what a SIGKILL would have sent twice. A write that
-    fails is logged; its deliveries stay leased and are sent again once the lease is taken back."""
-
-    def __init__(self, db: Database, owner: str, clock: Callable[[], datetime], chunk: int) -> None:
-        self.db = db
-        self.owner = owner
-        self.clock = clock
-        self.chunk = chunk
-        self.failures: list[BaseException] = []
-        self._waiting: list[outbox.Outcome] = []
-        self._writing: asyncio.Future[int] | None = None
-
-    def add(self, outcomes: list[outbox.Outcome]) -> None:
-        self._waiting.extend(outcomes)
-        if self._writing is None and self._waiting:
-            self._write()
-
-    def _write(self) -> None:
-        outcomes, self._waiting = self._waiting, []
-        owner, done = self.owner, self.clock()
-
-        async def complete(conn: AsyncConnection) -> int:
-            return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
-
-        self._writing = asyncio.ensure_future(self.db.write(complete))
-        self._writing.add_done_callback(self._written)
-
-    def _written(self, write: asyncio.Future[int]) -> None:
-        self._writing = None
-        if not write.cancelled() and (exc := write.exception()) is not None:
-            log.error("worker %s: recording outcomes failed, their leases will be taken back: %r", self.owner, exc)
-            self.failures.append(exc)
-        if self._waiting:
-            self._write()
-
-    async def room(self) -> None:
-        """Return once fewer than a chunk's outcomes wait behind the write in flight."""
-        while self._writing is not None and len(self._waiting) >= self.chunk:
-            await asyncio.wait({self._writing})
-
-    async def drain(self) -> None:
-        """Return once every outcome added so far is committed (or its write has failed)."""
-        while self._writing is not None:
-            await asyncio.wait({self._writing})
 
 
 class Dispatcher:
@@ -115,7 +43,7 @@ class Dispatcher:
         retry_policy: retry.RetryPolicy,
         batch_size: int = 200,
         max_batch_size: int | None = None,
-        record_chunk: int = RECORD_CHUNK,
+        record_chunk: int = dispatch.RECORD_CHUNK,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 0.05,
         linger: float = 0.0,
@@ -126,17 +54,16 @@ class Dispatcher:
         self.db = db
         self.providers = providers
         self.metrics = metrics
-        self.retry_policy = retry_policy
+        #: route → send → record, for each claimed batch (``pipeline.dispatch``)
+        self.stage = dispatch.Stage(
+            providers, metrics, retry_policy=retry_policy, clock=clock, record_chunk=record_chunk
+        )
         self.batch_size = batch_size
         # A claim that comes back full means a backlog (a campaign): the next claim takes twice as many, up to
         # ``max_batch_size`` — fewer, larger statements per delivery. A claim that is not full goes back to
         # ``batch_size``. Lanes are claimed in order either way, so an urgent message waits at most one batch.
         self.max_batch_size = max_batch_size or batch_size
         self._limit: int | None = None
-        # A batch goes to each provider in chunks of at most ``record_chunk``, each recorded as it comes back.
-        self.record_chunk = record_chunk
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self._routed: dict[str, dict[str, Any]] = {}  # delivery id → its route's choice, for its outcome's timeline
         self.lease = lease
         self.poll_interval = poll_interval
         # After a claim that took everything due (not full), the next claim waits ``linger`` seconds, so a steady
@@ -150,9 +77,24 @@ class Dispatcher:
         # This host as /proc shows it: names this process's leases, and tells which leases on this host belong to
         # a process that is gone.
         self.host = host or owners.Host()
-        self.clock = clock
         self.wakeup = asyncio.Event()
         self._last_reap = float("-inf")  # the first cycle takes back what a previous process left leased
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.stage.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], datetime]) -> None:
+        self.stage.clock = clock
+
+    @property
+    def retry_policy(self) -> retry.RetryPolicy:
+        return self.stage.retry_policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: retry.RetryPolicy) -> None:
+        self.stage.retry_policy = policy
 
     def notify(self, _count: int = 1) -> None:
         """Intake calls this when it queued deliveries, so idle workers wake without waiting a poll."""
@@ -160,7 +102,7 @@ class Dispatcher:
 
     async def run_once(self, owner: str) -> int:
         """One claim → send → record cycle, recorded when it returns; returns how many deliveries it handled."""
-        recorder = Recorder(self.db, owner, self.clock, self.record_chunk)
+        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk)
         handled = await self._cycle(recorder)
         await recorder.drain()
         if recorder.failures:
@@ -213,179 +155,16 @@ class Dispatcher:
             drops = await self.recheck(waited, now) if waited else {}
             if drops:
                 batch = [c for c in batch if c.id not in drops]
-                recorder.add([_dropped(c, drops[c.id]) for c in waited if c.id in drops])
-        await self._send(batch, recorder)
+                recorder.add([dispatch.dropped(c, drops[c.id]) for c in waited if c.id in drops])
+        await self.stage.send(batch, recorder)
         return handled
-
-    async def _send(self, batch: list[outbox.Claimed], recorder: Recorder) -> None:
-        """Send a claimed batch, each delivery through the provider its route chooses now (see ``routing``); one
-        with no provider able to send waits ``ROUTE_WAIT``, the reason on its timeline."""
-        groups: dict[str, list[tuple[outbox.Claimed, model.Outgoing]]] = defaultdict(list)
-        waiting: list[outbox.Outcome] = []
-        for claimed, choice in zip(batch, await self.providers.choose(batch), strict=True):
-            name = choice.provider
-            if name is None:
-                reason = f"waiting {ROUTE_WAIT.total_seconds():.0f}s for a provider: {choice.reason}"
-                wait = outbox.Outcome(
-                    claimed.id, claimed.message_id, S.QUEUED, reason, detail=choice.detail(), attempted=False
-                )
-                wait.run_at = self.clock() + ROUTE_WAIT
-                waiting.append(wait)
-                continue
-            if choice.route is not None:  # the timeline names the route and what it skipped, not only the provider
-                self._routed[claimed.id] = choice.detail()
-            channel = model.Channel(claimed.channel)
-            groups[name].append(
-                (
-                    claimed,
-                    model.Outgoing(
-                        delivery_id=claimed.id,
-                        message_id=claimed.message_id,
-                        user_id=claimed.user_id,
-                        channel=channel,
-                        address=claimed.address,
-                        content=claimed.content or {},
-                        attempt=claimed.attempts,
-                    ),
-                )
-            )
-        if waiting:
-            recorder.add(waiting)
-        if not groups:
-            return
-        if len(groups) == 1:
-            [(name, items)] = groups.items()
-            await self._send_chunks(name, items, recorder)
-        else:
-            await asyncio.gather(*(self._send_chunks(name, items, recorder) for name, items in groups.items()))
-
-    async def _send_chunks(
-        self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]], recorder: Recorder
-    ) -> None:
-        """One provider's part of a batch, a chunk at a time, each chunk's outcomes recorded as it returns."""
-        size = self.record_chunk
-        for start in range(0, len(items), size):
-            if start:
-                await asyncio.sleep(0)  # the writer takes the chunk before: it commits while this one is sent
-                await recorder.room()
-            recorder.add(await self._send_group(name, items[start : start + size]))
-
-    async def _send_group(self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]]) -> list[outbox.Outcome]:
-        started = time.perf_counter()
-        by_id = {claimed.id: claimed for claimed, _ in items}
-        try:
-            provider = await self.providers.get(name)
-            results = {r.delivery_id: r for r in await provider.send([o for _, o in items])}
-        except Exception as exc:  # a provider bug or outage: never lose the batch, retry it
-            log.warning("provider %s failed a whole batch: %r", name, exc)
-            error = (
-                exc
-                if isinstance(exc, errors.SendError)
-                else errors.TransientSendError(repr(exc), code="provider_error")
-            )
-            results = {cid: model.SendResult(cid, error=error) for cid in by_id}
-        took = time.perf_counter() - started
-        self.metrics.send_seconds.labels(name).observe(took)
-        now = self.clock()
-        outcomes = []
-        seen: list[breaker.Outcome] = []
-        at = now.timestamp()
-        for delivery_id, claimed in by_id.items():
-            result = results.get(delivery_id) or model.SendResult(
-                delivery_id, error=errors.TransientSendError("provider returned no result", code="no_result")
-            )
-            outcomes.append(self._outcome(name, claimed, result, now))
-            if self.providers.breakers is not None:
-                seen.append(_observed(result, at, took))
-        if seen and self.providers.breakers is not None:
-            kinds: dict[str, int] = {}
-            for o in seen:
-                kinds[o.kind] = kinds.get(o.kind, 0) + 1
-            for kind, count in kinds.items():
-                self._child(self.metrics.provider_outcomes, name, kind).inc(count)
-            transitions = await self.providers.breakers.record(name, seen)
-            if transitions:
-                self._transitioned(name, transitions, outcomes)
-        return outcomes
-
-    def _transitioned(self, name: str, transitions: list[breaker.Transition], outcomes: list[outbox.Outcome]) -> None:
-        """A batch's outcomes moved ``name``'s breaker: a log line, the gauge, and each outcome's timeline entry
-        names the transition and its reason (the deliveries that open a breaker are the ones that say so)."""
-        moves = [{"from": t.before, "to": t.after, "reason": t.reason} for t in transitions]
-        for t in transitions:
-            log.warning("provider %s: breaker %s → %s: %s", name, t.before, t.after, t.reason)
-            self.metrics.breaker_transitions.labels(name, t.after).inc()
-        self.metrics.breaker_state.labels(name).set(BREAKER_STATES[transitions[-1].after])
-        for outcome in outcomes:
-            outcome.detail = {**(outcome.detail or {}), "breaker": moves}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once (prometheus' own look-up takes a lock and builds keys)."""
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def _outcome(self, name: str, claimed: outbox.Claimed, result: model.SendResult, now: datetime) -> outbox.Outcome:
-        base: dict[str, Any] = {
-            "delivery_id": claimed.id,
-            "message_id": claimed.message_id,
-            "provider": name,
-            "detail": self._routed.pop(claimed.id, None) or {"provider": name},  # each attempt names its provider
-        }
-        if result.error is None:
-            self._child(self.metrics.sent, claimed.channel, name).inc()
-            latency = self._child(self.metrics.accepted_to_sent, claimed.channel)
-            latency.observe((now - claimed.created_at).total_seconds())
-            if result.status is S.DELIVERED:  # the send proved it (a webhook's 2xx, an inbox item stored)
-                delivered = f"delivered by {name}: no receipt to wait for"
-                return outbox.Outcome(
-                    **base, status=S.DELIVERED, provider_message_id=result.provider_message_id, reason=delivered
-                )
-            return outbox.Outcome(
-                **base,
-                status=S.SENT,
-                provider_message_id=result.provider_message_id,
-                reason=f"accepted by {name}",
-            )
-        error = result.error
-        reason = error.reason if isinstance(error, errors.SendError) else repr(error)
-        if isinstance(error, errors.PermanentSendError) and error.misconfigured and self.providers.breakers is not None:
-            # the account is at fault, not the delivery: its breaker opens and the delivery goes elsewhere (or
-            # waits) without spending an attempt
-            wait = outbox.Outcome(
-                **base, status=S.QUEUED, reason=f"{name} is misconfigured, choosing again: {reason}", attempted=False
-            )
-            wait.run_at = now + MISCONFIGURED_WAIT
-            return wait
-        remaining = (claimed.expires_at - now).total_seconds() if claimed.expires_at is not None else None
-        decision = self.retry_policy.decide(claimed.attempts, error, remaining=remaining)
-        if decision.expired:  # the next attempt would be sent late: the template's ttl ends the schedule here
-            return outbox.Outcome(
-                **base,
-                status=S.EXPIRED,
-                reason=f"{outbox.TTL_EXPIRED}: a retry in {decision.delay:.1f}s would come after the ttl; "
-                f"attempt {claimed.attempts}: {reason}",
-            )
-        if decision.retry:
-            self._child(self.metrics.retried, claimed.channel, name).inc()
-            return outbox.Outcome(
-                **base,
-                status=S.QUEUED,
-                run_at=now + timedelta(seconds=decision.delay),
-                reason=f"retry in {decision.delay:.1f}s after attempt {claimed.attempts}: {reason}",
-            )
-        self._child(self.metrics.failed, claimed.channel, name).inc()
-        kind = "permanent" if isinstance(error, errors.PermanentSendError) else "attempts exhausted"
-        return outbox.Outcome(**base, status=S.FAILED, reason=f"{kind}: {reason}")
 
     async def run(self, stop: asyncio.Event, *, index: int = 0) -> None:
         owner = self.host.owner(str(index))
         log.info("worker %s started", owner)
         # Outcomes are written while the next chunk is sent and the next batch claimed (the last chunk's write and
         # the next claim share a group commit); the recorder keeps one write in flight at a time.
-        recorder = Recorder(self.db, owner, self.clock, self.record_chunk)
+        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk)
         while not stop.is_set():
             try:
                 handled = await self._cycle(recorder)

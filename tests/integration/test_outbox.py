@@ -548,8 +548,8 @@ async def test_outcomes_are_recorded_a_chunk_at_a_time_while_the_batch_is_sent(
     everything = await queue_many(api, clarion, 60)
     dispatcher = clarion.dispatcher
     dispatcher.batch_size = dispatcher.max_batch_size = 60
-    dispatcher.record_chunk = 10
-    send_group = dispatcher._send_group
+    dispatcher.stage.record_chunk = 10
+    send_group = dispatcher.stage._send_group
     unrecorded: list[int] = []  # at each chunk's send: deliveries handed over before it, not yet recorded
 
     async def observed(name: str, items: list[Any]) -> list[outbox.Outcome]:
@@ -567,7 +567,7 @@ async def test_outcomes_are_recorded_a_chunk_at_a_time_while_the_batch_is_sent(
             await asyncio.sleep(0.05)
         return await complete(conn, **kwargs)
 
-    monkeypatch.setattr(dispatcher, "_send_group", observed)
+    monkeypatch.setattr(dispatcher.stage, "_send_group", observed)
     monkeypatch.setattr(outbox, "complete", slow_complete)
     assert await dispatcher.run_once("w1") == 60
     assert len(unrecorded) == 6
