@@ -15,7 +15,7 @@ from typing import Any
 
 from clarion import apikeys, metrics, owners, sealing, unsubscribe, worker
 from clarion.campaigns.runner import CampaignRunner
-from clarion.channels import registry
+from clarion.channels import registry, vendor
 from clarion.counters import base as counters_base
 from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
@@ -115,6 +115,8 @@ def build(settings: Settings | None = None) -> Clarion:
     # Breakers and health windows: shared through the counters when they hold them; Redis does not yet, so with
     # CLARION_REDIS_URL each process keeps its own (see counters.base.Breakers).
     providers.breakers = counters if isinstance(counters, counters_base.Breakers) else MemoryCounters()
+    if isinstance(counters, RedisCounters):  # vendor access tokens shared by every process
+        providers.context.tokens = vendor.TokenCache(counters.client, prefix=settings.redis_prefix)
     stage = policies.PolicyStage(db, the_catalog, counters)
     host = owners.Host()  # names this process's leases; tells which leases of this host's processes are orphaned
     dispatcher = worker.Dispatcher(

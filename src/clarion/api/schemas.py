@@ -495,4 +495,19 @@ class ProviderIn(Stored):
     enabled: bool = True
 
 
+class ProbeIn(Stored):
+    """A probe of a provider account: where it goes, and optionally what it says (else a fixed test text)."""
+
+    address: Any = Field(description="the address on the account's channel: a phone, e-mail, push token, userid …")
+    content: dict[str, Any] | None = Field(default=None, description="the channel's content; default: a test text")
+    channel: model.Channel | None = Field(default=None, description="only for a built-in serving several channels")
+
+    @field_validator("address")
+    @classmethod
+    def _present(cls, v: Any) -> Any:
+        if v is None or v == "":
+            raise ValueError("a probe needs an address")
+        return v
+
+
 MessageStatusFilter = Literal["accepted", "queued", "sent", "delivered", "clicked", "filtered", "deferred", "failed"]

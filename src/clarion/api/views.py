@@ -707,6 +707,24 @@ class Providers(View):
     providers: list[Provider]
 
 
+class ProbeError(View):
+    code: str = Field(description="the vendor's code (or Clarion's, e.g. invalid_address)")
+    message: str
+    transient: bool = Field(description="a delivery would be retried after it")
+    misconfigured: bool = Field(description="the account is at fault: its breaker would open")
+    dead_address: bool = Field(description="the vendor says the address is gone for good")
+
+
+class ProbeResult(View):
+    provider: str
+    channel: str
+    ok: bool
+    seconds: float = Field(description="how long the vendor took to answer")
+    provider_message_id: str | None
+    status: str | None = Field(description="sent, or delivered when the send itself proves it")
+    error: ProbeError | None
+
+
 # -- governance and system -----------------------------------------------------------------------------------
 
 

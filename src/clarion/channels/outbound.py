@@ -155,7 +155,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (request and error mapping, pooling, TLS) over a ``GuardedBackend``."""
 
-    def __init__(self, backend: GuardedBackend, *, verify: ssl.SSLContext | None = None) -> None:
+    def __init__(self, backend: GuardedBackend, *, verify: ssl.SSLContext | None = None, http2: bool = False) -> None:
         super().__init__(trust_env=False)
         limits = httpx.Limits()
         # httpx takes no network backend, so its pool is built again with ours, as httpx builds it
@@ -165,6 +165,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=backend,
+            http1=True,
+            http2=http2,
         )
 
 
@@ -175,12 +177,18 @@ def client(
     resolve: Resolver | None = None,
     network: httpcore.AsyncNetworkBackend | None = None,
     verify: ssl.SSLContext | None = None,
+    http2: bool = False,
 ) -> httpx.AsyncClient:
     """An HTTP client that connects only where the rule allows; environment proxies are ignored (a proxy
-    would connect on our behalf, past the check). ``verify`` replaces the system's certificate authorities."""
+    would connect on our behalf, past the check). ``verify`` replaces the system's certificate authorities.
+    ``http2``: HTTP/2 where the server offers it in TLS (ALPN), one connection multiplexing the account's
+    requests; plain-text connections stay HTTP/1.1."""
     backend = GuardedBackend(
         allow_private_networks=allow_private_networks, resolve=resolve or system_resolve, network=network
     )
     return httpx.AsyncClient(
-        transport=GuardedTransport(backend, verify=verify), timeout=timeout, follow_redirects=False, trust_env=False
+        transport=GuardedTransport(backend, verify=verify, http2=http2),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
     )

@@ -22,7 +22,7 @@ import pydantic
 import sqlalchemy as sa
 
 from clarion import sealing
-from clarion.channels import masking
+from clarion.channels import masking, vendor
 from clarion.channels.base import Provider
 from clarion.channels.file import FileProvider
 from clarion.channels.inbox import InboxProvider
@@ -41,9 +41,14 @@ log = logging.getLogger(__name__)
 #: the key of the sealed configuration inside a stored ``config`` (no field of any kind can be named so)
 SEALED = "$sealed"
 
-KINDS: dict[str, Any] = {
-    cls.kind: cls for cls in (FileProvider, InboxProvider, SmtpProvider, WebhookProvider, SmsHttpProvider)
-}
+_KIND_CLASSES: tuple[Any, ...] = (
+    FileProvider,
+    InboxProvider,
+    SmtpProvider,
+    WebhookProvider,
+    SmsHttpProvider,
+)
+KINDS: dict[str, Any] = {cls.kind: cls for cls in _KIND_CLASSES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +174,11 @@ class ProviderRegistry:
         ttl: float = 2.0,
         rand: random.Random | None = None,
         breakers: counters_base.Breakers | None = None,
+        context: vendor.ProviderContext | None = None,
     ) -> None:
         self.db = db
+        #: what kinds that declare ``uses_context`` are built with (the shared access-token cache)
+        self.context = context or vendor.ProviderContext()
         #: the accounts' circuit breakers (``domain.breaker``), consulted once per claimed batch
         self.breakers = breakers
         #: the breakers' clock (unix time): bootstrap makes it the dispatcher's
@@ -269,7 +277,9 @@ class ProviderRegistry:
         if cached is not None:
             await cached[1].close()
         cls = KINDS[account.kind]
-        extra = {"db": self.db} if cls is InboxProvider else {}
+        extra: dict[str, Any] = {"db": self.db} if cls is InboxProvider else {}
+        if getattr(cls, "uses_context", False):
+            extra["context"] = self.context
         try:
             config = unseal(name, account.config, self.sealer)
         except sealing.Unreadable as exc:  # the operator can restore the key before retries run out

@@ -128,8 +128,13 @@ class TransientSendError(SendError):
 class PermanentSendError(SendError):
     """Fail the delivery now. ``misconfigured``: the account, not the delivery, is at fault (authentication
     refused, no AUTH offered though credentials are configured, a missing template code): its breaker opens at
-    once and the delivery goes to another provider, or waits, without spending an attempt."""
+    once and the delivery goes to another provider, or waits, without spending an attempt. ``dead_address``: the
+    vendor says the address itself is gone for good (FCM ``UNREGISTERED``, APNs 410, Web Push 404/410, an openid
+    that unfollowed): the delivery fails and the address is removed from the user, on the timeline."""
 
-    def __init__(self, message: str, *, code: str | None = None, misconfigured: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, misconfigured: bool = False, dead_address: bool = False
+    ) -> None:
         super().__init__(message, code=code)
         self.misconfigured = misconfigured
+        self.dead_address = dead_address

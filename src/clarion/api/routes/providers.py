@@ -6,6 +6,8 @@ fields changed, never their values."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion import bootstrap, sealing
 from clarion.api import deps, problems, schemas, views
 from clarion.channels import masking, registry
-from clarion.domain import approval, errors
+from clarion.domain import approval, errors, model
 from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import tables as t
@@ -157,3 +159,87 @@ async def delete_provider(clarion: deps.Services, caller: deps.Caller, name: str
         raise errors.NotFound("provider", name)
     clarion.invalidate()
     return Response(status_code=204)
+
+
+#: what a probe sends on each channel when the request gives no ``content`` (WeChat needs a registered template)
+PROBE_TEXT = "Clarion test message"
+PROBE_CONTENT: dict[model.Channel, dict[str, Any]] = {
+    model.Channel.SMS: {"text": PROBE_TEXT},
+    model.Channel.EMAIL: {"subject": "Clarion test", "text": PROBE_TEXT},
+    model.Channel.PUSH: {"title": "Clarion test", "body": PROBE_TEXT},
+    model.Channel.INBOX: {"title": "Clarion test", "body": PROBE_TEXT},
+    model.Channel.WEBHOOK: {"body": {"test": True, "text": PROBE_TEXT}},
+    model.Channel.WECOM: {"title": "Clarion test", "markdown": PROBE_TEXT},
+    model.Channel.DINGTALK: {"title": "Clarion test", "markdown": PROBE_TEXT},
+    model.Channel.FEISHU: {"title": "Clarion test", "markdown": PROBE_TEXT},
+}
+
+
+@router.post("/{name}/test", response_model=views.ProbeResult, responses=problems.answers(403, 404))
+async def test_provider(
+    body: schemas.ProbeIn, clarion: deps.Services, caller: deps.Caller, name: str = Name
+) -> dict[str, Any]:
+    """Send one probe through this account to ``address`` and report the vendor's answer (``admin``): the
+    provider message id, or the error with the vendor's code, whether it would be retried, and whether it means
+    the account is misconfigured. The probe is not a message: it is not stored, no policy judges it, and it does
+    not count toward the breaker. A disabled account can be tested before it is enabled. Audited as
+    ``provider.test`` (the address is not recorded)."""
+    approval.require(caller.roles, approval.ADMINISTER)
+    row = await records.get_one(clarion.db, t.providers, name)
+    if row is None and name not in clarion.providers.builtins:
+        raise errors.NotFound("provider", name)
+    channel = model.Channel(row.channel) if row is not None else body.channel
+    if channel is None:
+        raise errors.InvalidInput(
+            f"{name!r} is a built-in serving several channels: say which", details={"field": "channel"}
+        )
+    content = body.content if body.content is not None else PROBE_CONTENT.get(channel)
+    if content is None:
+        raise errors.InvalidInput(
+            f"a probe on channel {channel.value!r} needs its content (e.g. a registered template id)",
+            details={"field": "content"},
+        )
+    probe_id = "probe_" + secrets.token_hex(8)
+    outgoing = model.Outgoing(
+        delivery_id=probe_id,
+        message_id=probe_id,
+        user_id="probe",
+        channel=channel,
+        address=body.address,
+        content=content,
+    )
+    started = time.perf_counter()
+    try:
+        provider = await clarion.providers.get(name)
+        [result] = await provider.send([outgoing])
+        error = result.error
+    except Exception as exc:  # a probe reports what went wrong, whatever it was
+        result, error = None, exc
+    took = time.perf_counter() - started
+    answer: dict[str, Any] = {
+        "provider": name,
+        "channel": channel.value,
+        "ok": error is None,
+        "seconds": round(took, 4),
+        "provider_message_id": result.provider_message_id if result is not None and error is None else None,
+        "status": (result.status.value if result is not None and result.status else "sent") if error is None else None,
+        "error": None,
+    }
+    if error is not None:
+        answer["error"] = {
+            "code": getattr(error, "code", None) or type(error).__name__,
+            "message": getattr(error, "message", None) or str(error) or repr(error),
+            "transient": not isinstance(error, errors.PermanentSendError),
+            "misconfigured": bool(getattr(error, "misconfigured", False)),
+            "dead_address": bool(getattr(error, "dead_address", False)),
+        }
+    now = datetime.now(UTC)
+    detail = {"channel": channel.value, "ok": answer["ok"], "error": (answer["error"] or {}).get("code")}
+
+    async def job(conn: AsyncConnection) -> None:
+        await audit_log.record(
+            conn, actor=caller.name, action="provider.test", subject=f"provider:{name}", at=now, detail=detail
+        )
+
+    await clarion.db.write(job)
+    return answer
