@@ -143,16 +143,7 @@ async def test_a_nested_list_over_a_600_kb_body_does_not_stall_healthz(server: s
     assert_healthy(probed)
 
 
-async def test_the_same_for_100_recipients_does_not_stall_healthz(
-    server: str, api: httpx.AsyncClient, db_url: str, request: pytest.FixtureRequest
-) -> None:
-    if db_url.startswith("postgresql"):
-        # Known gap: on PostgreSQL the one transaction that writes the 100 messages, each carrying the request's
-        # 600 KB data, holds the loop for up to ~300 ms (renders and the body's parse do not: they pass). Until the
-        # write is bounded, this case is reported, not required; on SQLite it is required.
-        request.applymarker(
-            pytest.mark.xfail(reason="PostgreSQL write of 100 x 600 KB data holds the loop", strict=False)
-        )
+async def test_the_same_for_100_recipients_does_not_stall_healthz(server: str, api: httpx.AsyncClient) -> None:
     recipients = await hostile_template(api, 100)
     data = {"o": [0] * 99, "a": [0] * 100, "b": list_of_size(600)}
     probed = await while_probing(

@@ -344,7 +344,7 @@ class Intake:
             "priority": template.priority.value,
             "status": model.MessageStatus.ACCEPTED.value,
             "reason": None,
-            "data": dict(data),
+            "data": data if type(data) is dict else dict(data),  # one object for all of a request's messages
             "variant": variants.choose(template, user_id),
             "campaign_key": campaign[0] if campaign else None,
             "campaign_run": campaign[1] if campaign else None,

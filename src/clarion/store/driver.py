@@ -14,6 +14,7 @@ statement's text does not change with the list's length."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import operator
@@ -21,6 +22,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -76,15 +78,51 @@ class ListStatement:
         return self.json if conn.dialect.name == "sqlite" else self.expanding
 
 
+#: on the event loop (PostgreSQL), one statement carries at most about this many bytes of JSON values: turning
+#: rows into the driver's wire format runs on the loop, so 100 messages carrying 600 KB of data each are written
+#: in slices with the loop given back between them, each costing milliseconds, not one 60 MB statement
+SLICE_JSON_BYTES = 1 << 20
+
+
+def json_slices(rows: list[dict[str, Any]], limit: int = SLICE_JSON_BYTES) -> list[list[dict[str, Any]]]:
+    """``rows`` cut where their JSON values (dicts and lists, each measured once however many rows share it)
+    add up to more than ``limit`` bytes; rows with small documents stay one slice."""
+    sizes: dict[int, int] = {}
+    slices: list[list[dict[str, Any]]] = []
+    start, total = 0, 0
+    for i, row in enumerate(rows):
+        size = 0
+        for value in row.values():
+            if isinstance(value, (dict, list)) and value:
+                known = sizes.get(id(value))
+                if known is None:
+                    known = sizes[id(value)] = len(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+                size += known
+        if total and total + size > limit:
+            slices.append(rows[start:i])
+            start, total = i, 0
+        total += size
+    slices.append(rows[start:])
+    return slices
+
+
 async def executemany(conn: Conn, statement: Any, rows: list[dict[str, Any]]) -> None:
     """``conn.execute(statement, rows)`` for many rows with the same keys. Timestamps are converted once per
-    distinct value (a batch's rows share a handful)."""
+    distinct value (a batch's rows share a handful). On the event loop, rows heavy with JSON go in slices
+    (``SLICE_JSON_BYTES``), the loop given back between them; the transaction is the same."""
     if rows and isinstance(conn, InlineConnection):
         plan = _plan(conn.sync.dialect, statement, tuple(rows[0]), True)
         if plan is not None:
             plan.executemany(conn.sync, rows)
             return
-    await conn.execute(statement, rows)
+    if len(rows) < 2:
+        await conn.execute(statement, rows)
+        return
+    slices = json_slices(rows)
+    for i, part in enumerate(slices):
+        if i:
+            await asyncio.sleep(0)
+        await conn.execute(statement, part)
 
 
 async def fetch(conn: Conn, statement: Any, parameters: dict[str, Any] | None = None) -> Sequence[Any]:
