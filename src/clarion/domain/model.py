@@ -186,6 +186,10 @@ class SendResult:
     provider_message_id: str | None = None
     error: Exception | None = None
     status: DeliveryStatus | None = None
+    #: addresses the vendor declared gone for good while the rest was sent (one push token of several): they are
+    #: removed from the user, on the timeline. A delivery whose whole address is gone fails with
+    #: ``PermanentSendError(dead_address=True)`` instead.
+    dead_addresses: tuple[Any, ...] = ()
 
 
 def message_status(delivery_statuses: list[str]) -> MessageStatus:
