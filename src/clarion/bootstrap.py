@@ -19,7 +19,7 @@ from clarion.channels import registry, vendor
 from clarion.counters import base as counters_base
 from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
-from clarion.domain import links, model, retry
+from clarion.domain import links, model, phones, retry
 from clarion.domain.policy.decision import Candidate
 from clarion.pipeline import catalog, intake, policies
 from clarion.segments.service import SegmentService
@@ -102,6 +102,7 @@ def build(settings: Settings | None = None) -> Clarion:
     the_catalog = catalog.Catalog(db)
     the_metrics = metrics.Metrics()
     builtins = [
+    phones.set_default_region(settings.default_region)
         registry.Account("file", None, "file", {"directory": settings.outbox_dir}),
         registry.Account("inbox", None, "inbox", {}),
         registry.Account("webhook", None, "webhook", {"secret": secret_key(settings)}),

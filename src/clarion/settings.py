@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = "http://127.0.0.1:8000"
+    #: the country (ISO 3166 alpha-2, e.g. ``CN``) of phone numbers written without ``+``: ``13912345678`` and
+    #: ``0086 139…`` are stored as ``+86139…``; unset, such numbers are refused with a 422
+    default_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
     #: a bootstrap API key (automation, the demo); stored hashed like any other
     api_key: SecretStr | None = None
     #: signs webhooks of the built-in webhook provider, unsubscribe links …; generated into ./var when unset

@@ -481,6 +481,12 @@ class SuppressionIn(Stored):
             raise ValueError(f"must be one of {', '.join(config.SUPPRESSION_SOURCES)}")
         return v
 
+    @field_validator("address")
+    @classmethod
+    def _phone_as_users_hold_it(cls, v: str | None) -> str | None:
+        """A phone is matched as users hold it (E.164): one typed in national form is converted or refused."""
+        return phones.normalize(v) if v is not None and phones.looks_like_phone(v) else v
+
     @model_validator(mode="after")
     def _target(self) -> SuppressionIn:
         if self.user_id is None and self.address is None:

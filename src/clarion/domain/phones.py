@@ -10,15 +10,36 @@ from __future__ import annotations
 
 import phonenumbers
 
-__all__ = ["normalize"]
+__all__ = ["looks_like_phone", "normalize", "set_default_region"]
 
 MAX_LENGTH = 64
 _SEPARATORS = frozenset(" -.()")
 _PLUS = frozenset("+＋")
 
 
+#: the country a number typed without ``+`` belongs to (``CLARION_DEFAULT_REGION``, e.g. ``CN``: ``13912345678``
+#: and ``0086 139…`` are ``+86139…``); None: such a number is refused. Set once at start-up by ``bootstrap``.
+_default_region: str | None = None
+_PHONE_LIKE = frozenset("0123456789+＋ -.()")
+
+
+def set_default_region(region: str | None) -> None:
+    global _default_region
+    _default_region = region.upper() if region else None
+
+
+def looks_like_phone(value: str) -> bool:
+    """Whether an address someone typed is meant as a phone number (digits and the separators people type, at
+    most 20 of them): a suppression or ID-list value so written is normalised like a user's phone, never stored
+    in a form that can never match."""
+    stripped = value.strip()
+    return 5 <= len(stripped) <= 24 and all(c in _PHONE_LIKE or c.isdecimal() for c in stripped)
+
+
 def normalize(raw: str, region: str | None = None) -> str:
-    """``raw`` in E.164; ``ValueError`` saying what is wrong when it is not a valid phone number."""
+    """``raw`` in E.164; ``ValueError`` saying what is wrong when it is not a valid phone number. A number without
+    ``+`` is read in ``region``, else in the default region (``set_default_region``)."""
+    region = region or _default_region
     if len(raw) > MAX_LENGTH:
         raise ValueError(f"not a phone number: longer than {MAX_LENGTH} characters")
     text = raw.strip(" ")
@@ -41,7 +62,10 @@ def normalize(raw: str, region: str | None = None) -> str:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         if region is None and not plus:
-            raise ValueError("not an E.164 phone number (expected +<country code><number>)") from None
+            raise ValueError(
+                "not an E.164 phone number (expected +<country code><number>, or set CLARION_DEFAULT_REGION "
+                "for numbers written without it)"
+            ) from None
         raise ValueError("not a phone number") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError("not a valid phone number")

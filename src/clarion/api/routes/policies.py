@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
-from clarion.domain import approval, errors
+from clarion.domain import approval, errors, phones
 from clarion.domain.policy import config
 from clarion.store import audit as audit_log
 from clarion.store import policies
@@ -301,8 +301,14 @@ async def list_suppressions(
     limit: int = Query(default=100, ge=1, le=1000),
     after: str | None = Query(default=None, max_length=32, description="``next`` of the previous page"),
 ) -> dict[str, Any]:
-    """Suppressions oldest first, those of ``user_id`` and/or ``address`` when given; ``next`` is the cursor
-    for the following page (null on the last)."""
+    """Suppressions oldest first, those of ``user_id`` and/or ``address`` when given (a phone as users hold it:
+    ``13912345678`` is looked up as ``+86…`` under ``CLARION_DEFAULT_REGION``); ``next`` is the cursor for the
+    following page (null on the last)."""
+    if address is not None and phones.looks_like_phone(address):
+        try:
+            address = phones.normalize(address)
+        except ValueError as exc:
+            raise errors.InvalidInput(f"address: {exc}", details=[{"field": "address", "message": str(exc)}]) from None
     async with clarion.db.read() as conn:
         found = await policies.list_suppressions(conn, user_id=user_id, address=address, limit=limit + 1, after=after)
     page = found[:limit]
