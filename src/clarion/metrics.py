@@ -63,6 +63,12 @@ class Metrics:
             ["provider"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "clarion_provider_rate_limited",
+            "Deliveries put back in the queue to wait for their turn under a provider account's rate limit",
+            ["provider"],
+            registry=self.registry,
+        )
         self.breaker_transitions = Counter(
             "clarion_provider_breaker_transitions",
             "Circuit breaker transitions made by this process's outcomes, by the state entered",

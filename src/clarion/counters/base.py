@@ -18,11 +18,11 @@ a dedup key may share a name.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
-from clarion.domain import breaker
+from clarion.domain import breaker, ratelimit
 
 WindowKind = Literal["rolling", "fixed"]
 
@@ -150,15 +150,25 @@ class Counters(Protocol):
 @runtime_checkable
 class Breakers(Protocol):
     """Provider health windows and circuit breakers (``domain.breaker``), kept where every process that sends
-    through an account sees them. The memory backend implements it; with Redis the state is per process until
-    the Redis backend gains the same operations (each process then has its own breakers)."""
+    through an account sees them: in this process (memory), or in Redis, where a breaker opened by one process
+    is open for all, a half-open probe is let through once across them, and the health window is the shared one.
+    ``shared`` says which. Each account's ``breaker.Thresholds`` come from ``thresholds(account)`` (bootstrap
+    wires the registry's, which reads the account's ``breaker`` config)."""
 
-    async def admit(self, accounts: Sequence[str], now: float) -> dict[str, str]:
+    shared: bool
+    thresholds: Callable[[str], breaker.Thresholds]
+
+    async def admit(self, accounts: Sequence[str], now: float, probes: set[str] | None = None) -> dict[str, str]:
         """One call per claimed batch: the accounts of ``accounts`` that may not send now → why (an open breaker
         in its cool-down, a half-open one whose probe is in flight). A half-open account left out of the answer
-        has been granted its probe; transitions made here (open → half-open) are logged by the backend. ``now``
-        (unix time) is the dispatcher's clock, as are the outcomes' ``at``: tests that move that clock move the
-        breakers' cool-downs and windows with it."""
+        has been granted its probe (added to ``probes`` when given); transitions made here (open → half-open)
+        are logged by the backend. ``now`` (unix time) is the dispatcher's clock, as are the outcomes' ``at``:
+        tests that move that clock move the breakers' cool-downs and windows with it."""
+        ...
+
+    async def release(self, accounts: Sequence[str], granted_at: float) -> None:
+        """Hand back the probes ``admit(..., now=granted_at)`` granted to ``accounts`` that no delivery of the
+        batch was routed to (``breaker.release``); a probe granted since to another batch is left alone."""
         ...
 
     async def record(self, account: str, outcomes: Sequence[breaker.Outcome]) -> list[breaker.Transition]:
@@ -167,6 +177,17 @@ class Breakers(Protocol):
 
     async def health(self, account: str, now: float) -> dict[str, object]:
         """The health view of one account (``breaker.health``)."""
+        ...
+
+
+@runtime_checkable
+class RateLimits(Protocol):
+    """Provider accounts' token buckets (``domain.ratelimit``), in this process or shared through Redis."""
+
+    async def take(self, account: str, buckets: Sequence[ratelimit.Bucket], wanted: int, now: float) -> ratelimit.Grant:
+        """Take up to ``wanted`` tokens from every one of ``account``'s ``buckets`` at once, after refilling them
+        to ``now`` (the memory backend's clock; Redis uses its own, so that processes agree): how many were
+        granted, and each bucket's level after, from which ``ratelimit.turns`` tells when the rest may go."""
         ...
 
 

@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from clarion.counters.base import Breakers, Counters, Hit, HitResult, Limit, check_ttl
-from clarion.domain import breaker
+from clarion.counters.base import Breakers, Counters, Hit, HitResult, Limit, RateLimits, check_ttl
+from clarion.domain import breaker, ratelimit
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ class _Log:
 
 
 class MemoryCounters:
-    """The ``Counters`` backend for a single process."""
+    """The ``Counters`` backend for a single process (also its breakers and rate limits: ``shared`` is False)."""
+
+    shared = False
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class MemoryCounters:
         #: each account's breaker thresholds (the defaults unless wired otherwise)
         self.thresholds = thresholds or (lambda _account: breaker.DEFAULT)
         self._breakers: dict[str, breaker.State] = {}
+        self._levels: dict[tuple[str, str], ratelimit.Level] = {}  # (account, bucket name) -> its level
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
         self._rolling: dict[str, _Log] = {}
@@ -153,10 +156,11 @@ class MemoryCounters:
         self._fixed.clear()
         self._seen.clear()
         self._breakers.clear()
+        self._levels.clear()
 
     # -- breakers ----------------------------------------------------------------------------------------
 
-    async def admit(self, accounts: Sequence[str], now: float) -> dict[str, str]:
+    async def admit(self, accounts: Sequence[str], now: float, probes: set[str] | None = None) -> dict[str, str]:
         refused: dict[str, str] = {}
         states = self._breakers
         if not states:
@@ -171,7 +175,14 @@ class MemoryCounters:
                 log.warning("provider %s: breaker %s → %s: %s", name, *transition_parts(transition))
             if not allowed:
                 refused[name] = breaker.why_closed_to(state)
+            elif probes is not None:
+                probes.add(name)
         return refused
+
+    async def release(self, accounts: Sequence[str], granted_at: float) -> None:
+        for name in accounts:
+            if (state := self._breakers.get(name)) is not None:
+                self._breakers[name] = breaker.release(state, granted_at)
 
     async def record(self, account: str, outcomes: Sequence[breaker.Outcome]) -> list[breaker.Transition]:
         limits = self.thresholds(account)
@@ -183,6 +194,16 @@ class MemoryCounters:
     async def health(self, account: str, now: float) -> dict[str, object]:
         state = self._breakers.get(account) or breaker.State()
         return breaker.health(state, now, self.thresholds(account))
+
+    # -- rate limits -------------------------------------------------------------------------------------
+
+    async def take(self, account: str, buckets: Sequence[ratelimit.Bucket], wanted: int, now: float) -> ratelimit.Grant:
+        levels = self._levels
+        held = [ratelimit.refill(b, levels.get((account, b.name)), now) for b in buckets]
+        grant = ratelimit.take(buckets, held, wanted)
+        for bucket, tokens in zip(buckets, grant.tokens, strict=True):
+            levels[(account, bucket.name)] = ratelimit.Level(tokens, now)
+        return grant
 
     # -- introspection -----------------------------------------------------------------------------------
 
@@ -238,3 +259,4 @@ def transition_parts(transition: breaker.Transition) -> tuple[str, str, str]:
 if TYPE_CHECKING:
     _conforms: type[Counters] = MemoryCounters
     _breaks: type[Breakers] = MemoryCounters
+    _limits: type[RateLimits] = MemoryCounters

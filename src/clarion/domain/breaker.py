@@ -151,6 +151,14 @@ def admit(
     return False, state, None
 
 
+def release(state: State, granted_at: float) -> State:
+    """``state`` with the probe granted at ``granted_at`` handed back unsent (the batch it was granted to chose
+    other accounts), so the next batch may carry it rather than waiting out ``probe_timeout``."""
+    if state.name == "half_open" and state.probe_at == granted_at:
+        return replace(state, probe_at=None)
+    return state
+
+
 def why_closed_to(state: State) -> str:
     """The skip reason of an account that ``admit`` refused."""
     if state.name == "half_open":
