@@ -25,6 +25,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
         "caps": True,
         "safety_valve": True,
     },
+    "fallback": {},
 }
 NO_PREFERENCES: dict[str, Any] = {"channels": {}, "categories": {}, "marketing_consent": None, "do_not_disturb": None}
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from clarion.domain import errors, model
 
@@ -183,3 +184,45 @@ def reached(step: Step, original: model.DeliveryStatus | str) -> bool:
 def due_now(original: model.DeliveryStatus | str) -> bool:
     """Whether the original's status makes a pending fallback due at once (it did not and will not reach)."""
     return model.DeliveryStatus(original) in FAILED
+
+
+def for_send(steps: Sequence[Step], channels: Sequence[model.Channel], priority: model.Priority) -> tuple[Step, ...]:
+    """The steps a send acts on: none for an urgent message (it goes on every channel at once), and of the
+    others those whose two channels the send uses, so a send narrowed to some channels still reaches the user."""
+    if priority is model.Priority.URGENT:
+        return ()
+    used = set(channels)
+    return tuple(s for s in steps if s.source in used and s.to in used)
+
+
+def due_at(step: Step, original_due: datetime) -> datetime | None:
+    """When a step whose original goes out at ``original_due`` is due: ``within`` seconds after, or None for
+    ``failed`` (it is due when the failure is known)."""
+    if step.within is None:
+        return None
+    return original_due + timedelta(seconds=step.within)
+
+
+Verdict = Literal["cancel", "fire", "wait"]
+
+
+def judge(when: When | str, original: model.DeliveryStatus | str, *, deadline_passed: bool) -> Verdict:
+    """What becomes of a pending step whose original is ``original``: cancelled once it reached the user; fired
+    once it failed for good, or when the deadline passed without it reaching them; else it waits."""
+    when, status = When(when), model.DeliveryStatus(original)
+    if status in REACHED[when]:
+        return "cancel"
+    if status in FAILED:
+        return "fire"
+    if deadline_passed and when is not When.FAILED:
+        return "fire"
+    return "wait"
+
+
+def describe(when: When | str, within: int | None) -> str:
+    """A step's condition in words, for the timeline."""
+    when = When(when)
+    if when is When.FAILED:
+        return "if it fails"
+    what = "delivered" if when is When.NOT_DELIVERED else "read"
+    return f"if not {what} within {within} s"

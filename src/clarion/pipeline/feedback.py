@@ -9,9 +9,11 @@ transaction, and suppresses the address a hard bounce names (source ``bounce``).
 A signal can come before Clarion knows the delivery it is about: the vendor's callback may beat the worker's
 record of the send, or name an id no delivery carries. It is kept (``receipts`` table, answered "pending") and
 applied by ``apply_pending`` when the outcome naming that id is recorded (``store.outbox.complete`` calls it in
-its own transaction). A signal that comes late — after the delivery's fallback already went out — is applied
-all the same; ``Tally.not_reached`` names the deliveries it left known not to have reached their user, for the
-fallback stage to act on.
+its own transaction). A delivery's pending channel fallback is settled in the same transaction
+(``store.fallbacks.on_status``): cancelled when the signal says it reached the user, made due at once when it
+says it did not. A signal that comes late — after the fallback already went out — is applied to the original
+all the same and changes nothing else; ``Tally.not_reached`` names the deliveries it left known not to have
+reached their user.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model, receipts
-from clarion.store import history, outbox
+from clarion.store import fallbacks, history, outbox
 from clarion.store import policies as policy_store
 from clarion.store import receipts as store
 from clarion.store import tables as t
@@ -158,6 +160,7 @@ async def settle(
         if signal.suppress and signal.event is receipts.Event.BOUNCED:
             tally.suppressed += await _suppress(conn, row, signal, now)
     await store.move(conn, moves, now)
+    await fallbacks.on_status(conn, moves, now)  # reached: its pending fallback cancelled; failed: due at once
     if events:
         await executemany(conn, insert_of(t.delivery_events), events)
     await outbox.refresh_messages(conn, messages, now)

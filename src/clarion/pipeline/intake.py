@@ -25,8 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import errors, expr, ids, model, render, sms, variants
+from clarion.domain import fallback as fallback_rules
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Drop, placement
+from clarion.pipeline import fallback
 from clarion.pipeline.catalog import Catalog
 from clarion.pipeline.policies import PolicyStage, Verdict
 from clarion.store import campaigns as campaign_store
@@ -126,6 +128,11 @@ class _Draft:
     data: Mapping[str, Any]
     user: model.User | None = None
     candidates: list[Candidate] = field(default_factory=list)
+    #: the channel fallback steps this message acts on, and the candidates they hold back (rendered and stored,
+    #: judged by the policies only when their step fires: ``pipeline.fallback``)
+    steps: tuple[fallback_rules.Step, ...] = ()
+    held: list[Candidate] = field(default_factory=list)
+    held_contents: list[dict[str, Any]] = field(default_factory=list)
     failed: bool = False
 
     def fail(self, plan: _Plan, reason: str) -> None:
@@ -373,6 +380,9 @@ class Intake:
     async def _compose(self, plan: _Plan) -> None:
         """Policies, rendering and routing for every planned message of the request, as one batch."""
         drafts = [d for d in plan.drafts if d.user is not None]
+        if not drafts:
+            return
+        await self._hold_fallbacks(drafts)
         candidates = [c for d in drafts for c in d.candidates]
         if not candidates:
             return
@@ -397,16 +407,29 @@ class Intake:
             except errors.RenderError as exc:
                 draft.fail(plan, exc.reason)
                 rendered = [None] * len(draft.candidates)
+            held: list[dict[str, Any]] = []
+            if draft.held and not draft.failed:
+                try:
+                    held = [
+                        render.compose(draft.template, c.channel, context, draft.message["variant"]) for c in draft.held
+                    ]
+                except errors.RenderError as exc:
+                    draft.fail(plan, exc.reason)
+                    rendered = [None] * len(draft.candidates)
             if plan.prefix:
                 rendered = [_prefixed(c, plan.prefix) if c is not None else None for c in rendered]
+                held = [_prefixed(c, plan.prefix) for c in held]
+            draft.held_contents = held
             contents.extend(rendered)
         verdicts = iter(await self.policies.after_render(screened, contents))
         for draft in drafts:
             judged = [next(verdicts) for _ in draft.candidates]
             if draft.failed:
                 continue
-            statuses = [self._delivery(plan, draft, c, v) for c, v in zip(draft.candidates, judged, strict=True)]
-            overall = model.message_status(statuses)
+            rows = [self._delivery(plan, draft, c, v) for c, v in zip(draft.candidates, judged, strict=True)]
+            if draft.steps:
+                rows += self._fallbacks(plan, draft, rows)
+            overall = model.message_status([r["status"] for r in rows])
             draft.message["status"] = overall.value
             draft.answer["status"] = overall.value
 
@@ -416,8 +439,8 @@ class Intake:
         draft: _Draft,
         candidate: Candidate,
         verdict: Verdict,
-    ) -> str:
-        """One delivery row and its first timeline entry, from the policies' verdict; returns its status. Its
+    ) -> dict[str, Any]:
+        """One delivery row and its first timeline entry, from the policies' verdict; returns the row. Its
         provider is left empty: the worker chooses it when it sends (``routing``), so the backlog follows the
         routes and the accounts as they are then."""
         now, decision = plan.now, verdict.decision
@@ -434,27 +457,61 @@ class Intake:
         if content is not None and candidate.channel is model.Channel.SMS and isinstance(content.get("text"), str):
             segments = sms.count_segments(content["text"]).count
         ttl = candidate.template.ttl_seconds
-        plan.deliveries.append(
-            {
-                "id": delivery_id,
-                "message_id": candidate.message_id,
-                "user_id": candidate.user.user_id,
-                "channel": candidate.channel.value,
-                "provider": None,
-                "address": candidate.address,
-                "content": content,
-                "status": status.value,
-                "lane": candidate.template.priority.lane,
-                "run_at": run_at,
-                "attempts": 0,
-                "segments": segments,
-                "expires_at": now + timedelta(seconds=ttl) if ttl else None,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        row = {
+            "id": delivery_id,
+            "message_id": candidate.message_id,
+            "user_id": candidate.user.user_id,
+            "channel": candidate.channel.value,
+            "provider": None,
+            "address": candidate.address,
+            "content": content,
+            "status": status.value,
+            "lane": candidate.template.priority.lane,
+            "run_at": run_at,
+            "attempts": 0,
+            "segments": segments,
+            "expires_at": now + timedelta(seconds=ttl) if ttl else None,
+            "fallback_of": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        plan.deliveries.append(row)
         plan.events.append(outbox.event_row(candidate.message_id, delivery_id, status, reason, now, detail))
-        return status.value
+        return row
+
+    async def _hold_fallbacks(self, drafts: Sequence[_Draft]) -> None:
+        """Each message's fallback chain — its template's, else its category's default — narrowed to the
+        channels it is sent on; the channels a step falls back *to* are held back from the policies."""
+        settings = await self.catalog.policy_settings()
+        chains: dict[int, tuple[fallback_rules.Step, ...]] = {}
+        for draft in drafts:
+            template = draft.template
+            chain = chains.get(id(template))
+            if chain is None:
+                chain = chains[id(template)] = _chain(template, settings)
+            steps = fallback_rules.for_send(chain, draft.channels, template.priority) if chain else ()
+            if not steps:
+                continue
+            behind = {s.to for s in steps}
+            draft.steps = steps
+            draft.held = [c for c in draft.candidates if c.channel in behind]
+            draft.candidates = [c for c in draft.candidates if c.channel not in behind]
+
+    def _fallbacks(self, plan: _Plan, draft: _Draft, sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The held deliveries of ``draft`` and their pending steps (``pipeline.fallback.hold``), added to the
+        request's rows."""
+
+        def finish(candidate: Candidate, delivery_id: str, content: dict[str, Any]) -> dict[str, Any]:
+            for finisher in self.finishers:
+                content = finisher(candidate, delivery_id, content, plan.extra)
+            return content
+
+        held = list(zip(draft.held, draft.held_contents, strict=True))
+        rows, events, steps = fallback.hold(draft.steps, sent, held, now=plan.now, finish=finish)
+        plan.deliveries.extend(rows)
+        plan.events.extend(events)
+        plan.extra.setdefault(t.fallback_steps, []).extend(steps)
+        return rows
 
     async def _replay(self, command: SendCommand | EventCommand, row: Any = None) -> Accepted | None:
         """The stored answer for a repeated idempotency key (within the window), else None."""
@@ -516,6 +573,18 @@ class Intake:
         if queued:
             self.on_queued(queued)
         return Accepted(response)
+
+
+def _chain(template: model.Template, settings: config.PolicySettings) -> tuple[fallback_rules.Step, ...]:
+    """The template's own chain (checked when it was saved), else its category's default from the policy
+    settings, of which only the steps on channels the template has content for apply."""
+    if template.fallback:
+        try:
+            return fallback_rules.parse(template.fallback, template.channels)
+        except errors.InvalidInput:  # saved before a rule tightened: sent without it rather than not at all
+            return ()
+    default = settings.fallback.get(template.category, ())
+    return tuple(s for s in default if s.source in template.channels and s.to in template.channels)
 
 
 def _tally(plan: _Plan, *, users: int, skipped: int) -> Tally:

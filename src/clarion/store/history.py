@@ -40,6 +40,8 @@ def _delivery(row: Any, timeline: list[dict[str, Any]] | None = None) -> dict[st
     }
     if row.segments is not None:
         out["segments"] = row.segments
+    if row.fallback_of is not None:
+        out["fallback_of"] = row.fallback_of
     if timeline is not None:
         out["timeline"] = timeline
     return out

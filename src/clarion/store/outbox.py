@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
+from clarion.store import fallbacks
 from clarion.store import tables as t
 from clarion.store.db import ListStatement, executemany, fetch, insert_of
 
@@ -182,6 +183,7 @@ async def _expire(conn: AsyncConnection, late: Sequence[Claimed], now: datetime)
     ]
     await conn.execute(t.delivery_events.insert(), events)
     await refresh_messages(conn, {c.message_id for c in late}, now)
+    await fallbacks.on_status(conn, dict.fromkeys((c.id for c in late), S.EXPIRED), now)
 
 
 async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
@@ -219,6 +221,7 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
             events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail))
     await executemany(conn, insert_of(t.delivery_events), events)
     await refresh_messages(conn, {o.message_id for o in mine}, now)
+    await fallbacks.on_status(conn, {o.delivery_id: o.status for o in mine}, now)  # a fallback cancelled or due
     named = [(o.provider, o.provider_message_id) for o in mine if o.status in _HANDED_OVER and o.provider_message_id]
     if named:
         # receipts that came before this outcome was written are applied now, in the same transaction; the
@@ -348,6 +351,7 @@ async def _requeue(conn: AsyncConnection, leased: Any, code: str, why: str, now:
         await conn.execute(t.delivery_events.insert(), events)
     if failed:
         await refresh_messages(conn, {r.message_id for r in failed}, now)
+        await fallbacks.on_status(conn, dict.fromkeys((r.id for r in failed), S.FAILED), now)
     return len(failed) + len(requeued)
 
 

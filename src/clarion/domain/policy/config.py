@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from clarion.domain import errors, model, timewindows
+from clarion.domain import fallback as fallback_rules
 
 POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
 QUIET_BEHAVIOURS = ("defer", "drop", "ignore")
@@ -148,6 +149,8 @@ class PolicySettings:
     dedup_seconds: int = 300
     safety_valve: SafetyValve | None = field(default_factory=lambda: SafetyValve(100, CapWindow(seconds=3600)))
     enabled: Mapping[str, bool] = field(default_factory=lambda: dict.fromkeys(POLICIES, True))
+    #: the channel fallback chain of each category, for templates that have none of their own
+    fallback: Mapping[model.Category, tuple[fallback_rules.Step, ...]] = field(default_factory=dict)
 
     def on(self, policy: str) -> bool:
         return self.enabled.get(policy, True)
@@ -188,6 +191,8 @@ class PolicySettings:
             enabled = _obj(value["enabled"], "enabled")
             _known(enabled, "enabled", set(POLICIES))
             kwargs["enabled"] = {**default.enabled, **{k: _bool(v, f"enabled.{k}") for k, v in enabled.items()}}
+        if "fallback" in value:
+            kwargs["fallback"] = _fallbacks(value["fallback"])
         return cls(**{**{f: getattr(default, f) for f in cls.__dataclass_fields__}, **kwargs})
 
     def to_json(self) -> dict[str, Any]:
@@ -199,7 +204,26 @@ class PolicySettings:
             "dedup_seconds": self.dedup_seconds,
             "safety_valve": self.safety_valve.to_json() if self.safety_valve else None,
             "enabled": {p: self.on(p) for p in POLICIES},
+            "fallback": {c.value: [s.as_json() for s in steps] for c, steps in self.fallback.items()},
         }
+
+
+def _fallbacks(value: Any) -> dict[model.Category, tuple[fallback_rules.Step, ...]]:
+    """The default chains per category, each checked like a template's (against every channel: a template
+    acts only on the steps whose channels it has content for)."""
+    if value is None:
+        return {}
+    chains = {}
+    for name, raw in _obj(value, "fallback").items():
+        category = _enum(model.Category, name, f"fallback.{name}")
+        try:
+            steps = fallback_rules.parse(raw, model.Channel)
+        except errors.InvalidInput as exc:
+            where = str(exc.details.get("field", "fallback")).replace("fallback", f"fallback.{name}", 1)
+            raise errors.InvalidInput(str(exc), code=exc.code, details={**exc.details, "field": where}) from None
+        if steps:
+            chains[category] = steps
+    return chains
 
 
 # -- a template's overrides ---------------------------------------------------------------------------------
@@ -211,13 +235,15 @@ class TemplatePolicy:
     quiet_hours: QuietBehaviour | None = None
     send_window: timewindows.DailyWindow | None = None
     dedup_seconds: int | None = None
+    #: the template may call on ``voice`` below priority urgent (voice is urgent-only otherwise)
+    voice_below_urgent: bool = False
 
     @classmethod
     def from_json(cls, value: Any, field: str = "policy") -> TemplatePolicy:
         if value is None:
             return DEFAULT_TEMPLATE_POLICY
         value = _obj(value, field)
-        _known(value, field, {"exempt_caps", "quiet_hours", "send_window", "dedup_seconds"})
+        _known(value, field, {"exempt_caps", "quiet_hours", "send_window", "dedup_seconds", "voice_below_urgent"})
         quiet = value.get("quiet_hours")
         if quiet is not None and quiet not in QUIET_BEHAVIOURS:
             raise _bad(f"{field}.quiet_hours", f"must be one of {', '.join(QUIET_BEHAVIOURS)}")
@@ -230,6 +256,7 @@ class TemplatePolicy:
             dedup_seconds=_int(dedup, f"{field}.dedup_seconds", minimum=0, maximum=7 * 86400)
             if dedup is not None
             else None,
+            voice_below_urgent=_bool(value.get("voice_below_urgent", False), f"{field}.voice_below_urgent"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -238,6 +265,7 @@ class TemplatePolicy:
             "quiet_hours": self.quiet_hours,
             "send_window": str(self.send_window) if self.send_window else None,
             "dedup_seconds": self.dedup_seconds,
+            **({"voice_below_urgent": True} if self.voice_below_urgent else {}),
         }
 
 
