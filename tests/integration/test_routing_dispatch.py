@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from clarion import bootstrap
+from clarion.domain import retry
 from clarion.domain.policy import config
 from clarion.store import tables as t
 from tests.conftest import drain, put_template, set_policies
@@ -124,3 +125,44 @@ async def until_settled(clarion: bootstrap.Clarion, within: float = 20) -> None:
             return
         assert asyncio.get_running_loop().time() < deadline, f"{len(pending)} deliveries still pending"
         await asyncio.sleep(0.05)
+
+
+async def test_a_transient_failure_is_retried_at_once_on_a_provider_not_tried_yet(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """With the production backoff (10 s and more), a delivery one provider fails still goes out within the
+    same drain through the route's other provider; once every provider was tried, the backoff applies."""
+    clarion.dispatcher.retry_policy = retry.RetryPolicy()  # 10 s, 20 s, … : a wait this test would see
+    async with (
+        LoopbackServer(default=Reply(503, {"error": "busy"})) as down,
+        LoopbackServer(default=Reply(200, {"message_id": "m"})) as up,
+    ):
+        clarion.providers.breakers = None
+        await sms_account(api, "busy", down.url)
+        await sms_account(api, "spare", up.url)
+        route = {"channel": "sms", "providers": [{"name": "busy", "weight": 1000}, {"name": "spare", "weight": 1}]}
+        assert (await api.put("/v1/routes/sms", json=route)).status_code == 201
+        await quiet(clarion)
+        await put_template(api, "code", channels={"sms": {"text": "code {n}"}})
+        recipients = await users(api, 10)
+        response = await api.post("/v1/messages", json={"template": "code", "to": recipients, "data": {"n": 1}})
+        clarion.providers.rand.seed(3)
+        await drain(clarion)
+    assert len(up.requests) == 10
+    for m in response.json()["messages"]:
+        [delivery] = (await api.get(f"/v1/messages/{m['id']}")).json()["deliveries"]
+        assert (delivery["status"], delivery["provider"]) == ("sent", "spare"), delivery
+        reasons = [e["reason"] for e in delivery["timeline"] if e["status"] == "queued" and e.get("detail")]
+        assert all(r.startswith("retry now on another provider after attempt 1") for r in reasons), reasons
+
+    async with LoopbackServer(default=Reply(503, {"error": "busy"})) as down_again:
+        config = {"url": f"{down_again.url}/v1/sms", "allow_private_networks": True, "timeout": 5}
+        moved = await api.put("/v1/providers/busy", json={"channel": "sms", "kind": "sms_http", "config": config})
+        assert moved.status_code == 200
+        assert (await api.delete("/v1/providers/spare")).status_code == 204
+        clarion.invalidate()
+        later = await api.post("/v1/messages", json={"template": "code", "to": recipients[:1], "data": {"n": 2}})
+        await drain(clarion)
+    [delivery] = (await api.get(f"/v1/messages/{later.json()['messages'][0]['id']}")).json()["deliveries"]
+    assert delivery["status"] == "queued"
+    assert delivery["timeline"][-1]["reason"].startswith("retry in "), delivery["timeline"][-1]

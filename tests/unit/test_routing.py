@@ -156,3 +156,14 @@ def test_without_an_account_the_builtin_then_no_provider() -> None:
     assert routing.choose(EMAIL, None, builtin, rand=random.random).provider == "file"
     nothing = routing.choose(model.Channel.WECOM, None, builtin, rand=random.random)
     assert (nothing.provider, nothing.reason) == (routing.NO_PROVIDER, "no provider is configured for this channel")
+
+
+def test_a_choice_counts_the_providers_a_retry_could_still_try_at_once() -> None:
+    both = route("r", {"aliyun-a": 1, "tencent-b": 1})
+    rand = random.Random(1).random
+    first = routing.choose(model.Channel.SMS, both, ACCOUNTS, rand=rand)
+    assert first.untried == 1
+    second = routing.choose(model.Channel.SMS, both, ACCOUNTS, tried=frozenset({first.provider or ""}), rand=rand)
+    assert second.provider != first.provider and second.untried == 0
+    alone = routing.choose(model.Channel.SMS, route("r", {"aliyun-a": 1}), ACCOUNTS, rand=rand)
+    assert alone.untried == 0

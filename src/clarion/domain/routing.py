@@ -40,7 +40,7 @@ NO_PROVIDER = "(none)"
 #: what a route can match on, in the order the API shows them
 MATCH_FIELDS = ("category", "template", "department", "priority", "signature", "country_code")
 #: the channels whose address is a phone number, where ``country_code`` means something
-PHONE_CHANNELS = frozenset({model.Channel.SMS})
+PHONE_CHANNELS = frozenset({model.Channel.SMS, model.Channel.VOICE})
 #: the channels whose content has a ``signature``
 SIGNED_CHANNELS = frozenset({model.Channel.SMS})
 
@@ -165,6 +165,9 @@ class Choice:
     failover: bool = False
     skipped: Mapping[str, str] = field(default_factory=dict)
     reason: str | None = None
+    #: how many other providers that can send now this delivery has not tried yet: after a transient failure
+    #: it is retried at once on one of them rather than after the backoff
+    untried: int = 0
 
     def detail(self) -> dict[str, Any]:
         """What the delivery's timeline says of this choice."""
@@ -259,7 +262,8 @@ def pick(plan: Plan, *, tried: frozenset[str] = frozenset(), rand: Callable[[], 
     if tried:
         pool = [c for c in plan.usable if c.name not in tried] or plan.usable
     name = pool[0].name if len(pool) == 1 else weighted(pool, rand)
-    return Choice(name, plan.route, failover=plan.failover, skipped=plan.skipped)
+    untried = sum(1 for c in plan.usable if c.name != name and c.name not in tried)
+    return Choice(name, plan.route, failover=plan.failover, skipped=plan.skipped, untried=untried)
 
 
 def choose(

@@ -1,6 +1,6 @@
 """The rows feedback reads and writes: deliveries found by the vendor's id, what their timelines already hold, and
-the receipts kept until they can be applied (``receipts`` table). The decisions are ``domain.receipts``'; the
-order of the writes is ``pipeline.feedback``'s."""
+the receipts kept until they can be applied (``receipts`` table), and what the receipt poller asks vendors about
+(``pipeline.polling``). The decisions are ``domain.receipts``'; the order of the writes is ``pipeline.feedback``'s."""
 
 from __future__ import annotations
 
@@ -150,3 +150,45 @@ async def take_pending(
         )
         taken.append((row.provider, receipt, row.received_at))
     return taken
+
+
+# -- polling -------------------------------------------------------------------------------------------------
+
+# The deliveries of ``provider`` still ``sent`` with a vendor id, sent since ``since``, in id order after ``after``:
+# one page of what the poller asks the vendor about. No index yet leads with (provider, status, sent_at): the
+# ones there are read every delivery the account (or every ``sent`` one) ever had; such an index would bound it.
+_STILL_SENT = (
+    sa.select(_d.c.id, _d.c.provider_message_id)
+    .where(
+        _d.c.status == "sent",
+        _d.c.provider == sa.bindparam("provider"),
+        _d.c.provider_message_id.is_not(None),
+        _d.c.sent_at >= sa.bindparam("since", type_=t.UTCDateTime()),
+        _d.c.id > sa.bindparam("after"),
+    )
+    .order_by(_d.c.id)
+    .limit(sa.bindparam("limit"))
+)
+
+
+async def pollable_accounts(conn: AsyncConnection) -> list[tuple[str, str]]:
+    """(name, kind) of every enabled configured account, by name: the poller keeps those whose kind polls."""
+    p = t.providers
+    query = sa.select(p.c.name, p.c.kind).where(p.c.enabled.is_(True)).order_by(p.c.name)
+    return [(row.name, row.kind) for row in (await conn.execute(query)).all()]
+
+
+async def still_sent(
+    conn: AsyncConnection, provider: str, *, since: datetime, after: str, limit: int
+) -> list[tuple[str, str]]:
+    """(delivery id, vendor id) of up to ``limit`` deliveries of ``provider`` waiting for a receipt, after
+    the delivery id ``after`` ("" for the first page)."""
+    params = {"provider": provider, "since": since, "after": after, "limit": limit}
+    return [(row.id, row.provider_message_id) for row in (await conn.execute(_STILL_SENT, params)).all()]
+
+
+async def forget_pending(conn: AsyncConnection, received_before: datetime) -> int:
+    """Delete the kept receipts that came before ``received_before`` and never met their delivery (an id the
+    vendor knows and Clarion never sent, or one whose send was never recorded); returns how many."""
+    result = await conn.execute(_r.delete().where(_r.c.received_at < received_before))
+    return int(result.rowcount or 0)
