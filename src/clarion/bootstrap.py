@@ -21,7 +21,7 @@ from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
 from clarion.domain import links, model, phones, retry
 from clarion.domain.policy.decision import Candidate
-from clarion.pipeline import catalog, intake, policies
+from clarion.pipeline import catalog, fallback, intake, policies, polling
 from clarion.segments.service import SegmentService
 from clarion.settings import Settings
 from clarion.store import links as store_links
@@ -45,6 +45,10 @@ class Clarion:
     secret_key: str
     segments: SegmentService
     campaigns: CampaignRunner
+    #: asks polled vendors for receipts (``pipeline.polling``), beside the workers
+    poller: polling.ReceiptPoller | None = None
+    #: fires or cancels pending channel fallbacks (``pipeline.fallback``), beside the workers
+    fallbacks: fallback.Firer | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -69,6 +73,11 @@ class Clarion:
         ]
         if count:
             self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
+            if self.poller is not None:
+                self._workers.append(asyncio.create_task(self.poller.run(self._stop), name="clarion-receipt-poll"))
+            if self.fallbacks is not None:
+                firing = self.fallbacks.run(self._stop, owner=self.dispatcher.host.owner("fallback"))
+                self._workers.append(asyncio.create_task(firing, name="clarion-fallbacks"))
 
     async def close(self) -> None:
         self._stop.set()
@@ -98,11 +107,11 @@ def secret_key(settings: Settings) -> str:
 
 def build(settings: Settings | None = None) -> Clarion:
     settings = settings or Settings()
+    phones.set_default_region(settings.default_region)
     db = Database(settings.database_url, batch_max=settings.write_batch_max)
     the_catalog = catalog.Catalog(db)
     the_metrics = metrics.Metrics()
     builtins = [
-    phones.set_default_region(settings.default_region)
         registry.Account("file", None, "file", {"directory": settings.outbox_dir}),
         registry.Account("inbox", None, "inbox", {}),
         registry.Account("webhook", None, "webhook", {"secret": secret_key(settings)}),
@@ -113,9 +122,12 @@ def build(settings: Settings | None = None) -> Clarion:
         if settings.redis_url
         else MemoryCounters()
     )
-    # Breakers and health windows: shared through the counters when they hold them; Redis does not yet, so with
-    # CLARION_REDIS_URL each process keeps its own (see counters.base.Breakers).
-    providers.breakers = counters if isinstance(counters, counters_base.Breakers) else MemoryCounters()
+    # Breakers, health windows and rate limits live in the counters: with CLARION_REDIS_URL they are shared by
+    # every process (counters.redis), else kept in this one; each account's thresholds come from its config.
+    held = counters if isinstance(counters, MemoryCounters | RedisCounters) else MemoryCounters()
+    held.thresholds = providers.thresholds
+    providers.breakers = held
+    providers.rate_limits = held
     if isinstance(counters, RedisCounters):  # vendor access tokens shared by every process
         providers.context.tokens = vendor.TokenCache(counters.client, prefix=settings.redis_prefix)
     stage = policies.PolicyStage(db, the_catalog, counters)
@@ -145,6 +157,7 @@ def build(settings: Settings | None = None) -> Clarion:
         on_queued=dispatcher.notify,
     )
     segments = SegmentService(db)
+    poller = _receipt_poller(settings, db, providers, counters, dispatcher, the_catalog)
     return Clarion(
         settings,
         db,
@@ -166,6 +179,46 @@ def build(settings: Settings | None = None) -> Clarion:
             lease=timedelta(seconds=settings.campaign_lease_seconds),
             host=host,
         ),
+        poller=poller,
+        fallbacks=fallback.Firer(
+            db,
+            stage,
+            poll_interval=settings.fallback_poll_seconds,
+            lease=timedelta(seconds=settings.lease_seconds),
+            clock=lambda: dispatcher.clock(),
+            on_queued=dispatcher.notify,
+        ),
+    )
+
+
+def _receipt_poller(
+    settings: Settings,
+    db: Database,
+    providers: registry.ProviderRegistry,
+    counters: counters_base.Counters,
+    dispatcher: worker.Dispatcher,
+    the_catalog: catalog.Catalog,
+) -> polling.ReceiptPoller:
+    """Polled vendors' receipts, one process per account at a time: through Redis when processes share it,
+    a PostgreSQL advisory lock otherwise; SQLite is one process."""
+    interval = timedelta(seconds=settings.receipt_poll_seconds)
+    locks: polling.Locks
+    if isinstance(counters, RedisCounters):
+        ttl = max(interval * 2, timedelta(minutes=5))  # a process that died mid-round holds others out this long
+        locks = polling.RedisLocks(counters.client, prefix=settings.redis_prefix, ttl=ttl)
+    elif db.is_sqlite:
+        locks = polling.NoLocks()
+    else:
+        locks = polling.AdvisoryLocks(db)
+    return polling.ReceiptPoller(
+        db,
+        providers,
+        locks=locks,
+        interval=interval,
+        max_age=timedelta(hours=settings.receipt_poll_max_age_hours),
+        retention=timedelta(days=settings.pending_receipt_days),
+        clock=lambda: dispatcher.clock(),
+        on_suppressed=the_catalog.invalidate,
     )
 
 

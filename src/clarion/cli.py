@@ -27,7 +27,25 @@ app.add_typer(apikey, name="apikey")
 app.add_typer(cli_users.app, name="users")
 app.add_typer(cli_campaigns.app, name="campaign")
 app.add_typer(cli_secrets.app, name="secrets")
+providers_cli = typer.Typer(help="Provider kinds.", no_args_is_help=True)
+app.add_typer(providers_cli, name="providers")
 console = Console(stderr=True)
+
+
+@providers_cli.command("reference")
+def providers_reference(
+    write: Annotated[
+        Path | None, typer.Option(help="refresh the generated tables in this file (docs/providers.md)")
+    ] = None,
+) -> None:
+    """Print each provider kind's generated reference (channels, config fields, secrets, defaults, callbacks), or
+    refresh the generated tables of a document in place."""
+    from clarion.channels import reference, registry
+
+    if write is None:
+        typer.echo("\n\n".join(reference.tables(registry.KINDS).values()))
+        return
+    write.write_text(reference.refresh(write.read_text(), registry.KINDS))
 
 
 def _logging(level: str) -> None:

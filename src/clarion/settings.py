@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     #: also the longest vendor Retry-After honoured
     retry_max_seconds: float = Field(default=1200.0, gt=0)
 
+    #: receipt polling (``pipeline.polling``): every this many seconds, the vendors of provider kinds that are
+    #: polled rather than calling back are asked about their deliveries still ``sent``
+    receipt_poll_seconds: float = Field(default=60.0, gt=0)
+    #: a delivery ``sent`` longer ago than this is no longer polled (it stays ``sent``)
+    receipt_poll_max_age_hours: float = Field(default=72.0, gt=0)
+    #: a receipt kept because no delivery carried its id yet is deleted after this many days if none ever does
+    pending_receipt_days: float = Field(default=7.0, gt=0)
+
+    #: how often pending channel fallbacks are looked at (``pipeline.fallback``): a fallback fires at most this
+    #: long after its window ends or its original fails
+    fallback_poll_seconds: float = Field(default=0.5, gt=0)
+
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     #: the limit of the bulk paths (user batches, events, ID-list uploads)

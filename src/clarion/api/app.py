@@ -34,6 +34,7 @@ from clarion.api.routes import (
     receipts,
     routes,
     segments,
+    sms,
     system,
     template_versions,
     templates,
@@ -119,9 +120,11 @@ def create_app(
         unsubscribe,
         links,
         receipts,
+        sms,
         system,
     ):
         app.include_router(module.router)
+    app.include_router(sms.callbacks)
 
     app.openapi = openapi.document(app)  # type: ignore[method-assign]
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from clarion.channels import push as push_addresses
 from clarion.domain import adapt, errors, jsonvalues, model, phones, render, timewindows
 from clarion.domain import fallback as fallback_rules
 from clarion.domain.policy import config
@@ -62,8 +63,11 @@ Document = Annotated[dict[str, Any], BeforeValidator(lambda data: _storable(data
 class Addresses(Strict):
     email: str | None = Field(default=None, max_length=254)
     sms: str | None = Field(default=None, description="E.164 phone number, e.g. +8613800138000")
-    push: list[Annotated[str, StringConstraints(min_length=1, max_length=4096)]] | None = Field(
-        default=None, max_length=20
+    push: list[Annotated[str | dict[str, Any], BeforeValidator(push_addresses.check_item)]] | None = Field(
+        default=None,
+        max_length=20,
+        description='device tokens: a bare token, {"platform": "fcm|apns|webpush|jpush", "token": …}, '
+        "or a browser's Web Push subscription {endpoint, keys: {p256dh, auth}}",
     )
     webhook: str | None = Field(default=None, max_length=2048)
     wechat: AccountId | None = Field(default=None, description="the user's openid with the official account")
@@ -161,10 +165,39 @@ class EmailContent(Strict):
         return self
 
 
+class SmsTemplateRef(Strict):
+    """An SMS template registered with a vendor (Aliyun ``SMS_123``, a Tencent template id), and what fills its
+    parameters: each value is Clarion text, rendered with the message's variables like ``text``."""
+
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        description="the vendor's template code, e.g. SMS_123456 (Tencent: the template id)"
+    )
+    params: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")],
+        Annotated[str, StringConstraints(max_length=500)],
+    ] = Field(
+        default_factory=dict,
+        max_length=20,
+        description='parameter → Clarion text, e.g. {"code": "{data.code}"}; Tencent\'s positional ones are "1", "2" …',
+    )
+
+
 class SmsContent(Strict):
     text: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     signature: Signature | None = Field(
         default=None, description="the brand put in front of the text as 【Brand】; default: the default content's"
+    )
+    vendor_template: (
+        dict[
+            Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_.:@-]+)$")],
+            SmsTemplateRef,
+        ]
+        | None
+    ) = Field(
+        default=None,
+        max_length=20,
+        description='provider account (or "*": every account) → the vendor\'s registered template; Aliyun and '
+        "Tencent send only those, and ``text`` stays the record of what the user saw",
     )
 
 
@@ -251,6 +284,32 @@ class DingTalkContent(MarkdownContent):
     title: Title  # DingTalk shows it in the notification and requires it
 
 
+VendorParam = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class VoiceTemplateRef(Strict):
+    """A text-to-speech template registered with a voice vendor, and what fills its parameters."""
+
+    code: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        description="the vendor's template code, e.g. TTS_123456"
+    )
+    params: dict[VendorParam, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=20, description='parameter → Clarion text, e.g. {"code": "{data.code}"}'
+    )
+
+
+class VoiceContent(Strict):
+    """A voice call: ``text`` is what the call says, the record of what the user heard; vendors speak only
+    templates registered with them, so ``vendor_template`` names the template per provider account (``"*"``:
+    every account), like an SMS ``vendor_template``."""
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    vendor_template: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^(\*|[A-Za-z0-9_.:@-]+)$")],
+        VoiceTemplateRef,
+    ] = Field(default_factory=dict, max_length=20, description='provider account (or "*") → its TTS template')
+
+
 Adapted = {str(c) for c in adapt.ADAPTABLE}
 
 
@@ -268,6 +327,7 @@ class ChannelContents(Strict):
     wecom: MarkdownContent | None = None
     dingtalk: DingTalkContent | None = None
     feishu: MarkdownContent | None = None
+    voice: VoiceContent | None = None
     targets: list[model.Channel] | None = Field(
         default=None, exclude=True, description="channels adapted from default (same as giving them as {})"
     )
@@ -376,6 +436,20 @@ class TemplateIn(Stored):
         "`when` is `failed` (also undelivered, bounced: at once), `not_delivered` or `not_read` (inbox) within "
         "`within` seconds; both channels need content, a channel has one fallback, and a cycle is refused",
     )
+
+    @model_validator(mode="after")
+    def _voice_is_urgent(self) -> TemplateIn:
+        """A phone call interrupts whatever the user is doing: a template calls on ``voice`` only at priority
+        urgent, unless its ``policy`` says ``voice_below_urgent``. Checked when the template is saved, so a
+        refused call is never a surprise at send time."""
+        below = self.priority is not model.Priority.URGENT and (self.policy or {}).get("voice_below_urgent") is not True
+        if below and model.Channel.VOICE.value in self.channels.channels():
+            message = "a template that calls on voice needs priority urgent (or policy.voice_below_urgent: true)"
+            error = PydanticCustomError("voice_needs_urgent", message)
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [InitErrorDetails(type=error, loc=("priority",), input=self.priority.value)]
+            )
+        return self
 
     @field_validator("fallback")
     @classmethod

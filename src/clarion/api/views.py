@@ -72,7 +72,7 @@ class Open(Partial):
 class UserAddresses(Open):
     email: str | None = None
     sms: str | None = None
-    push: list[str] | None = None
+    push: list[str | dict[str, Any]] | None = None
     webhook: str | None = None
     wechat: str | None = None
     wecom: str | None = None
@@ -127,6 +127,9 @@ class Delivery(Partial):
     run_at: Timestamp | None
     sent_at: Timestamp | None
     segments: int | None = None
+    fallback_of: str | None = Field(
+        default=None, description="the delivery of the same message this one stands behind (channel fallback)"
+    )
     timeline: list[TimelineEvent] | None = None
     decided_by: DecidedBy | None = None
 
@@ -397,6 +400,10 @@ class PolicySettings(View):
     dedup_seconds: int
     safety_valve: SafetyValve | None
     enabled: dict[str, bool]
+    fallback: dict[str, list[Json]] = Field(
+        description="the default channel fallback chain per category, for templates without their own: "
+        '{"notification": [{"from": "push", "to": "sms", "when": "not_delivered", "within": 120}]}',
+    )
 
 
 class Cap(View):
@@ -446,6 +453,42 @@ class Suppression(View):
 class Suppressions(View):
     suppressions: list[Suppression]
     next: str | None
+
+
+class SmsKeyword(View):
+    word: str
+    scope: str = Field(description="the sending number or sign name it applies to; * for every sender")
+    confirmation: str | None = Field(description="the SMS sent back to confirm; null: none")
+
+
+class SmsKeywords(View):
+    keywords: list[SmsKeyword]
+
+
+class SmsReply(View):
+    id: int
+    provider: str
+    phone: str
+    text: str
+    to: str | None
+    sign: str | None
+    keyword: str | None = Field(description="the keyword the reply was, if any")
+    action: str | None = Field(description="unsubscribed: marketing SMS to this phone are suppressed")
+    suppression_id: str | None
+    confirmation: str | None = Field(description="sent, failed (see confirmation_reason), or null: none configured")
+    confirmation_reason: str | None
+    received_at: Timestamp
+
+
+class SmsReplies(View):
+    replies: list[SmsReply]
+    next: int | None = Field(description="``before`` for the next (older) page; null on the last")
+
+
+class RepliesTaken(View):
+    accepted: int
+    duplicates: int = Field(description="replies the vendor had reported before: nothing done again")
+    unsubscribed: int
 
 
 class ChannelCheck(Open):

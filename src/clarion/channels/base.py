@@ -18,9 +18,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from clarion.domain import model, receipts
+
+
+class BreakerConfig(BaseModel):
+    """An account's circuit breaker (``domain.breaker``): it opens after ``consecutive`` transient failures in a
+    row, or when at least ``min_attempts`` attempts of the last ``window`` seconds failed at ``error_rate`` or
+    more; after ``cool_down`` seconds one probe is let through, and its success closes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consecutive: int = Field(default=5, ge=1, le=1000, description="transient failures in a row that open it")
+    error_rate: float = Field(default=0.5, gt=0, le=1, description="share of failed attempts that opens it")
+    min_attempts: int = Field(default=20, ge=1, le=500, description="attempts in the window before the rate counts")
+    window: float = Field(default=60, gt=0, le=3600, description="seconds of outcomes the error rate is taken over")
+    cool_down: float = Field(default=30, gt=0, le=3600, description="seconds open before a half-open probe")
+
+
+class RateLimitConfig(BaseModel):
+    """An account's rate limit (``domain.ratelimit``): at most ``per_second`` and/or ``per_minute`` deliveries;
+    a field left out (or null) sets no limit for that period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_second: float | None = Field(default=None, gt=0, le=100_000)
+    per_minute: float | None = Field(default=None, gt=0, le=6_000_000)
 
 
 class ProviderConfig(BaseModel):
@@ -44,6 +68,11 @@ class ProviderConfig(BaseModel):
     #: secret sent back is kept only while these stay the same, so it cannot be redirected to another server
     destination_fields: ClassVar[frozenset[str]] = frozenset()
 
+    #: this account's breaker thresholds; absent: the defaults (5 in a row, 50% of ≥ 20 in 60 s, 30 s cool-down)
+    breaker: BreakerConfig | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: this account's rate limit; absent: the kind's documented ``default_rate`` (none: unlimited); ``{}``: none
+    rate_limit: RateLimitConfig | None = Field(default=None, exclude_if=lambda v: v is None)
+
 
 class Provider(Protocol):
     kind: ClassVar[str]
@@ -66,6 +95,9 @@ class Callback:
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
     content_type: str = ""
+    #: the URL the vendor called, as the public sees it (``CLARION_PUBLIC_URL`` + path + query): what vendors
+    #: that sign the URL (Twilio) signed
+    url: str = ""
 
 
 class RefusedCallback(Exception):
@@ -130,3 +162,31 @@ def same_secret(expected: str, given: str | None) -> bool:
 
 
 MASK = "********"
+
+
+# -- replies (mobile-originated SMS) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMS a user sent back, as the vendor reported it: from ``phone`` (E.164) to ``to`` (the number or
+    extension it was sent to), naming ``sign`` (the sign name, where the vendor knows it). ``vendor_id`` makes a
+    reply the vendor sends twice the same reply."""
+
+    phone: str
+    text: str
+    vendor_id: str
+    to: str | None = None
+    sign: str | None = None
+    received_at: str | None = None  # as the vendor wrote it
+
+
+@runtime_checkable
+class TakesReplies(Protocol):
+    """A provider kind whose vendor posts users' replies to ``POST /r/{provider_name}/replies``, proven like its
+    receipts (``RefusedCallback``) and read into ``Reply`` values (``UnreadableCallback`` when it cannot)."""
+
+    @property
+    def takes_replies(self) -> bool: ...
+
+    def replies(self, callback: Callback) -> list[Reply]: ...

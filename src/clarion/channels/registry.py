@@ -23,14 +23,30 @@ import sqlalchemy as sa
 
 from clarion import sealing
 from clarion.channels import masking, vendor
-from clarion.channels.base import Provider
+from clarion.channels.aliyun_sms import AliyunSmsProvider
+from clarion.channels.aliyun_voice import AliyunVoiceProvider
+from clarion.channels.apns import ApnsProvider
+from clarion.channels.apprise_kind import AppriseProvider
+from clarion.channels.base import BreakerConfig, Provider, RateLimitConfig
+from clarion.channels.dingtalk_robot import DingTalkRobotProvider
+from clarion.channels.dingtalk_work import DingTalkWorkProvider
+from clarion.channels.fcm import FcmProvider
+from clarion.channels.feishu_app import FeishuAppProvider
+from clarion.channels.feishu_bot import FeishuBotProvider
 from clarion.channels.file import FileProvider
 from clarion.channels.inbox import InboxProvider
+from clarion.channels.jpush import JPushProvider
 from clarion.channels.sms_http import SmsHttpProvider
 from clarion.channels.smtp import SmtpProvider
+from clarion.channels.tencent_sms import TencentSmsProvider
+from clarion.channels.twilio import TwilioProvider
 from clarion.channels.webhook import WebhookProvider
+from clarion.channels.webpush import WebPushProvider
+from clarion.channels.wechat_oa import WechatOaProvider
+from clarion.channels.wecom_app import WecomAppProvider
+from clarion.channels.wecom_robot import WecomRobotProvider
 from clarion.counters import base as counters_base
-from clarion.domain import errors, model, routing
+from clarion.domain import breaker, errors, model, ratelimit, routing
 from clarion.store import audit as audit_log
 from clarion.store import outbox
 from clarion.store import routes as store_routes
@@ -47,6 +63,22 @@ _KIND_CLASSES: tuple[Any, ...] = (
     SmtpProvider,
     WebhookProvider,
     SmsHttpProvider,
+    DingTalkRobotProvider,
+    DingTalkWorkProvider,
+    FeishuBotProvider,
+    FeishuAppProvider,
+    WechatOaProvider,
+    WecomAppProvider,
+    WecomRobotProvider,
+    AliyunVoiceProvider,
+    AppriseProvider,
+    AliyunSmsProvider,
+    TencentSmsProvider,
+    TwilioProvider,
+    FcmProvider,
+    ApnsProvider,
+    WebPushProvider,
+    JPushProvider,
 )
 KINDS: dict[str, Any] = {cls.kind: cls for cls in _KIND_CLASSES}
 
@@ -193,6 +225,9 @@ class ProviderRegistry:
         self._loaded_at = float("-inf")
         self._instances: dict[str, tuple[Account, Provider]] = {}
         self._routing = _Routing({}, {})
+        #: the accounts' token buckets (``domain.ratelimit``), taken from by the dispatch stage
+        self.rate_limits: counters_base.RateLimits | None = None
+        self._limits: dict[str, tuple[breaker.Thresholds, ratelimit.Rate]] = {}
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
@@ -208,7 +243,27 @@ class ProviderRegistry:
             accounts[r.name] = Account(r.name, model.Channel(r.channel), r.kind, r.config, r.enabled, r.updated_at)
         self._routing = _Routing.of(accounts, stored_routes)
         self._accounts, self._loaded_at = accounts, time.monotonic()
+        self._limits = {}
         return accounts
+
+    def thresholds(self, name: str) -> breaker.Thresholds:
+        """``name``'s breaker thresholds: its config's ``breaker``, else the defaults (as last loaded)."""
+        return self._limits_of(name)[0]
+
+    def rate(self, name: str) -> ratelimit.Rate:
+        """``name``'s rate limit: its config's ``rate_limit``, else its kind's ``default_rate``, else none."""
+        return self._limits_of(name)[1]
+
+    async def limits(self, name: str) -> tuple[breaker.Thresholds, ratelimit.Rate]:
+        """``thresholds`` and ``rate`` of ``name``, from the accounts as they are now (for the health view)."""
+        await self._load()
+        return self._limits_of(name)
+
+    def _limits_of(self, name: str) -> tuple[breaker.Thresholds, ratelimit.Rate]:
+        known = self._limits.get(name)
+        if known is None:
+            known = self._limits[name] = _limits(self._accounts.get(name))
+        return known
 
     async def choose(self, batch: Sequence[outbox.Claimed]) -> list[routing.Choice]:
         """The provider each delivery of a claimed batch goes to now (``routing.Choice``, in the batch's order).
@@ -232,10 +287,13 @@ class ProviderRegistry:
         draw = self.rand.random
         accounts: dict[str, routing.Account] = table.accounts
         broken: dict[str, str] = {}
+        probes: set[str] = set()
+        admitted_at = 0.0
         if self.breakers is not None:
             channels = {model.Channel(c.channel) for c in batch}
             names = [a.name for a in accounts.values() if a.enabled and a.channels & channels]
-            broken = await self.breakers.admit(names, self.clock())
+            admitted_at = self.clock()
+            broken = await self.breakers.admit(names, admitted_at, probes)
             if broken:  # those accounts cannot send now: choose as if they were disabled, and say why
                 accounts = {n: dataclasses.replace(a, enabled=False) if n in broken else a for n, a in accounts.items()}
         choices = []
@@ -262,6 +320,10 @@ class ProviderRegistry:
                 if claimed.provider:
                     before |= {claimed.provider}
             choices.append(routing.pick(plan, tried=before, rand=draw))
+        if probes and self.breakers is not None:  # a probe no delivery was routed to goes to the next batch
+            unused = probes - {c.provider for c in choices}
+            if unused:
+                await self.breakers.release(sorted(unused), admitted_at)
         return choices
 
     async def get(self, name: str) -> Provider:
@@ -332,6 +394,35 @@ def _unbroken(
         why = ", ".join(f"{n} {w}" for n, w in skipped.items())
         reason = f"no provider of route {plan.route!r} can send ({why})"
     return dataclasses.replace(plan, skipped=skipped, reason=reason)
+
+
+def _limits(account: Account | None) -> tuple[breaker.Thresholds, ratelimit.Rate]:
+    """An account's breaker thresholds and rate limit, read from the config it was stored with (neither holds a
+    secret, so neither is sealed); a config that no longer reads as its kind's keeps the defaults."""
+    if account is None or account.kind not in KINDS:
+        return breaker.DEFAULT, ratelimit.UNLIMITED
+    cls = KINDS[account.kind]
+    per_second, per_minute = getattr(cls, "default_rate", (None, None))
+    rate = ratelimit.Rate(per_second, per_minute)
+    thresholds = breaker.DEFAULT
+    try:
+        if (given := account.config.get("breaker")) is not None:
+            b = BreakerConfig.model_validate(given)
+            thresholds = dataclasses.replace(
+                breaker.DEFAULT,
+                consecutive=b.consecutive,
+                error_rate=b.error_rate,
+                min_attempts=b.min_attempts,
+                window=b.window,
+                cool_down=b.cool_down,
+                probe_timeout=max(b.cool_down, breaker.DEFAULT.probe_timeout),
+            )
+        if (given := account.config.get("rate_limit")) is not None:
+            r = RateLimitConfig.model_validate(given)
+            rate = ratelimit.Rate(r.per_second, r.per_minute)
+    except pydantic.ValidationError:
+        log.warning("provider %s: its breaker or rate limit config is unreadable, using the defaults", account.name)
+    return thresholds, rate
 
 
 def _facts(claimed: outbox.Claimed, needs: frozenset[str], message: tuple[Any, ...] | None) -> routing.Facts:

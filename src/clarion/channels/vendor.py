@@ -15,12 +15,15 @@ A kind that needs the context declares ``uses_context = True`` and takes ``conte
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+
+from clarion.domain import errors
 
 #: a token is refreshed this long before the vendor says it expires (clock skew, a request in flight)
 REFRESH_MARGIN = 300.0
@@ -134,3 +137,34 @@ class ProviderContext:
     """What the registry hands a kind that declares ``uses_context``: shared by every account of a process."""
 
     tokens: TokenCache = field(default_factory=TokenCache)
+
+
+# -- SMS vendors that send only registered templates (Aliyun, Tencent) ----------------------------------------
+
+_SIGNED = re.compile(r"^【([^【】]+)】")
+
+
+def sms_template(content: Mapping[str, Any], account: str) -> tuple[str, dict[str, str]]:
+    """The vendor template (code, rendered parameters) an SMS content names for ``account`` (else for ``"*"``).
+    A content without one cannot be sent by such a vendor: the template's fault, not the account's."""
+    entries = content.get("vendor_template") or {}
+    entry = (entries.get(account) or entries.get("*")) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict) or not entry.get("code"):
+        raise errors.PermanentSendError(
+            f"the SMS content names no vendor template for provider {account!r} (vendor_template)",
+            code="no_vendor_template",
+        )
+    params = entry.get("params") or {}
+    return str(entry["code"]), {str(k): str(v) for k, v in params.items()}
+
+
+def sms_sign_name(text: str, default: str | None) -> str:
+    """The sign name (签名) an SMS goes out under: the 【…】 the rendered text starts with (the content's
+    ``signature``), else the account's default; a vendor refuses a template sent with none."""
+    found = _SIGNED.match(text)
+    name = found.group(1).strip() if found else (default or "").strip("【】 ")
+    if not name:
+        raise errors.PermanentSendError(
+            "the SMS has no signature and the account no default sign_name", code="no_sign_name"
+        )
+    return name

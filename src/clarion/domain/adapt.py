@@ -10,6 +10,8 @@ Adapting (``from_default``), on the *rendered* default:
 * inbox — title, body, url.  webhook — ``{"body": {"title", "body", "url"}}``.
 * wecom / dingtalk / feishu — title and markdown (a heading, the body, the link).
 * wechat cannot be adapted: a template message needs the template id and field map the operator registered.
+  Nor can voice: a call speaks a TTS template registered with the vendor (``vendor_template``), and only urgent
+  templates call.
 
 Finishing (``finish``), on every rendered content:
 

@@ -47,6 +47,8 @@ class Channel(enum.StrEnum):
     WECOM = "wecom"
     DINGTALK = "dingtalk"
     FEISHU = "feishu"
+    #: a text-to-speech phone call, for the most urgent; it rings the user's SMS phone number
+    VOICE = "voice"
 
 
 class MessageStatus(enum.StrEnum):
@@ -99,6 +101,8 @@ class User:
         """The address a channel reaches this user at; inbox needs none but the user id."""
         if channel is Channel.INBOX:
             return self.user_id
+        if channel is Channel.VOICE:  # a call rings the phone the user gave for text messages
+            channel = Channel.SMS
         value = self.addresses.get(channel.value)
         return value or None
 
@@ -173,6 +177,8 @@ class Outgoing:
     address: Any
     content: dict[str, Any]
     attempt: int = 1
+    #: the message's priority (a ``Priority`` value) for vendors that send by it (APNs ``apns-priority``); None: unknown
+    priority: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

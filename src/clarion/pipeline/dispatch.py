@@ -5,7 +5,12 @@ to the provider its route chooses now (``domain.routing``, applied by ``Provider
 part of the batch is sent a chunk at a time, and each chunk's outcomes go to the ``Recorder``, which writes
 them while the next chunk is sent. Each outcome — sent, delivered, a retry with its delay, expired past the
 template's ttl, failed, or waiting for a provider without spending an attempt — carries its reason for the
-timeline, and the breakers (``domain.breaker``) see every result."""
+timeline, and the breakers (``domain.breaker``) see every result.
+
+A provider account with a rate limit (``domain.ratelimit``) is handed only as many of the batch as its token
+buckets allow: those whose token comes within ``RATE_HOLD`` wait for it here, the rest go back to the queue at
+once, each with ``run_at`` at the moment its token will be there, without spending an attempt (like a delivery
+waiting for a provider)."""
 
 from __future__ import annotations
 
@@ -20,10 +25,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.channels.registry import ProviderRegistry
-from clarion.domain import breaker, errors, model, retry
+from clarion.domain import breaker, errors, model, ratelimit, retry
 from clarion.domain.policy.decision import Drop
 from clarion.metrics import BREAKER_STATES, Metrics
-from clarion.store import outbox
+from clarion.store import addresses, outbox
 from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,7 @@ S = model.DeliveryStatus
 RECORD_CHUNK = 500  # outcomes sent to a provider and recorded together, at most
 ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
 MISCONFIGURED_WAIT = timedelta(seconds=1)  # a delivery a misconfigured account refused is routed again after
+RATE_HOLD = timedelta(seconds=0.5)  # a delivery whose token comes within this waits for it in the worker
 
 
 def _observed(result: model.SendResult, at: float, took: float) -> breaker.Outcome:
@@ -76,7 +82,13 @@ class Recorder:
         outcomes, self._waiting = self._waiting, []
         owner, done = self.owner, self.clock()
 
+        dead = [
+            (o.delivery_id, o.detail["dead_addresses"]) for o in outcomes if o.detail and "dead_addresses" in o.detail
+        ]
+
         async def complete(conn: AsyncConnection) -> int:
+            if dead:  # the vendor said these are gone for good: the user's next message skips them
+                await addresses.remove_dead(conn, dead, done)
             return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
 
         self._writing = asyncio.ensure_future(self.db.write(complete))
@@ -121,6 +133,7 @@ class Stage:
         self.record_chunk = record_chunk
         self._children: dict[tuple[Any, ...], Any] = {}
         self._routed: dict[str, dict[str, Any]] = {}  # delivery id → its route's choice, for its outcome's timeline
+        self._untried: dict[str, int] = {}  # delivery id → providers it could still try at once after a failure
 
     async def send(self, batch: list[outbox.Claimed], recorder: Recorder) -> None:
         """Send a claimed batch, each delivery through the provider its route chooses now (see ``routing``); one
@@ -139,6 +152,8 @@ class Stage:
                 continue
             if choice.route is not None:  # the timeline names the route and what it skipped, not only the provider
                 self._routed[claimed.id] = choice.detail()
+            if choice.untried:
+                self._untried[claimed.id] = choice.untried
             channel = model.Channel(claimed.channel)
             groups[name].append(
                 (
@@ -151,6 +166,7 @@ class Stage:
                         address=claimed.address,
                         content=claimed.content or {},
                         attempt=claimed.attempts,
+                        priority=_PRIORITY_OF_LANE.get(claimed.lane),
                     ),
                 )
             )
@@ -160,9 +176,61 @@ class Stage:
             return
         if len(groups) == 1:
             [(name, items)] = groups.items()
-            await self._send_chunks(name, items, recorder)
+            await self._send_paced(name, items, recorder)
         else:
-            await asyncio.gather(*(self._send_chunks(name, items, recorder) for name, items in groups.items()))
+            await asyncio.gather(*(self._send_paced(name, items, recorder) for name, items in groups.items()))
+
+    async def _send_paced(
+        self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]], recorder: Recorder
+    ) -> None:
+        """One provider's part of a batch within its rate limit: what the buckets grant goes now; what will
+        have its token within ``RATE_HOLD`` waits here for it (a sleep is cheaper and more even than a trip
+        through the queue); the rest goes back to the queue at once, each with ``run_at`` at its turn."""
+        rate = self.providers.rate(name)
+        limits = self.providers.rate_limits
+        if limits is None or rate.unlimited:
+            await self._send_chunks(name, items, recorder)
+            return
+        buckets = rate.buckets()
+        hold = time.monotonic() + RATE_HOLD.total_seconds()
+        while items:
+            now = self.clock()
+            grant = await limits.take(name, buckets, len(items), now.timestamp())
+            go, items = items[: grant.granted], items[grant.granted :]
+            if not items:
+                await self._send_chunks(name, go, recorder)
+                return
+            turns = ratelimit.turns(buckets, grant.tokens, len(items))
+            left = hold - time.monotonic()
+            held = sum(1 for wait in turns if wait <= left)
+            if held < len(items):
+                recorder.add(self._put_back(name, rate, items[held:], turns[held:], now))
+                self._child(self.metrics.rate_limited, name).inc(len(items) - held)
+                items = items[:held]
+            if go:
+                await self._send_chunks(name, go, recorder)
+            if items:
+                await asyncio.sleep(max(0.0, turns[0] - (self.clock() - now).total_seconds()))
+
+    def _put_back(
+        self,
+        name: str,
+        rate: ratelimit.Rate,
+        items: list[tuple[outbox.Claimed, model.Outgoing]],
+        turns: list[float],
+        now: datetime,
+    ) -> list[outbox.Outcome]:
+        """``items`` back in the queue until their turns under ``name``'s rate limit, spending no attempt."""
+        limit = rate.describe()
+        outcomes = []
+        for (claimed, _), wait in zip(items, turns, strict=True):
+            self._untried.pop(claimed.id, None)
+            detail: dict[str, Any] = {**self._routed.pop(claimed.id, {"provider": name}), "rate_limit": limit}
+            reason = f"waiting {wait:.2f}s for its turn under the rate limit of {name} ({limit})"
+            put_back = outbox.Outcome(claimed.id, claimed.message_id, S.QUEUED, reason, detail=detail, attempted=False)
+            put_back.run_at = now + timedelta(seconds=wait)
+            outcomes.append(put_back)
+        return outcomes
 
     async def _send_chunks(
         self, name: str, items: list[tuple[outbox.Claimed, model.Outgoing]], recorder: Recorder
@@ -239,6 +307,10 @@ class Stage:
             "provider": name,
             "detail": self._routed.pop(claimed.id, None) or {"provider": name},  # each attempt names its provider
         }
+        untried = self._untried.pop(claimed.id, 0)
+        dead = _dead_addresses(claimed, result)
+        if dead:  # removed from the user as the outcome is recorded (``Recorder``), named on the timeline
+            base["detail"] = {**base["detail"], "dead_addresses": dead}
         if result.error is None:
             self._child(self.metrics.sent, claimed.channel, name).inc()
             latency = self._child(self.metrics.accepted_to_sent, claimed.channel)
@@ -273,6 +345,14 @@ class Stage:
                 reason=f"{outbox.TTL_EXPIRED}: a retry in {decision.delay:.1f}s would come after the ttl; "
                 f"attempt {claimed.attempts}: {reason}",
             )
+        if decision.retry and untried:  # another provider of the route can send now: no reason to wait the backoff
+            self._child(self.metrics.retried, claimed.channel, name).inc()
+            return outbox.Outcome(
+                **base,
+                status=S.QUEUED,
+                run_at=now,
+                reason=f"retry now on another provider after attempt {claimed.attempts}: {reason}",
+            )
         if decision.retry:
             self._child(self.metrics.retried, claimed.channel, name).inc()
             return outbox.Outcome(
@@ -284,3 +364,18 @@ class Stage:
         self._child(self.metrics.failed, claimed.channel, name).inc()
         kind = "permanent" if isinstance(error, errors.PermanentSendError) else "attempts exhausted"
         return outbox.Outcome(**base, status=S.FAILED, reason=f"{kind}: {reason}")
+
+
+#: the priority a claimed delivery's lane stands for (what APNs and other vendors are told)
+_PRIORITY_OF_LANE = {p.lane: p.value for p in model.Priority}
+
+
+def _dead_addresses(claimed: outbox.Claimed, result: model.SendResult) -> list[Any]:
+    """The addresses of ``claimed`` the vendor declared gone for good: those it named, or (an error saying the
+    address is dead, naming none) the whole address."""
+    if result.dead_addresses:
+        return list(result.dead_addresses)
+    error = result.error
+    if isinstance(error, errors.PermanentSendError) and error.dead_address and claimed.address is not None:
+        return list(claimed.address) if isinstance(claimed.address, list) else [claimed.address]
+    return []

@@ -220,6 +220,29 @@ receipts = sa.Table(
     sa.Index(None, "provider", "provider_message_id"),
 )
 
+#: users' SMS replies (上行), as their vendors reported them, and what Clarion did with each (``pipeline.replies``)
+sms_replies = sa.Table(
+    "sms_replies",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("provider", Key, nullable=False),
+    sa.Column("vendor_id", sa.String(200), nullable=False),
+    sa.Column("phone", sa.String(32), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("to", sa.String(64)),
+    sa.Column("sign", sa.String(64)),
+    sa.Column("keyword", sa.String(32)),
+    #: ``unsubscribed`` (a keyword matched: a marketing-SMS suppression), or None (kept, nothing done)
+    sa.Column("action", sa.String(20)),
+    sa.Column("suppression_id", Id),
+    #: the confirmation sent back: ``sent``, ``failed`` (with its reason), or None (none configured)
+    sa.Column("confirmation", sa.String(10)),
+    sa.Column("confirmation_reason", sa.Text),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("provider", "vendor_id"),
+    sa.Index(None, "phone"),
+)
+
 send_requests = sa.Table(
     "send_requests",
     metadata,
@@ -279,6 +302,7 @@ deliveries = sa.Table(
     # the outbox: what workers claim, in lane order
     sa.Index("ix_deliveries_claim", "status", "lane", "run_at"),
     sa.Index(None, "provider", "provider_message_id"),  # receipts name the vendor's id
+    sa.Index(None, "provider", "status", "sent_at"),  # the receipt poller: an account's deliveries still sent
 )
 
 delivery_events = sa.Table(
@@ -291,6 +315,27 @@ delivery_events = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("detail", JSON),
     sa.Column("at", UTCDateTime(), nullable=False),
+)
+
+# A channel fallback waiting to fire (see ``pipeline.fallback``): the held delivery ``fallback_id`` goes out when
+# ``original_id`` has not reached the user by ``run_at`` (None: when it fails, or when the step before it fires).
+fallback_steps = sa.Table(
+    "fallback_steps",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("message_id", Id, nullable=False, index=True),
+    sa.Column("original_id", Id, nullable=False, index=True),
+    sa.Column("fallback_id", Id, nullable=False),
+    sa.Column("step", sa.SmallInteger, nullable=False),  # its index in the chain
+    sa.Column("when", sa.String(16), nullable=False),
+    sa.Column("within", sa.Integer),
+    sa.Column("run_at", UTCDateTime()),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | fired | cancelled
+    sa.Column("reason", sa.Text),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_until", UTCDateTime()),
+    *_timestamps(),
+    sa.Index(None, "state", "run_at"),
 )
 
 inbox_items = sa.Table(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,13 +35,13 @@ class ReceiptsTaken(views.View):
     ignored: int = Field(description="duplicates, and statuses that mean nothing to Clarion")
 
 
-_ANSWERS: dict[int | str, dict[str, Any]] = {
+ANSWERS: dict[int | str, dict[str, Any]] = {
     401: {"model": problems.ErrorBody, "description": "the callback's signature or token does not verify"},
     404: {"model": problems.ErrorBody, "description": "no such provider, or it takes no callbacks here"},
     422: {"model": problems.ErrorBody, "description": "the body is not in the provider's receipt format"},
     503: {"model": problems.ErrorBody, "description": "the provider's secrets cannot be read by this process"},
 }
-_BODY = {
+BODY = {
     "requestBody": {
         "required": False,
         "description": "as the vendor sends it (JSON, a form, or for bounces a raw RFC 3464 report)",
@@ -49,33 +50,88 @@ _BODY = {
 }
 
 
-@router.post("/{provider_name}", response_model=ReceiptsTaken, responses=_ANSWERS, openapi_extra=_BODY)
+@router.post("/{provider_name}", response_model=ReceiptsTaken, responses=ANSWERS, openapi_extra=BODY)
 async def take_receipts(provider_name: str, request: Request, clarion: deps.Services) -> Any:
     """Delivery receipts from the vendor of ``provider_name`` (``sms_http`` with a ``receipts`` block)."""
-    provider = await _provider(clarion, provider_name)
+    provider = await provider_of(clarion, provider_name)
     if not isinstance(provider, base.TakesReceipts) or not provider.takes_receipts:
         raise errors.NotFound("receipt endpoint of provider", provider_name)
-    return await _apply(clarion, provider_name, _read(provider.receipts, await _callback(request)))
+    callback = await callback_of(request)
+    if (answer := _challenge(provider, callback)) is not None:
+        return answer
+    return _acknowledged(provider, await _apply(clarion, provider_name, _read(provider.receipts, callback)))
 
 
-@router.post("/{provider_name}/bounces", response_model=ReceiptsTaken, responses=_ANSWERS, openapi_extra=_BODY)
+def _acknowledged(provider: Any, taken: Any) -> Any:
+    """Clarion's counts, with the acknowledgement a kind's vendor wants beside them (``receipt_answer``: Aliyun's
+    ``{"code": 0}``, Tencent's ``{"result": 0}``), without which it sends the same receipts again; a text
+    ``receipt_answer`` is the whole answer (WeChat wants ``success`` in plain text, or shows the user an error)."""
+    extra = getattr(provider, "receipt_answer", None)
+    if not extra or not isinstance(taken, dict):
+        return taken
+    if isinstance(extra, str):
+        return PlainTextResponse(extra)
+    return JSON({**taken, **extra})
+
+
+def _challenge(provider: Any, callback: base.Callback) -> JSON | None:
+    """A kind's answer to the vendor checking the URL before it sends receipts (Feishu's ``url_verification``):
+    a kind with ``challenge(callback) -> dict | None`` answers it with that body, or refuses it (401)."""
+    challenge = getattr(provider, "challenge", None)
+    if challenge is None:
+        return None
+    try:
+        answer = challenge(callback)
+    except base.RefusedCallback as exc:
+        return _refused(exc)
+    return None if answer is None else JSON(answer)
+
+
+#: the answer is plain text, its errors the JSON error body (named here: a model would be documented as text)
+_ECHO_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": answer["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, answer in ANSWERS.items()
+}
+
+
+@router.get("/{provider_name}", response_class=PlainTextResponse, responses=_ECHO_ERRORS)
+async def verify_callback_url(provider_name: str, request: Request, clarion: deps.Services) -> Any:
+    """The vendor's check of the callback URL when the operator registers it (WeChat: a signed GET whose
+    ``echostr`` is answered in plain text): a kind with ``verify_url(callback) -> str`` answers it, or refuses it
+    (401); a kind without, or an account taking no callbacks, is 404."""
+    provider = await provider_of(clarion, provider_name)
+    verify = getattr(provider, "verify_url", None)
+    if verify is None or not isinstance(provider, base.TakesReceipts) or not provider.takes_receipts:
+        raise errors.NotFound("callback endpoint of provider", provider_name)
+    try:
+        return PlainTextResponse(verify(await callback_of(request)))
+    except base.RefusedCallback as exc:
+        return _refused(exc)
+    except base.UnreadableCallback as exc:
+        raise errors.InvalidInput(str(exc), code="invalid_callback") from None
+
+
+@router.post("/{provider_name}/bounces", response_model=ReceiptsTaken, responses=ANSWERS, openapi_extra=BODY)
 async def take_bounces(provider_name: str, request: Request, clarion: deps.Services) -> Any:
     """Bounces for an ``smtp`` account with a ``bounce_token``: a delivery status notification (RFC 3464,
     ``multipart/report``) posted raw by the mail server's bounce pipe, or its JSON form ``{"message_id",
     "recipient", "status", "action", "diagnostic"}`` (one or a list). A hard bounce (``5.x.x``, action
     ``failed``) makes the delivery ``bounced`` and suppresses the address (source ``bounce``); a soft bounce
     (``4.x.x``, ``delayed``) is put on the timeline."""
-    provider = await _provider(clarion, provider_name)
+    provider = await provider_of(clarion, provider_name)
     if not isinstance(provider, base.TakesBounces) or not provider.takes_bounces:
         raise errors.NotFound("bounce endpoint of provider", provider_name)
-    return await _apply(clarion, provider_name, _read(provider.bounces, await _callback(request)))
+    return await _apply(clarion, provider_name, _read(provider.bounces, await callback_of(request)))
 
 
 class _Unavailable(errors.InvalidInput):
     status = 503
 
 
-async def _provider(clarion: bootstrap.Clarion, name: str) -> Any:
+async def provider_of(clarion: bootstrap.Clarion, name: str) -> Any:
     try:
         return await clarion.providers.get(name)
     except errors.SendError as exc:
@@ -84,13 +140,22 @@ async def _provider(clarion: bootstrap.Clarion, name: str) -> Any:
         raise errors.NotFound("provider", name) from None
 
 
-async def _callback(request: Request) -> base.Callback:
+async def callback_of(request: Request) -> base.Callback:
     return base.Callback(
         body=await request.body(),
         headers={k.lower(): v for k, v in request.headers.items()},
         query=dict(request.query_params),
         content_type=request.headers.get("content-type", "").lower(),
+        url=_public_url(request),
     )
+
+
+def _public_url(request: Request) -> str:
+    """The URL the vendor called as the public knows it (behind a proxy, not the one this process saw):
+    ``CLARION_PUBLIC_URL`` + the path + the query as it came."""
+    public = request.app.state.clarion.settings.public_url.rstrip("/")
+    query = request.url.query
+    return f"{public}{request.url.path}" + (f"?{query}" if query else "")
 
 
 def _refused(exc: base.RefusedCallback) -> JSON:

@@ -111,11 +111,21 @@ class Candidate:
 
 
 def addresses_of(address: Any) -> list[str]:
-    """A delivery's address as a list of strings (push holds several device tokens)."""
+    """A delivery's address as a list of strings (push holds several device tokens; a typed one
+    ``{"platform", "token"}`` is its token, a Web Push subscription its endpoint)."""
     if address is None:
         return []
     if isinstance(address, list | tuple):
-        return [str(a) for a in address]
+        return [_one(a) for a in address]
     if isinstance(address, Mapping):
         return [str(v) for v in address.values()]
     return [str(address)]
+
+
+def _one(item: Any) -> str:
+    if not isinstance(item, Mapping):
+        return str(item)
+    token = item.get("token", item)
+    if isinstance(token, Mapping):  # a Web Push subscription: its endpoint names it
+        return str(token.get("endpoint", token))
+    return str(token)
