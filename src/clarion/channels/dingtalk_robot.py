@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.channels.webhook import http_status_error, send_to, transport_error
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, DeliveryStatus, Outgoing, SendResult
 
@@ -141,14 +141,8 @@ class DingTalkRobotProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        url_error = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if url_error is not None:
-                raise type(url_error)(url_error.message, code=url_error.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     def body(self, item: Outgoing) -> dict[str, Any]:
         title, text = markdown_of(item)

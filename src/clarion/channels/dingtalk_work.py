@@ -20,9 +20,9 @@ from pydantic import Field, field_validator
 from clarion.channels import outbound, vendor
 from clarion.channels.base import ProviderConfig
 from clarion.channels.dingtalk_robot import Verdict, markdown_of, post_json, read_answer, vendor_error
-from clarion.channels.webhook import send_bounded, transport_error
+from clarion.channels.webhook import send_to, transport_error
 from clarion.domain import receipts
-from clarion.domain.errors import PermanentSendError, SendError
+from clarion.domain.errors import PermanentSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
 #: DingTalk server-API ``errcode`` → what it means (any other non-zero code is permanent)
@@ -90,11 +90,7 @@ class DingTalkWorkProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value.rstrip("/")
+            return outbound.endpoint(value)
 
     def __init__(
         self, config: DingTalkWorkProvider.Config, *, name: str, context: vendor.ProviderContext | None = None
@@ -108,14 +104,8 @@ class DingTalkWorkProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        url_error = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if url_error is not None:
-                raise type(url_error)(url_error.message, code=url_error.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     async def _fetch_token(self) -> tuple[str, float]:
         config = self.config

@@ -27,9 +27,9 @@ from pydantic import Field, field_validator
 from clarion.channels import base, outbound, vendor
 from clarion.channels.base import ProviderConfig
 from clarion.channels.feishu_bot import Verdict, card, markdown_of, post, vendor_error
-from clarion.channels.webhook import send_bounded
+from clarion.channels.webhook import send_to
 from clarion.domain import receipts
-from clarion.domain.errors import PermanentSendError, SendError
+from clarion.domain.errors import PermanentSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
 #: Feishu open-API ``code`` → what it means (any other non-zero code is permanent)
@@ -93,11 +93,7 @@ class FeishuAppProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value.rstrip("/")
+            return outbound.endpoint(value)
 
     def __init__(
         self, config: FeishuAppProvider.Config, *, name: str, context: vendor.ProviderContext | None = None
@@ -111,14 +107,8 @@ class FeishuAppProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        url_error = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if url_error is not None:
-                raise type(url_error)(url_error.message, code=url_error.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     async def _fetch_token(self) -> tuple[str, float]:
         config = self.config

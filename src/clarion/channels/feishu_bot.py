@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.channels.webhook import http_status_error, send_to, transport_error
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, DeliveryStatus, Outgoing, SendResult
 
@@ -135,11 +135,7 @@ class FeishuBotProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value.rstrip("/")
+            return outbound.endpoint(value)
 
     def __init__(self, config: FeishuBotProvider.Config, *, name: str, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -150,14 +146,8 @@ class FeishuBotProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        url_error = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if url_error is not None:
-                raise type(url_error)(url_error.message, code=url_error.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     def body(self, item: Outgoing) -> dict[str, Any]:
         title, text = markdown_of(item)

@@ -61,6 +61,16 @@ def check_syntax(url: Any) -> tuple[str, int]:
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
+def endpoint(value: str) -> str:
+    """A vendor base URL from an account's config, checked as ``check_syntax`` checks (``ValueError``, for a
+    pydantic validator), without its trailing slash so paths can be appended."""
+    try:
+        check_syntax(value)
+    except SendError as exc:
+        raise ValueError(exc.message) from None
+    return value.rstrip("/")
+
+
 def _literal(host: str) -> str | None:
     try:
         return str(ipaddress.ip_address(host.strip("[]")))

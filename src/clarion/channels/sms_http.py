@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from clarion.channels import base, outbound
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.channels.webhook import http_status_error, send_to, transport_error
 from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
@@ -177,15 +177,8 @@ class SmsHttpProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        # a literal private address is refused here; a host name is resolved and checked where it connects
-        url_error = outbound.refusal(self.config.url, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if url_error is not None:
-                raise type(url_error)(url_error.message, code=url_error.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.url, batch, self._send_one, allow_private_networks=allow)
 
     async def _send_one(self, item: Outgoing) -> SendResult:
         phone, text = item.address, item.content.get("text")

@@ -146,11 +146,7 @@ class TencentSmsProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value.rstrip("/")
+            return outbound.endpoint(value)
 
     def __init__(self, config: TencentSmsProvider.Config, *, name: str) -> None:
         self.config = config

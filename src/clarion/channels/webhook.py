@@ -114,6 +114,25 @@ async def send_bounded(
     return list(await asyncio.gather(*(guarded(item) for item in batch)))
 
 
+async def send_to(
+    url: str,
+    batch: Sequence[Outgoing],
+    one: Callable[[Outgoing], Awaitable[SendResult]],
+    *,
+    allow_private_networks: bool,
+) -> list[SendResult]:
+    """``send_bounded`` for a kind whose requests go to one configured ``url``: a URL refused before connecting
+    (its syntax, a literal private address) fails each delivery with that refusal, without a request."""
+    refused = outbound.refusal(url, allow_private_networks=allow_private_networks)
+
+    async def checked(item: Outgoing) -> SendResult:
+        if refused is not None:
+            raise type(refused)(refused.message, code=refused.code)
+        return await one(item)
+
+    return await send_bounded(batch, checked)
+
+
 async def _head(response: httpx.Response, limit: int = 200) -> str:
     """Up to ``limit`` bytes of the body, for error messages; the rest is never downloaded."""
     head = b""

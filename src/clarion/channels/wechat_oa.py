@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 
 from clarion.channels import base, outbound, vendor
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.channels.webhook import http_status_error, send_to, transport_error
 from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
@@ -159,11 +159,7 @@ class WechatOaProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value.rstrip("/")
+            return outbound.endpoint(value)
 
     def __init__(
         self, config: WechatOaProvider.Config, *, name: str, context: vendor.ProviderContext | None = None
@@ -181,14 +177,8 @@ class WechatOaProvider:
     # -- sending -------------------------------------------------------------------------------------------
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        refused = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if refused is not None:
-                raise type(refused)(refused.message, code=refused.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     def _body(self, item: Outgoing) -> dict[str, Any]:
         openid, content = item.address, item.content

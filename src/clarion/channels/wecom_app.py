@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from clarion.channels import outbound, vendor
 from clarion.channels.base import ProviderConfig
-from clarion.channels.webhook import http_status_error, send_bounded, transport_error
+from clarion.channels.webhook import http_status_error, send_to, transport_error
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
@@ -113,14 +113,6 @@ async def call(client: httpx.AsyncClient, within: float, method: str, url: str, 
     return answer
 
 
-def checked_endpoint(value: str) -> str:
-    try:
-        outbound.check_syntax(value)
-    except SendError as exc:
-        raise ValueError(exc.message) from None
-    return value.rstrip("/")
-
-
 class WecomAppProvider:
     """One application message per delivery, to the member's userid."""
 
@@ -149,7 +141,7 @@ class WecomAppProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            return checked_endpoint(value)
+            return outbound.endpoint(value)
 
     def __init__(
         self, config: WecomAppProvider.Config, *, name: str, context: vendor.ProviderContext | None = None
@@ -165,14 +157,8 @@ class WecomAppProvider:
         )
 
     async def send(self, batch: Sequence[Outgoing]) -> list[SendResult]:
-        refused = outbound.refusal(self.config.endpoint, allow_private_networks=self.config.allow_private_networks)
-
-        async def one(item: Outgoing) -> SendResult:
-            if refused is not None:
-                raise type(refused)(refused.message, code=refused.code)
-            return await self._send_one(item)
-
-        return await send_bounded(batch, one)
+        allow = self.config.allow_private_networks
+        return await send_to(self.config.endpoint, batch, self._send_one, allow_private_networks=allow)
 
     async def _send_one(self, item: Outgoing) -> SendResult:
         userid = item.address

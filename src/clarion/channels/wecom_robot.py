@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from clarion.channels import outbound
 from clarion.channels.base import ProviderConfig
 from clarion.channels.webhook import send_bounded
-from clarion.channels.wecom_app import Outcome, call, checked_endpoint, errcode_of, vendor_error
+from clarion.channels.wecom_app import Outcome, call, errcode_of, vendor_error
 from clarion.domain.errors import PermanentSendError
 from clarion.domain.model import Channel, DeliveryStatus, Outgoing, SendResult
 
@@ -66,14 +66,14 @@ class WecomRobotProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            return checked_endpoint(value)
+            return outbound.endpoint(value)
 
         @field_validator("webhook_url")
         @classmethod
         def _webhook_with_key(cls, value: str | None) -> str | None:
             if value is None:
                 return value
-            checked_endpoint(value)
+            outbound.endpoint(value)
             if not parse_qs(urlsplit(value).query).get("key"):
                 raise ValueError("a WeCom robot webhook URL carries its key (?key=…)")
             return value
