@@ -20,6 +20,7 @@ from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
 from clarion.store import migrate as migrations
+from clarion.store import rollups
 
 app = typer.Typer(help="Clarion message push platform.", no_args_is_help=True, add_completion=False)
 apikey = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -29,6 +30,8 @@ app.add_typer(cli_campaigns.app, name="campaign")
 app.add_typer(cli_secrets.app, name="secrets")
 providers_cli = typer.Typer(help="Provider kinds.", no_args_is_help=True)
 app.add_typer(providers_cli, name="providers")
+analytics_cli = typer.Typer(help="Funnel rollups.", no_args_is_help=True)
+app.add_typer(analytics_cli, name="analytics")
 console = Console(stderr=True)
 
 
@@ -207,6 +210,18 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="the key's id (clar
         raise typer.Exit(1) from None
     state = "was already revoked" if revoked.already else "revoked"
     console.print(f"{revoked.name} ({revoked.prefix}…) {state} at {revoked.revoked_at.isoformat()}")
+
+
+@analytics_cli.command("rebuild")
+def analytics_rebuild() -> None:
+    """Recompute the funnel rollups from the timeline, in one transaction (the rollups are kept with every status
+    change; this repairs them after a restore or a manual edit of the database)."""
+
+    async def rebuild(services: bootstrap.Clarion) -> int:
+        return int(await services.db.write(rollups.rebuild))
+
+    counted = _run(_with_services(Settings(), rebuild))
+    console.print(f"[green]funnel rollups rebuilt[/] from {counted} timeline events")
 
 
 @apikey.command("list")

@@ -18,6 +18,7 @@ from clarion.api.middleware import Authenticate, BodyLimit
 from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import (
+    analytics,
     api_keys,
     audit,
     bulk,
@@ -116,6 +117,7 @@ def create_app(
         segments,
         campaigns,
         audit,
+        analytics,
         api_keys,
         unsubscribe,
         links,

@@ -26,11 +26,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model, receipts
-from clarion.store import fallbacks, history, outbox
+from clarion.store import fallbacks, history, outbox, rollups
 from clarion.store import policies as policy_store
 from clarion.store import receipts as store
-from clarion.store import tables as t
-from clarion.store.db import executemany, insert_of
 
 
 @dataclass(slots=True)
@@ -161,8 +159,7 @@ async def settle(
             tally.suppressed += await _suppress(conn, row, signal, now)
     await store.move(conn, moves, now)
     await fallbacks.on_status(conn, moves, now)  # reached: its pending fallback cancelled; failed: due at once
-    if events:
-        await executemany(conn, insert_of(t.delivery_events), events)
+    await rollups.append(conn, events)
     await outbox.refresh_messages(conn, messages, now)
     return tally
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import errors, model
-from clarion.store import outbox
+from clarion.store import outbox, rollups
 from clarion.store import tables as t
 from clarion.store.db import executemany, insert_of
 
@@ -242,9 +242,7 @@ async def cancel_pending(conn: AsyncConnection, run_id: str, *, reason: str, now
         )
     ).all()
     if rows:
-        await conn.execute(
-            t.delivery_events.insert(), [outbox.event_row(r.message_id, r.id, "failed", reason, now) for r in rows]
-        )
+        await rollups.append(conn, [outbox.event_row(r.message_id, r.id, "failed", reason, now) for r in rows])
         await outbox.refresh_messages(conn, {r.message_id for r in rows}, now)
     return len(rows)
 

@@ -32,6 +32,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from clarion.store import rollups
+from clarion.store import tables as t
 from clarion.store.driver import Conn, InlineConnection, ListStatement, executemany, fetch, insert_of
 
 __all__ = ["Conn", "Database", "InlineConnection", "Inserts", "ListStatement", "executemany", "fetch", "insert_of"]
@@ -63,7 +65,12 @@ class Inserts:
 
     async def __call__(self, conn: Conn) -> None:
         for table, rows in self.rows.items():
-            if rows:
+            if not rows:
+                continue
+            if table is t.delivery_events:  # events of the deliveries inserted with them: new, so ``fresh``
+                messages, deliveries = self.rows.get(t.messages, ()), self.rows.get(t.deliveries, ())
+                await rollups.append(conn, rows, messages=messages, deliveries=deliveries, fresh=True)
+            else:
                 await executemany(conn, insert_of(table), rows)
 
 

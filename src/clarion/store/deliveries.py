@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
-from clarion.store import outbox
+from clarion.store import outbox, rollups
 from clarion.store import tables as t
 from clarion.store.db import executemany
 
@@ -144,7 +144,7 @@ async def requeue(
     events = [
         outbox.event_row(c["message_id"], c["b_id"], S.QUEUED, f"retry: {reason}", now, {**detail}) for c in changes
     ]
-    await conn.execute(t.delivery_events.insert(), events)
+    await rollups.append(conn, events)
     await outbox.refresh_messages(conn, {c["message_id"] for c in changes}, now)
     done.requeued = len(changes)
     done.ids = [c["b_id"] for c in changes]
@@ -185,6 +185,5 @@ async def add_deliveries(
     """New deliveries of existing messages, their first timeline entries, and the messages' statuses."""
     if rows:
         await conn.execute(D.insert(), list(rows))
-    if events:
-        await conn.execute(t.delivery_events.insert(), list(events))
+    await rollups.append(conn, list(events), deliveries=rows, fresh=True)
     await outbox.refresh_messages(conn, {r["message_id"] for r in rows}, now)

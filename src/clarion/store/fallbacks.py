@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import fallback as rules
 from clarion.domain import ids, model
-from clarion.store import outbox
+from clarion.store import outbox, rollups
 from clarion.store import tables as t
 
 S = model.DeliveryStatus
@@ -162,8 +162,7 @@ async def cancel(conn: AsyncConnection, reasons: Mapping[str, str], now: datetim
             for r in rows
             if r.fallback_id in cancelled
         ]
-        if events:
-            await conn.execute(t.delivery_events.insert(), events)
+        await rollups.append(conn, events)
         await outbox.refresh_messages(conn, {r.message_id for r in rows}, now)
         behind = (
             await conn.execute(
@@ -289,10 +288,7 @@ async def finish(
             continue
         written.append(p)
         detail = {"fallback_of": due.original_id, "fallback_step": due.id, **p.detail}
-        await conn.execute(
-            t.delivery_events.insert(),
-            [outbox.event_row(due.message_id, due.fallback_id, p.status, p.reason, now, detail)],
-        )
+        await rollups.append(conn, [outbox.event_row(due.message_id, due.fallback_id, p.status, p.reason, now, detail)])
         await _arm(conn, due.fallback_id, p, now)
     if cancels:
         query = sa.select(_f.c.id).where(_f.c.id.in_(list(cancels)), mine)

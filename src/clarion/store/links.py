@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import links, model, receipts
 from clarion.domain.policy.decision import Candidate
-from clarion.store import outbox
+from clarion.store import outbox, rollups
 from clarion.store import tables as t
 
 CLICKED = model.DeliveryStatus.CLICKED
@@ -122,9 +122,8 @@ async def record_click(
         detail: dict[str, Any] = {"code": code, "url": row.url, "clicks": 1}
         if user_agent:
             detail["user_agent"] = user_agent[:_USER_AGENT_MAX]
-        await conn.execute(
-            t.delivery_events.insert(),
-            [outbox.event_row(row.message_id, row.delivery_id, CLICKED, "short link opened", now, detail)],
+        await rollups.append(
+            conn, [outbox.event_row(row.message_id, row.delivery_id, CLICKED, "short link opened", now, detail)]
         )
         await outbox.refresh_messages(conn, [row.message_id], now)
     return Click(row.url, row.clicks, row.delivery_id, row.message_id)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
-from clarion.store import fallbacks
+from clarion.store import fallbacks, rollups
 from clarion.store import tables as t
 from clarion.store.db import ListStatement, executemany, fetch, insert_of
 
@@ -181,7 +181,7 @@ async def _expire(conn: AsyncConnection, late: Sequence[Claimed], now: datetime)
         for c in late
         if c.expires_at is not None
     ]
-    await conn.execute(t.delivery_events.insert(), events)
+    await rollups.append(conn, events)
     await refresh_messages(conn, {c.message_id for c in late}, now)
     await fallbacks.on_status(conn, dict.fromkeys((c.id for c in late), S.EXPIRED), now)
 
@@ -219,7 +219,7 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
             events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now))
         else:
             events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail))
-    await executemany(conn, insert_of(t.delivery_events), events)
+    await rollups.append(conn, events)
     await refresh_messages(conn, {o.message_id for o in mine}, now)
     await fallbacks.on_status(conn, {o.delivery_id: o.status for o in mine}, now)  # a fallback cancelled or due
     named = [(o.provider, o.provider_message_id) for o in mine if o.status in _HANDED_OVER and o.provider_message_id]
@@ -347,8 +347,7 @@ async def _requeue(conn: AsyncConnection, leased: Any, code: str, why: str, now:
     ).all()
     events = [event_row(r.message_id, r.id, S.FAILED, f"{code}: attempts exhausted", now) for r in failed]
     events += [event_row(r.message_id, r.id, S.QUEUED, f"{code}: {why}", now) for r in requeued]
-    if events:
-        await conn.execute(t.delivery_events.insert(), events)
+    await rollups.append(conn, events)
     if failed:
         await refresh_messages(conn, {r.message_id for r in failed}, now)
         await fallbacks.on_status(conn, dict.fromkeys((r.id for r in failed), S.FAILED), now)
@@ -375,8 +374,6 @@ async def cancel_pending(conn: AsyncConnection, *, user_id: str, reason: str, no
         )
     ).all()
     if rows:
-        await conn.execute(
-            t.delivery_events.insert(), [event_row(r.message_id, r.id, S.FAILED, reason, now) for r in rows]
-        )
+        await rollups.append(conn, [event_row(r.message_id, r.id, S.FAILED, reason, now) for r in rows])
         await refresh_messages(conn, {r.message_id for r in rows}, now)
     return len(rows)

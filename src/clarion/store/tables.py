@@ -494,3 +494,47 @@ campaign_audience = sa.Table(
     sa.Column("position", sa.Integer, primary_key=True),
     sa.Column("user_id", Key, nullable=False),
 )
+
+# -- analytics ---------------------------------------------------------------------------------------------------
+
+#: the dimensions a funnel count is filed under ('' where there is none, so the unique key holds)
+FUNNEL_DIMS = (
+    "template_key",
+    "template_version",
+    "variant",
+    "campaign_key",
+    "campaign_run",
+    "category",
+    "department",
+    "channel",
+    "provider",
+)
+
+
+def _funnel(name: str) -> sa.Table:
+    """A funnel rollup: how many deliveries (messages, for ``requested``) reached each stage, per bucket (an hour,
+    or a day) and dimensions, kept with the timeline events that feed it (``store.rollups``)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", Serial, primary_key=True, autoincrement=True),
+        sa.Column("bucket", UTCDateTime(), nullable=False),
+        sa.Column("template_key", Key, nullable=False),
+        sa.Column("template_version", sa.Integer, nullable=False),
+        sa.Column("variant", sa.String(64), nullable=False),
+        sa.Column("campaign_key", Key, nullable=False),
+        sa.Column("campaign_run", sa.String(32), nullable=False),
+        sa.Column("category", sa.String(20), nullable=False),
+        sa.Column("department", sa.String(100), nullable=False),
+        sa.Column("channel", sa.String(20), nullable=False),
+        sa.Column("provider", Key, nullable=False),
+        sa.Column("stage", sa.String(16), nullable=False),
+        sa.Column("policy", sa.String(32), nullable=False),  # filtered/deferred: the policy that decided
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("revenue", sa.Float, nullable=False),  # converted: the sum of the goal events' amounts
+        sa.Index(f"ux_{name}_key", "bucket", *FUNNEL_DIMS, "stage", "policy", unique=True),
+    )
+
+
+funnel_hourly = _funnel("funnel_hourly")
+funnel_daily = _funnel("funnel_daily")

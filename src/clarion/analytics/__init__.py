@@ -1,0 +1,1 @@
+"""Analytics: funnel rollups, experiments, cost, send time, alerts."""

@@ -1,0 +1,291 @@
+"""The timeline and the funnel rollups it feeds, written together.
+
+Every status change goes on the timeline (``delivery_events``) through ``append``, which counts the funnel
+stages the events stand for (``analytics.funnel.stage_of``) into ``funnel_hourly`` and ``funnel_daily`` in the
+same transaction: the rollups are exactly as durable as the timeline, a crash loses both or neither, and
+``rebuild`` recomputes them from the timeline alone (``clarion analytics rebuild``).
+
+A stage counts once per delivery (once per message for ``requested``): the first event that reaches it. Stages a
+delivery can reach twice (``funnel.REPEATABLE``: deferred again at dispatch, a second link clicked) are looked up
+among the delivery's earlier events, one query per batch; new deliveries (``fresh``) skip the look-up.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from clarion.analytics import funnel
+from clarion.store import tables as t
+from clarion.store.driver import Conn, executemany, fetch, insert_of
+
+CHUNK = 5000
+"""Ids per ``IN (…)`` look-up."""
+
+_E, _D, _M, _T = t.delivery_events, t.deliveries, t.messages, t.templates
+_KEY = ("bucket", *t.FUNNEL_DIMS, "stage", "policy")
+#: the statuses of each repeatable stage
+_STATUSES = {stage: [s for s, g in funnel.STAGE_OF_STATUS.items() if g == stage] for stage in funnel.REPEATABLE}
+
+Row = Mapping[str, Any]
+Key = tuple[Any, ...]
+
+
+async def append(
+    conn: Conn,
+    events: Sequence[dict[str, Any]],
+    *,
+    messages: Iterable[Row] = (),
+    deliveries: Iterable[Row] = (),
+    fresh: bool = False,
+) -> None:
+    """Put ``events`` on the timeline and count them into the rollups, in the caller's transaction.
+
+    ``messages`` and ``deliveries`` are rows already at hand (a batch being written): what they hold is not read
+    back. ``fresh``: every delivery named is new in this transaction, so none has earlier events."""
+    if not events:
+        return
+    staged = _staged(events)
+    if staged and not fresh:
+        staged = await _first_times(conn, staged)
+    await executemany(conn, insert_of(_E), list(events))
+    if staged:
+        await _count(conn, await _dims(conn, staged, messages, deliveries), staged)
+
+
+def _staged(events: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], str, str]]:
+    """The events that are a funnel stage, each with its stage and policy; a stage a delivery reaches twice in
+    the same batch counted at its first."""
+    staged, seen = [], set()
+    for event in events:
+        found = funnel.stage_of(event)
+        if found is None:
+            continue
+        stage, policy = found
+        if stage in funnel.REPEATABLE:
+            mark = (event["delivery_id"], stage)
+            if mark in seen:
+                continue
+            seen.add(mark)
+        staged.append((event, stage, policy))
+    return staged
+
+
+async def _first_times(
+    conn: Conn, staged: list[tuple[Mapping[str, Any], str, str]]
+) -> list[tuple[Mapping[str, Any], str, str]]:
+    """``staged`` without the repeatable stages its deliveries already reached in earlier events."""
+    asked = {e["delivery_id"] for e, stage, _ in staged if stage in funnel.REPEATABLE}
+    if not asked:
+        return staged
+    statuses = sorted({s for _, stage, _ in staged if stage in funnel.REPEATABLE for s in _STATUSES[stage]})
+    reached: set[tuple[str, str]] = set()
+    ids = sorted(asked)
+    for i in range(0, len(ids), CHUNK):
+        query = sa.select(_E.c.delivery_id, _E.c.status).where(
+            _E.c.delivery_id.in_(ids[i : i + CHUNK]), _E.c.status.in_(statuses)
+        )
+        for row in await fetch(conn, query):
+            reached.add((row.delivery_id, funnel.STAGE_OF_STATUS[row.status]))
+    return [s for s in staged if s[1] not in funnel.REPEATABLE or (s[0]["delivery_id"], s[1]) not in reached]
+
+
+async def _dims(
+    conn: Conn,
+    staged: list[tuple[Mapping[str, Any], str, str]],
+    messages: Iterable[Row],
+    deliveries: Iterable[Row],
+) -> dict[str, funnel.Dims]:
+    """The dimensions of each event's delivery (or message), by the id the event names first."""
+    by_delivery: dict[str, Row] = {d["id"]: d for d in deliveries}
+    by_message: dict[str, Row] = {m["id"]: m for m in messages}
+    missing_d = {e["delivery_id"] for e, _, _ in staged if e["delivery_id"] and e["delivery_id"] not in by_delivery}
+    for chunk in _chunks(missing_d):
+        query = sa.select(_D.c.id, _D.c.message_id, _D.c.channel, _D.c.provider).where(_D.c.id.in_(chunk))
+        by_delivery.update((r.id, r._mapping) for r in await fetch(conn, query))
+    wanted = {e["message_id"] for e, _, _ in staged}
+    missing_m = {m for m in wanted if m not in by_message}
+    columns = (_M.c.id, _M.c.template_key, _M.c.template_version, _M.c.variant, _M.c.campaign_key, _M.c.campaign_run)
+    for chunk in _chunks(missing_m):
+        query = sa.select(*columns, _M.c.category).where(_M.c.id.in_(chunk))
+        by_message.update((r.id, r._mapping) for r in await fetch(conn, query))
+    keys = {by_message[m]["template_key"] for m in wanted if m in by_message}
+    departments = await _departments(conn, keys)
+    out: dict[str, funnel.Dims] = {}
+    for event, _, _ in staged:
+        delivery_id, message_id = event["delivery_id"], event["message_id"]
+        ident = delivery_id or message_id
+        if ident in out:
+            continue
+        message = by_message.get(message_id)
+        delivery = by_delivery.get(delivery_id) if delivery_id else None
+        out[ident] = _dims_of(message, delivery, departments)
+    return out
+
+
+def _dims_of(message: Row | None, delivery: Row | None, departments: Mapping[str, str]) -> funnel.Dims:
+    if message is None:
+        return funnel.Dims(
+            channel=(delivery or {}).get("channel") or "", provider=(delivery or {}).get("provider") or ""
+        )
+    key = message["template_key"]
+    return funnel.Dims(
+        template_key=key,
+        template_version=message["template_version"] or 0,
+        variant=message.get("variant") or "",
+        campaign_key=message.get("campaign_key") or "",
+        campaign_run=message.get("campaign_run") or "",
+        category=message.get("category") or "",
+        department=departments.get(key, ""),
+        channel=(delivery or {}).get("channel") or "",
+        provider=(delivery or {}).get("provider") or "",
+    )
+
+
+async def _departments(conn: Conn, keys: set[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for chunk in _chunks(keys):
+        query = sa.select(_T.c.key, _T.c.department).where(_T.c.key.in_(chunk))
+        out.update((r.key, r.department or "") for r in await fetch(conn, query))
+    return out
+
+
+def _chunks(ids: set[str]) -> Iterable[list[str]]:
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), CHUNK):
+        yield ordered[i : i + CHUNK]
+
+
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _day(at: datetime) -> datetime:
+    return at.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def _count(
+    conn: Conn, dims: Mapping[str, funnel.Dims], staged: Iterable[tuple[Mapping[str, Any], str, str]]
+) -> None:
+    """Add the staged events to both rollups: one upsert per distinct key, not per event."""
+    hourly: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0])
+    for event, stage, policy in staged:
+        d = dims[event["delivery_id"] or event["message_id"]]
+        key = (
+            _hour(event["at"]),
+            d.template_key,
+            d.template_version,
+            d.variant,
+            d.campaign_key,
+            d.campaign_run,
+            d.category,
+            d.department,
+            d.channel,
+            d.provider,
+            stage,
+            policy,
+        )
+        cell = hourly[key]
+        cell[0] += 1
+        cell[1] += funnel.amount_of(event)
+    daily: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0])
+    for key, (n, revenue) in hourly.items():
+        cell = daily[(_day(key[0]), *key[1:])]
+        cell[0] += n
+        cell[1] += revenue
+    await add(conn, t.funnel_hourly, hourly)
+    await add(conn, t.funnel_daily, daily)
+
+
+def _upsert(conn: Conn, table: sa.Table) -> Any:
+    statement = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in _KEY],
+        set_={
+            "count": table.c["count"] + statement.excluded["count"],
+            "revenue": table.c.revenue + statement.excluded.revenue,
+        },
+    )
+
+
+async def add(conn: Conn, table: sa.Table, cells: Mapping[Key, list[float]]) -> None:
+    """Add counts (and revenue) to a rollup's cells, creating the cells that do not exist."""
+    rows = [{**dict(zip(_KEY, key, strict=True)), "count": int(n), "revenue": r} for key, (n, r) in cells.items()]
+    if rows:
+        await executemany(conn, _upsert(conn, table), sorted(rows, key=_order))
+
+
+def _order(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """One order for every writer's upserts, so two transactions never lock the same cells the other way round."""
+    return tuple(row[k] for k in _KEY)
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+
+
+async def rebuild(conn: Conn, *, batch: int = 20_000) -> int:
+    """Recompute both rollups from the timeline: each delivery's (each message's, for ``requested``) first
+    event of each stage, counted as ``append`` counts it. Returns how many events were counted."""
+    await conn.execute(t.funnel_hourly.delete())
+    await conn.execute(t.funnel_daily.delete())
+    ident = sa.func.coalesce(_E.c.delivery_id, _E.c.message_id)
+    statuses = sorted({*funnel.STAGE_OF_STATUS, "accepted"})
+    firsts = sa.select(sa.func.min(_E.c.id).label("id")).where(_E.c.status.in_(statuses)).group_by(ident, _E.c.status)
+    counted, after = 0, 0
+    while True:
+        query = (
+            sa.select(_E.c.id, _E.c.delivery_id, _E.c.message_id, _E.c.status, _E.c.detail, _E.c.at)
+            .where(_E.c.id.in_(firsts), _E.c.id > after)
+            .order_by(_E.c.id)
+            .limit(batch)
+        )
+        rows = [dict(r._mapping) for r in await fetch(conn, query)]
+        if not rows:
+            return counted
+        after = rows[-1]["id"]
+        staged = _staged(rows)
+        if staged:
+            await _count(conn, await _dims(conn, staged, (), ()), staged)
+        counted += len(staged)
+
+
+async def cells(
+    conn: Conn,
+    *,
+    table: sa.Table,
+    since: datetime | None,
+    until: datetime | None,
+    filters: Mapping[str, Any],
+    group_by: Sequence[str],
+) -> list[Any]:
+    """The rollup's sums per group and stage (and policy) over ``[since, until)``."""
+    groups = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
+    query = sa.select(
+        *groups,
+        table.c.stage,
+        table.c.policy,
+        sa.func.sum(table.c["count"]).label("n"),
+        sa.func.sum(table.c.revenue).label("revenue"),
+    )
+    if since is not None:
+        query = query.where(table.c.bucket >= since)
+    if until is not None:
+        query = query.where(table.c.bucket < until)
+    for column, value in filters.items():
+        query = query.where(table.c[column] == value)
+    query = query.group_by(*groups, table.c.stage, table.c.policy)
+    return list(await fetch(conn, query))
+
+
+def floor_day(at: datetime) -> datetime:
+    return _day(at)
+
+
+def ceil_day(at: datetime) -> datetime:
+    day = _day(at)
+    return day if day == at else day + timedelta(days=1)
