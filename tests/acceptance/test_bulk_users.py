@@ -209,7 +209,7 @@ async def test_track_records_events_for_segments_and_reports_unknown_users(api, 
     await put_user(api, "li")
     one = await api.post("/v1/track", json={"user_id": "li", "event": "app.open"})
     assert one.status_code == 200, one.text
-    assert one.json() == {"recorded": 1, "failed": [], "unknown_users": [], "triggered": []}
+    assert one.json() == {"recorded": 1, "converted": 0, "failed": [], "unknown_users": [], "triggered": []}
     many = await api.post(
         "/v1/track",
         json={

@@ -403,6 +403,16 @@ class VariantIn(Strict):
         return channels.model_dump(mode="json", exclude_none=True)
 
 
+class GoalIn(Strict):
+    """What counts as a conversion of this template's messages: the user's tracked ``event`` within
+    ``within_hours`` of the click on one of its links (``attribution: click``) or of its delivery (``delivery``:
+    handed to the provider, or confirmed delivered)."""
+
+    event: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    within_hours: int = Field(default=72, ge=1, le=30 * 24)
+    attribution: Literal["click", "delivery"] = "click"
+
+
 class TemplateIn(Stored):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     category: model.Category
@@ -428,6 +438,11 @@ class TemplateIn(Stored):
         le=30 * 86_400,
         description="time to live: a delivery not handed to a provider within this many seconds of being accepted "
         "becomes `expired` and is never sent late (e.g. 300 for a verification code); it also bounds the retries",
+    )
+    goal: GoalIn | None = Field(
+        default=None,
+        description='the conversion goal: {"event": "coupon.claimed", "within_hours": 72, "attribution": "click"}; '
+        "a tracked event of that name converts the user's most recent eligible message of this template, once",
     )
     fallback: list[dict[str, Any]] | None = Field(
         default=None,

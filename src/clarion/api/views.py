@@ -254,6 +254,7 @@ class Template(View):
     policy: Json | None
     ttl_seconds: int | None = Field(description="deliveries not handed to a provider this long after acceptance expire")
     fallback: list[Json] | None = Field(description='the channel fallback chain: [{"from", "to", "when", "within"}]')
+    goal: Json | None = Field(default=None, description='the conversion goal: {"event", "within_hours", "attribution"}')
     variables: list[str]
     created_at: Timestamp
     updated_at: Timestamp
@@ -550,6 +551,7 @@ class Triggered(Partial):
 
 class Tracked(View):
     recorded: int
+    converted: int = Field(description="events that converted a message (a template's goal), each counted once")
     failed: list[ItemFailure]
     unknown_users: list[str]
     triggered: list[Triggered]

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors
-from clarion.pipeline import intake
+from clarion.pipeline import conversions, intake
 from clarion.store import bulk
 
 router = APIRouter(prefix="/v1", tags=["bulk"], dependencies=deps.AUTH)
@@ -290,13 +290,21 @@ async def track(request: Request, clarion: deps.Services, caller: deps.Caller) -
         if trigger if given.trigger is None else given.trigger:
             to_fire.append((index, event))
     unknown: set[str] = set()
+    converted = 0
     if events:
         async with clarion.db.read() as conn:
             known = await bulk.known_users(conn, (e.user_id for e in events))
         unknown = {e.user_id for e in events} - known
-        await clarion.db.write(bulk.record_events(events))
+        inserts = bulk.record_events(events)
+
+        async def job(conn: Any) -> int:
+            await inserts(conn)
+            return await conversions.convert(conn, events)  # with the events: a crash keeps both or neither
+
+        converted = await clarion.db.write(job)
         await clarion.segments.events_tracked()
     triggered = []
     for start in range(0, len(to_fire), _FIRE_AT_ONCE):
         triggered += await asyncio.gather(*(_fire(clarion, i, e) for i, e in to_fire[start : start + _FIRE_AT_ONCE]))
-    return {"recorded": len(events), "failed": failed, "unknown_users": sorted(unknown), "triggered": triggered}
+    answer = {"recorded": len(events), "converted": converted, "failed": failed, "unknown_users": sorted(unknown)}
+    return {**answer, "triggered": triggered}

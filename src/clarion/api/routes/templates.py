@@ -41,6 +41,7 @@ def template_json(row: Any) -> dict[str, Any]:
         "policy": row.policy,
         "ttl_seconds": row.ttl_seconds,
         "fallback": getattr(row, "fallback", None),
+        "goal": getattr(row, "goal", None),
         "variables": sorted(
             set().union(*(render.variables(c) for _, c in render.contents(row.channels, row.variants)))
         ),

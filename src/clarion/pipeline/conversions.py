@@ -1,0 +1,154 @@
+"""Conversions: a tracked event that is a template's goal converts the user's most recent eligible message of it.
+
+A template's ``goal`` — ``{"event": "coupon.claimed", "within_hours": 72, "attribution": "click"}`` — says which
+event counts, how long after the message, and after what: a click on one of its short links (``click``), or its
+hand-over to the provider (``delivery``: sent, or any later status short of undelivered or bounced). The event
+converts the most recent such delivery before it, once per message: ``converted`` goes on that delivery's timeline
+with the event, its time and its ``properties.amount`` (the revenue the funnel sums), in the same transaction as
+the event itself. An event that no message led to converts nothing; a second goal event for a message that
+already converted is kept as an event and counted no further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from clarion.store import outbox, rollups
+from clarion.store import tables as t
+from clarion.store.bulk import Event
+from clarion.store.driver import Conn, fetch
+
+_E, _D, _M, _T = t.delivery_events, t.deliveries, t.messages, t.templates
+CONVERTED = "converted"
+_NOT_REACHED = ("failed", "undelivered", "bounced", "filtered", "expired", "cancelled", "deferred", "queued")
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    template_key: str
+    event: str
+    within: timedelta
+    attribution: str  # click | delivery
+
+    @classmethod
+    def of(cls, key: str, goal: Any) -> Goal | None:
+        if not isinstance(goal, dict) or not isinstance(goal.get("event"), str):
+            return None
+        hours = goal.get("within_hours", 72)
+        return cls(key, goal["event"], timedelta(hours=hours), goal.get("attribution", "click"))
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A moment a message reached the user, which a later goal event may be attributed to."""
+
+    delivery_id: str
+    message_id: str
+    user_id: str
+    template_key: str
+    at: datetime
+
+
+async def convert(conn: Conn, events: Sequence[Event]) -> int:
+    """Record the conversions ``events`` make, in the caller's transaction; returns how many."""
+    goals = await _goals(conn, {e.event for e in events})
+    if not goals:
+        return 0
+    relevant = [e for e in events if e.event in goals]
+    if not relevant:
+        return 0
+    touches = await _touches(conn, relevant, goals)
+    if not touches:
+        return 0
+    done = await _converted(conn, {touch.message_id for touch in touches})
+    rows = []
+    for event in sorted(relevant, key=lambda e: e.at):
+        touch = _attributed(event, goals[event.event], touches, done)
+        if touch is None:
+            continue
+        done.add(touch.message_id)
+        rows.append(_row(event, touch, goals[event.event]))
+    await rollups.append(conn, rows)
+    return len(rows)
+
+
+async def _goals(conn: Conn, names: set[str]) -> dict[str, list[Goal]]:
+    """The templates whose goal is one of ``names``, by event name."""
+    out: dict[str, list[Goal]] = {}
+    for row in await fetch(conn, sa.select(_T.c.key, _T.c.goal).where(_T.c.goal.is_not(None))):
+        goal = Goal.of(row.key, row.goal)
+        if goal is not None and goal.event in names:
+            out.setdefault(goal.event, []).append(goal)
+    return out
+
+
+async def _touches(conn: Conn, events: Sequence[Event], goals: dict[str, list[Goal]]) -> list[Touch]:
+    """The clicks and hand-overs of the goals' templates to the events' users, within the widest window."""
+    users = sorted({e.user_id for e in events})
+    earliest = min(e.at for e in events) - max(g.within for gs in goals.values() for g in gs)
+    latest = max(e.at for e in events)
+    by_click = sorted({g.template_key for gs in goals.values() for g in gs if g.attribution == "click"})
+    by_delivery = sorted({g.template_key for gs in goals.values() for g in gs if g.attribution == "delivery"})
+    touches: list[Touch] = []
+    for chunk in range(0, len(users), rollups.CHUNK):
+        some = users[chunk : chunk + rollups.CHUNK]
+        if by_click:
+            query = (
+                sa.select(_E.c.delivery_id, _E.c.message_id, _M.c.user_id, _M.c.template_key, _E.c.at)
+                .join(_M, _M.c.id == _E.c.message_id)
+                .where(_M.c.user_id.in_(some), _M.c.template_key.in_(by_click), _E.c.status == "clicked")
+                .where(_E.c.at >= earliest, _E.c.at <= latest)
+            )
+            touches += [Touch(*row) for row in await fetch(conn, query)]
+        if by_delivery:
+            query = (
+                sa.select(_D.c.id, _D.c.message_id, _D.c.user_id, _M.c.template_key, _D.c.sent_at)
+                .join(_M, _M.c.id == _D.c.message_id)
+                .where(_D.c.user_id.in_(some), _M.c.template_key.in_(by_delivery), _D.c.status.not_in(_NOT_REACHED))
+                .where(_D.c.sent_at >= earliest, _D.c.sent_at <= latest)
+            )
+            touches += [Touch(*row) for row in await fetch(conn, query)]
+    return touches
+
+
+async def _converted(conn: Conn, message_ids: set[str]) -> set[str]:
+    out: set[str] = set()
+    ids = sorted(message_ids)
+    for i in range(0, len(ids), rollups.CHUNK):
+        query = sa.select(_E.c.message_id).where(
+            _E.c.message_id.in_(ids[i : i + rollups.CHUNK]), _E.c.status == CONVERTED
+        )
+        out.update(row.message_id for row in await fetch(conn, query))
+    return out
+
+
+def _attributed(event: Event, goals: list[Goal], touches: list[Touch], done: set[str]) -> Touch | None:
+    """The most recent touch before ``event`` that one of its goals counts, of a message not yet converted."""
+    windows = {(g.template_key, g.attribution): g.within for g in goals}
+    best: Touch | None = None
+    for touch in touches:
+        if touch.user_id != event.user_id or touch.message_id in done or touch.at > event.at:
+            continue
+        within = windows.get((touch.template_key, "click")) or windows.get((touch.template_key, "delivery"))
+        if within is None or event.at - touch.at > within:
+            continue
+        if best is None or touch.at > best.at:
+            best = touch
+    return best
+
+
+def _row(event: Event, touch: Touch, goals: list[Goal]) -> dict[str, Any]:
+    goal = next(g for g in goals if g.template_key == touch.template_key)
+    detail: dict[str, Any] = {"event": event.event, "attribution": goal.attribution, "touched_at": touch.at.isoformat()}
+    amount = (event.properties or {}).get("amount")
+    if isinstance(amount, int | float) and not isinstance(amount, bool):
+        detail["amount"] = amount
+    hours = int(goal.within.total_seconds() // 3600)
+    after = "its click" if goal.attribution == "click" else "its delivery"
+    reason = f"goal {event.event} within {hours} h of {after}"
+    return outbox.event_row(touch.message_id, touch.delivery_id, CONVERTED, reason, event.at, detail)
