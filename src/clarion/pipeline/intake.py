@@ -355,6 +355,7 @@ class Intake:
             "variant": variants.choose(template, user_id),
             "campaign_key": campaign[0] if campaign else None,
             "campaign_run": campaign[1] if campaign else None,
+            "department": template.department or "",
             "created_at": now,
             "updated_at": now,
         }

@@ -12,6 +12,7 @@ among the delivery's earlier events, one query per batch; new deliveries (``fres
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from clarion.analytics import funnel
 from clarion.store import tables as t
-from clarion.store.driver import Conn, executemany, fetch, insert_of
+from clarion.store.driver import Conn, ListStatement, executemany, fetch, insert_of
 
 CHUNK = 5000
 """Ids per ``IN (…)`` look-up."""
@@ -76,6 +77,34 @@ def _staged(events: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any]
     return staged
 
 
+# the repeatable stages' earlier events of the deliveries ``ids``
+_REACHED = ListStatement(
+    lambda in_list: sa.select(_E.c.delivery_id, _E.c.status).where(
+        in_list(_E.c.delivery_id, "ids"), _E.c.status.in_(sorted({s for v in _STATUSES.values() for s in v}))
+    )
+)
+_MESSAGE_COLUMNS = (
+    _M.c.template_key,
+    _M.c.template_version,
+    _M.c.variant,
+    _M.c.campaign_key,
+    _M.c.campaign_run,
+    _M.c.category,
+    _M.c.department,
+)
+# a delivery's dimensions and its message's, for the deliveries ``ids``
+_DELIVERY_DIMS = ListStatement(
+    lambda in_list: (
+        sa.select(_D.c.id, _D.c.channel, _D.c.provider, _M.c.id.label("message_id"), *_MESSAGE_COLUMNS)
+        .join(_M, _M.c.id == _D.c.message_id)
+        .where(in_list(_D.c.id, "ids"))
+    )
+)
+_MESSAGE_DIMS = ListStatement(lambda in_list: sa.select(_M.c.id, *_MESSAGE_COLUMNS).where(in_list(_M.c.id, "ids")))
+# the current department of templates whose messages predate ``messages.department``
+_DEPARTMENTS = ListStatement(lambda in_list: sa.select(_T.c.key, _T.c.department).where(in_list(_T.c.key, "ids")))
+
+
 async def _first_times(
     conn: Conn, staged: list[tuple[Mapping[str, Any], str, str]]
 ) -> list[tuple[Mapping[str, Any], str, str]]:
@@ -83,14 +112,9 @@ async def _first_times(
     asked = {e["delivery_id"] for e, stage, _ in staged if stage in funnel.REPEATABLE}
     if not asked:
         return staged
-    statuses = sorted({s for _, stage, _ in staged if stage in funnel.REPEATABLE for s in _STATUSES[stage]})
     reached: set[tuple[str, str]] = set()
-    ids = sorted(asked)
-    for i in range(0, len(ids), CHUNK):
-        query = sa.select(_E.c.delivery_id, _E.c.status).where(
-            _E.c.delivery_id.in_(ids[i : i + CHUNK]), _E.c.status.in_(statuses)
-        )
-        for row in await fetch(conn, query):
+    for chunk in _chunks(asked):
+        for row in await fetch(conn, _REACHED.on(conn), {"ids": chunk}):
             reached.add((row.delivery_id, funnel.STAGE_OF_STATUS[row.status]))
     return [s for s in staged if s[1] not in funnel.REPEATABLE or (s[0]["delivery_id"], s[1]) not in reached]
 
@@ -101,21 +125,20 @@ async def _dims(
     messages: Iterable[Row],
     deliveries: Iterable[Row],
 ) -> dict[str, funnel.Dims]:
-    """The dimensions of each event's delivery (or message), by the id the event names first."""
+    """The dimensions of each event's delivery (or message), by the id the event names first: from the rows at
+    hand, else one query for the deliveries (with their messages) and one for messages named alone."""
     by_delivery: dict[str, Row] = {d["id"]: d for d in deliveries}
     by_message: dict[str, Row] = {m["id"]: m for m in messages}
     missing_d = {e["delivery_id"] for e, _, _ in staged if e["delivery_id"] and e["delivery_id"] not in by_delivery}
     for chunk in _chunks(missing_d):
-        query = sa.select(_D.c.id, _D.c.message_id, _D.c.channel, _D.c.provider).where(_D.c.id.in_(chunk))
-        by_delivery.update((r.id, r._mapping) for r in await fetch(conn, query))
-    wanted = {e["message_id"] for e, _, _ in staged}
-    missing_m = {m for m in wanted if m not in by_message}
-    columns = (_M.c.id, _M.c.template_key, _M.c.template_version, _M.c.variant, _M.c.campaign_key, _M.c.campaign_run)
+        for row in await fetch(conn, _DELIVERY_DIMS.on(conn), {"ids": chunk}):
+            by_delivery[row.id] = row._asdict()
+            by_message.setdefault(row.message_id, row._asdict())
+    missing_m = {e["message_id"] for e, _, _ in staged if e["message_id"] not in by_message}
     for chunk in _chunks(missing_m):
-        query = sa.select(*columns, _M.c.category).where(_M.c.id.in_(chunk))
-        by_message.update((r.id, r._mapping) for r in await fetch(conn, query))
-    keys = {by_message[m]["template_key"] for m in wanted if m in by_message}
-    departments = await _departments(conn, keys)
+        by_message.update((row.id, row._asdict()) for row in await fetch(conn, _MESSAGE_DIMS.on(conn), {"ids": chunk}))
+    older = {m["template_key"] for m in by_message.values() if m.get("department", "") is None}
+    departments = await _departments(conn, older) if older else {}
     out: dict[str, funnel.Dims] = {}
     for event, _, _ in staged:
         delivery_id, message_id = event["delivery_id"], event["message_id"]
@@ -129,11 +152,12 @@ async def _dims(
 
 
 def _dims_of(message: Row | None, delivery: Row | None, departments: Mapping[str, str]) -> funnel.Dims:
+    delivery = delivery or {}
+    channel, provider = delivery.get("channel") or "", delivery.get("provider") or ""
     if message is None:
-        return funnel.Dims(
-            channel=(delivery or {}).get("channel") or "", provider=(delivery or {}).get("provider") or ""
-        )
+        return funnel.Dims(channel=channel, provider=provider)
     key = message["template_key"]
+    department = message.get("department")
     return funnel.Dims(
         template_key=key,
         template_version=message["template_version"] or 0,
@@ -141,17 +165,16 @@ def _dims_of(message: Row | None, delivery: Row | None, departments: Mapping[str
         campaign_key=message.get("campaign_key") or "",
         campaign_run=message.get("campaign_run") or "",
         category=message.get("category") or "",
-        department=departments.get(key, ""),
-        channel=(delivery or {}).get("channel") or "",
-        provider=(delivery or {}).get("provider") or "",
+        department=departments.get(key, "") if department is None else department,
+        channel=channel,
+        provider=provider,
     )
 
 
 async def _departments(conn: Conn, keys: set[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for chunk in _chunks(keys):
-        query = sa.select(_T.c.key, _T.c.department).where(_T.c.key.in_(chunk))
-        out.update((r.key, r.department or "") for r in await fetch(conn, query))
+        out.update((r.key, r.department or "") for r in await fetch(conn, _DEPARTMENTS.on(conn), {"ids": chunk}))
     return out
 
 
@@ -202,8 +225,10 @@ async def _count(
     await add(conn, t.funnel_daily, daily)
 
 
-def _upsert(conn: Conn, table: sa.Table) -> Any:
-    statement = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(table)
+@functools.cache
+def _upsert_of(dialect: str, table: sa.Table) -> Any:
+    """The rollup's upsert for ``dialect``, built once, so its compiled form is reused."""
+    statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
     return statement.on_conflict_do_update(
         index_elements=[table.c[k] for k in _KEY],
         set_={
@@ -217,7 +242,7 @@ async def add(conn: Conn, table: sa.Table, cells: Mapping[Key, list[float]]) -> 
     """Add counts (and revenue) to a rollup's cells, creating the cells that do not exist."""
     rows = [{**dict(zip(_KEY, key, strict=True)), "count": int(n), "revenue": r} for key, (n, r) in cells.items()]
     if rows:
-        await executemany(conn, _upsert(conn, table), sorted(rows, key=_order))
+        await executemany(conn, _upsert_of(conn.dialect.name, table), sorted(rows, key=_order))
 
 
 def _order(row: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -271,6 +271,7 @@ messages = sa.Table(
     sa.Column("variant", sa.String(64)),
     sa.Column("campaign_key", Key),  # the campaign run that sent it (None: a triggered send)
     sa.Column("campaign_run", Id),
+    sa.Column("department", sa.String(100)),  # its template's when it was accepted (None: accepted before 0012)
     *_timestamps(),
     sa.Index(None, "user_id", "created_at"),
     sa.Index(None, "campaign_run", "user_id"),
