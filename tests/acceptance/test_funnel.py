@@ -135,3 +135,36 @@ async def test_a_bad_question_is_422_naming_the_field(
     response = await api.get("/v1/analytics/funnel", params=params)
     assert response.status_code == 422, response.text
     assert field in response.text
+
+
+async def test_a_push_opened_in_the_app_is_counted_opened_once(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    await put_user(api, "u1", addresses={"push": ["c3" * 32], "sms": "+8613800138001"})
+    await put_template(
+        api,
+        "shipped",
+        channels={"push": {"title": "已发货", "body": "点击查看"}, "sms": {"text": "已发货"}},
+    )
+    sent = await api.post("/v1/messages", json={"template": "shipped", "to": "u1"})
+    assert sent.status_code == 202, sent.text
+    await drain(clarion)
+    detail = (await api.get(f"/v1/messages/{sent.json()['messages'][0]['id']}")).json()
+    by_channel = {d["channel"]: d["id"] for d in detail["deliveries"]}
+
+    first = await api.post(f"/v1/deliveries/{by_channel['push']}/opened")
+    assert first.status_code == 200, first.text
+    assert first.json() == {"delivery_id": by_channel["push"], "accepted": True}
+    again = await api.post(f"/v1/deliveries/{by_channel['push']}/opened")
+    assert again.json()["accepted"] is False
+    sms = await api.post(f"/v1/deliveries/{by_channel['sms']}/opened")
+    assert sms.status_code == 422 and sms.json()["error"]["details"]["field"] == "delivery_id"
+    assert (await api.post(f"/v1/deliveries/{'0' * 32}/opened")).status_code == 404
+
+    detail = (await api.get(f"/v1/messages/{sent.json()['messages'][0]['id']}")).json()
+    [push] = [d for d in detail["deliveries"] if d["channel"] == "push"]
+    assert push["status"] == "read"
+    [opened] = [e["reason"] for e in push["timeline"] if e["status"] == "read"]
+    assert opened.startswith("opened in the app")
+    total = (await funnel(api, channel="push"))["total"]
+    assert (total["stages"]["sent"], total["stages"]["opened"]) == (1, 1)

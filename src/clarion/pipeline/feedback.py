@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion.domain import model, receipts
+from clarion.domain import errors, model, receipts
 from clarion.store import fallbacks, history, outbox, rollups
 from clarion.store import policies as policy_store
 from clarion.store import receipts as store
@@ -107,6 +107,26 @@ async def read_inbox(conn: AsyncConnection, user_id: str, now: datetime, message
     ]
     await settle(conn, pairs, now)
     return len(items)
+
+
+#: the channels whose app reports an open (an inbox item is read through the inbox; e-mail has its pixel)
+OPENABLE = frozenset({model.Channel.PUSH.value, model.Channel.WECHAT.value})
+
+
+async def open_delivery(conn: AsyncConnection, delivery_id: str, now: datetime) -> Tally | None:
+    """The app reports that the user opened the push (or the WeChat message) of ``delivery_id``: it becomes
+    ``read`` — the funnel's ``opened`` — once; a second report changes nothing. None: no such delivery."""
+    rows = await store.by_id(conn, [delivery_id])
+    row = rows.get(delivery_id)
+    if row is None:
+        return None
+    if row.channel not in OPENABLE:
+        raise errors.InvalidInput(
+            f"delivery_id: a {row.channel} delivery is not opened in an app ({', '.join(sorted(OPENABLE))} are)",
+            details={"field": "delivery_id", "channel": row.channel},
+        )
+    signal = receipts.Receipt(row.provider_message_id or row.id, receipts.Event.READ, "opened in the app")
+    return await settle(conn, [(row, signal)], now)
 
 
 async def settle(

@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, Field
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, model
+from clarion.pipeline import feedback
 from clarion.store import audit
 from clarion.store import deliveries as store
 
@@ -157,6 +158,26 @@ async def dead_letters(
         "deliveries": [_dead_letter(r) for r in page],
         "next_cursor": _cursor(page[-1].id) if len(rows) > limit else None,
     }
+
+
+class Opened(views.View):
+    delivery_id: str
+    accepted: bool = Field(description="false when the open was already recorded (or the send not yet)")
+
+
+@router.post("/deliveries/{delivery_id}/opened", response_model=Opened, responses=problems.answers(403, 404, 422))
+async def delivery_opened(delivery_id: str, clarion: deps.Services, caller: deps.Caller) -> dict[str, Any]:
+    """The app (through its backend, ``admin``/``sender``) reports that the user opened a push or WeChat message:
+    the delivery becomes ``read`` (the funnel's ``opened``), on its timeline as "opened in the app". Reporting it
+    again is harmless; 404 for an unknown delivery, 422 for a channel that has no app to open it in."""
+    approval.require(caller.roles, approval.USER_DATA)
+    if not _ID.fullmatch(delivery_id):
+        raise errors.NotFound("delivery", delivery_id)
+    now = datetime.now(UTC)
+    tally = await clarion.db.write(lambda conn: feedback.open_delivery(conn, delivery_id, now))
+    if tally is None:
+        raise errors.NotFound("delivery", delivery_id)
+    return {"delivery_id": delivery_id, "accepted": tally.accepted > 0}
 
 
 @router.post("/deliveries:retry", response_model=Requeued, responses=problems.answers(403))
