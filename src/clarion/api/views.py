@@ -254,7 +254,7 @@ class Template(View):
     policy: Json | None
     ttl_seconds: int | None = Field(description="deliveries not handed to a provider this long after acceptance expire")
     fallback: list[Json] | None = Field(description='the channel fallback chain: [{"from", "to", "when", "within"}]')
-    goal: Json | None = Field(default=None, description='the conversion goal: {"event", "within_hours", "attribution"}')
+    goal: Json | None = Field(description='the conversion goal: {"event", "within_hours", "attribution"}')
     variables: list[str]
     created_at: Timestamp
     updated_at: Timestamp
