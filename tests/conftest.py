@@ -145,6 +145,14 @@ async def api(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+async def public(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client without an API key: a user's phone following a link, a vendor calling back."""
+    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
+    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+        yield client
+
+
 async def drain(clarion: bootstrap.Clarion, *, rounds: int = 50) -> int:
     """Run the dispatcher until nothing is due; returns how many deliveries it handled."""
     total = 0

@@ -5,7 +5,6 @@ amount; outside the window, without a message, or a second time, it converts not
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,17 +12,9 @@ import httpx
 import pytest
 
 from clarion import bootstrap
-from clarion.api.app import create_app
 from tests.conftest import drain, put_template, put_user, sink
 
 GOAL = {"event": "coupon.claimed", "within_hours": 72, "attribution": "click"}
-
-
-@pytest.fixture
-async def public(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
-    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
-        yield client
 
 
 async def send(api: httpx.AsyncClient, template: str, to: list[str], n: int = 1) -> dict[str, str]:

@@ -4,23 +4,13 @@ rollups, with the sequential rule's verdict; a template without variants is 409,
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 
 from clarion import bootstrap
-from clarion.api.app import create_app
 from tests.conftest import drain, put_template, put_user, sink
 
 USERS = [f"u{n}" for n in range(1, 9)]
-
-
-@pytest.fixture
-async def public(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
-    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
-        yield client
 
 
 async def test_the_experiment_counts_each_variants_sends_and_clicks(

@@ -5,7 +5,6 @@ from the timeline gives the same answer; bad filters are a 422 naming the field.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,17 +12,8 @@ import httpx
 import pytest
 
 from clarion import bootstrap
-from clarion.api.app import create_app
 from clarion.store import rollups
 from tests.conftest import drain, put_template, put_user, sink
-
-
-@pytest.fixture
-async def public(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
-    """A client without an API key: the user's phone following a link."""
-    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
-    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
-        yield client
 
 
 async def funnel(api: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
