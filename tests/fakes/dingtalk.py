@@ -56,6 +56,7 @@ class FakeDingTalk:
     api_failures: deque[tuple[int, str, dict[str, Any]]] = field(default_factory=deque)
     tokens: dict[str, float] = field(default_factory=dict)  # access token → expiry (unix time)
     tokens_issued: int = 0
+    issued_with: dict[str, str] = field(default_factory=dict)  # access token → the appsecret that got it
     tasks: dict[int, Task] = field(default_factory=dict)
     robot_posts: list[dict[str, Any]] = field(default_factory=list)
     server: LoopbackServer | None = None
@@ -146,6 +147,7 @@ class FakeDingTalk:
         token = "ding-token-" + secrets.token_hex(8)
         self.tokens[token] = time.time() + 7200
         self.tokens_issued += 1
+        self.issued_with[token] = secret
         return self._answer(0, "ok", access_token=token, expires_in=7200)
 
     def _with_token(self, request: Recorded, then: Any) -> Reply:

@@ -94,6 +94,7 @@ class FakeFeishu:
     send_failures: deque[tuple[int, str]] = field(default_factory=deque)
     tokens: dict[str, float] = field(default_factory=dict)  # tenant token → expiry (unix time)
     tokens_issued: int = 0
+    issued_with: dict[str, str] = field(default_factory=dict)  # tenant token → the app_secret that got it
     bot_posts: list[dict[str, Any]] = field(default_factory=list)
     #: what the app sent: message_id → (open_id, the card as sent)
     messages: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -180,6 +181,7 @@ class FakeFeishu:
         token = "t-" + secrets.token_hex(12)
         self.tokens[token] = time.time() + 7200
         self.tokens_issued += 1
+        self.issued_with[token] = str(app_secret)
         return self._answer(0, "ok", tenant_access_token=token, expire=7200)
 
     def _send(self, request: Recorded) -> Reply:

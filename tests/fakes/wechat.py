@@ -74,6 +74,7 @@ class FakeWechat:
     expires_in: int = 7200
     tokens: dict[str, float] = field(default_factory=dict)  # token → when it expires (unix time)
     token_requests: list[Recorded] = field(default_factory=list)
+    issued_with: dict[str, str] = field(default_factory=dict)  # token → the AppSecret that got it
     sends: list[dict[str, Any]] = field(default_factory=list)  # accepted template messages, as sent
     refused: list[dict[str, Any]] = field(default_factory=list)  # bodies answered with a non-zero errcode
     failures: dict[str, tuple[int, str]] = field(default_factory=dict)  # openid → (errcode, errmsg)
@@ -116,6 +117,7 @@ class FakeWechat:
             return Reply(200, {"errcode": 40001, "errmsg": "AppSecret error or AppSecret not of this account"})
         token = "ACCESS_" + secrets.token_urlsafe(24)
         self.tokens[token] = time.time() + self.expires_in
+        self.issued_with[token] = secret
         return Reply(200, {"access_token": token, "expires_in": self.expires_in})
 
     def _handle(self, request: Recorded) -> Reply:

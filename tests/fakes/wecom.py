@@ -32,6 +32,7 @@ class FakeWecom:
     expires_in: int = 7200
     tokens: dict[str, float] = field(default_factory=dict)
     token_requests: list[Recorded] = field(default_factory=list)
+    issued_with: dict[str, str] = field(default_factory=dict)  # token → the corpsecret that got it
     sends: list[dict[str, Any]] = field(default_factory=list)  # accepted application messages
     posts: list[dict[str, Any]] = field(default_factory=list)  # accepted robot posts
     robot_requests: list[Recorded] = field(default_factory=list)
@@ -84,6 +85,7 @@ class FakeWecom:
             return Reply(200, {"errcode": 40001, "errmsg": "invalid credential"})
         token = "WECOM_" + secrets.token_urlsafe(24)
         self.tokens[token] = time.time() + self.expires_in
+        self.issued_with[token] = self.corp_secret
         return Reply(200, {"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": self.expires_in})
 
     def _send(self, request: Recorded) -> Reply:

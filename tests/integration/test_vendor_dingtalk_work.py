@@ -198,3 +198,25 @@ def test_the_app_secret_is_masked_and_agent_id_is_checked() -> None:
     assert masking.mask(DingTalkWorkProvider.Config, config)["app_secret"] == masking.MASK
     with pytest.raises(ValueError, match="agent_id"):
         DingTalkWorkProvider.Config(app_key=APP_KEY, app_secret=APP_SECRET, agent_id=0)
+
+
+async def test_a_changed_app_secret_fetches_a_new_token_for_the_next_send() -> None:
+    context = vendor.ProviderContext()  # the registry rebuilds an edited account with the process's context
+    new_secret = "ding-test-app-secret-rotated-000"
+    async with FakeDingTalk() as fake:
+        before = app(fake.url, context)
+        await before.send([notice(1)])
+        fake.apps[APP_KEY] = new_secret
+        after = app(fake.url, context, app_secret=new_secret)
+        [result] = await after.send([notice(2)])
+        typo = app(fake.url, context, app_secret="not-the-new-secret")
+        [refused] = await typo.send([notice(3)])
+        for sender in (before, after, typo):
+            await sender.close()
+    assert result.error is None, result.error
+    last = [r for r in fake.requests if r.path.endswith("asyncsend_v2")][-1]
+    assert fake.issued_with[last.query["access_token"]] == new_secret
+    assert fake.tokens_issued == 2 and context.tokens.fetches == 2
+    # a wrong new secret is found at once, not hidden behind a token the old one got
+    assert isinstance(refused.error, PermanentSendError) and refused.error.code == "40089"
+    assert len(fake.tasks) == 2

@@ -241,3 +241,25 @@ async def test_two_processes_sharing_redis_fetch_the_tenant_token_once() -> None
     assert (a.error, b.error) == (None, None)
     assert fake.tokens_issued == 1
     assert (one.tokens.fetches, two.tokens.fetches) == (1, 0)
+
+
+async def test_a_changed_app_secret_fetches_a_new_tenant_token_for_the_next_send() -> None:
+    context = vendor.ProviderContext()  # the registry rebuilds an edited account with the process's context
+    new_secret = "feishu-app-secret-rotated-0000"
+    async with FakeFeishu() as fake:
+        before = app(fake.url, context)
+        await before.send([message(1)])
+        fake.apps[APP_ID] = new_secret
+        after = app(fake.url, context, app_secret=new_secret)
+        [result] = await after.send([message(2)])
+        typo = app(fake.url, context, app_secret="not-the-new-secret")
+        [refused] = await typo.send([message(3)])
+        for sender in (before, after, typo):
+            await sender.close()
+    assert result.error is None, result.error
+    last = [r for r in fake.requests if r.path == "/open-apis/im/v1/messages"][-1]
+    assert fake.issued_with[last.headers["Authorization"].removeprefix("Bearer ")] == new_secret
+    assert fake.tokens_issued == 2 and context.tokens.fetches == 2
+    # a wrong new secret is found at once, not hidden behind a token the old one got
+    assert isinstance(refused.error, PermanentSendError) and refused.error.code == "10014"
+    assert len(fake.messages) == 2

@@ -281,3 +281,20 @@ def test_the_url_check_echoes_echostr_only_when_signed() -> None:
     with pytest.raises(base.RefusedCallback):
         sender.verify_url(base.Callback(body=b"", query={**query, "signature": "0" * 40, "echostr": "x"}))
     assert not provider("http://127.0.0.1:9", callback_token=None).takes_receipts
+
+
+async def test_a_changed_app_secret_fetches_a_new_token_for_the_next_send() -> None:
+    context = vendor.ProviderContext()  # the registry rebuilds an edited account with the process's context
+    new_secret = "f" * len(APP_SECRET)
+    async with FakeWechat() as fake:
+        before = provider(fake.url, context)
+        await before.send([template_message(1)])
+        fake.app_secret = new_secret
+        after = provider(fake.url, context, app_secret=new_secret)
+        [result] = await after.send([template_message(2)])
+        await before.close()
+        await after.close()
+    assert result.error is None, result.error
+    last = [r for r in fake.server.requests if r.path == "/cgi-bin/message/template/send"][-1]
+    assert fake.issued_with[last.query["access_token"]] == new_secret
+    assert len(fake.token_requests) == 2

@@ -210,3 +210,20 @@ def test_the_config_names_a_bad_field_and_masks_the_secret() -> None:
 
 def test_wecom_app_takes_no_receipts() -> None:
     assert not isinstance(provider("http://127.0.0.1:9"), base.TakesReceipts)
+
+
+async def test_a_changed_corp_secret_fetches_a_new_token_for_the_next_send() -> None:
+    context = vendor.ProviderContext()  # the registry rebuilds an edited account with the process's context
+    new_secret = "wecom-corp-secret-rotated"
+    async with FakeWecom() as fake:
+        before = provider(fake.url, context)
+        await before.send([app_message(1)])
+        fake.corp_secret = new_secret
+        after = provider(fake.url, context, corp_secret=new_secret)
+        [result] = await after.send([app_message(2)])
+        await before.close()
+        await after.close()
+    assert result.error is None, result.error
+    last = [r for r in fake.server.requests if r.path == "/cgi-bin/message/send"][-1]
+    assert fake.issued_with[last.query["access_token"]] == new_secret
+    assert len(fake.token_requests) == 2

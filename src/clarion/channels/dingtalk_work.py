@@ -61,6 +61,11 @@ def errcode_of(answer: dict[str, Any]) -> int:
     return code if code is not None else -2
 
 
+def token_refused(answer: dict[str, Any]) -> bool:
+    """Whether DingTalk's answer says the access token is invalid or expired (refreshed once)."""
+    return errcode_of(answer) in TOKEN_CODES
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -98,7 +103,7 @@ class DingTalkWorkProvider:
         self.config = config
         self.name = name
         self.context = context or vendor.ProviderContext()
-        self._token_key = f"dingtalk:{config.app_key}"
+        self._token_key = vendor.token_key("dingtalk", config.app_key, secret=config.app_secret)
         self._client = outbound.client(
             timeout=config.timeout, allow_private_networks=config.allow_private_networks, http2=True
         )
@@ -123,18 +128,18 @@ class DingTalkWorkProvider:
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST to a server API with the app's token, refreshed once when DingTalk says it is no longer valid."""
         url = f"{self.config.endpoint}{path}"
-        for attempt in (1, 2):
-            token = await self.context.tokens.get(self._token_key, self._fetch_token)
-            answer = await post_json(self._client, url, self.config.timeout, params={"access_token": token}, json=body)
-            code = errcode_of(answer)
-            if code in TOKEN_CODES and attempt == 1:
-                await self.context.tokens.invalidate(self._token_key, token)
-                continue
-            if code != 0:
-                message = str(answer.get("sub_msg") or answer.get("errmsg", ""))
-                raise vendor_error(code, message, ERRORS)
-            return answer
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def post(token: str) -> dict[str, Any]:
+            return await post_json(self._client, url, self.config.timeout, params={"access_token": token}, json=body)
+
+        answer = await self.context.tokens.call_with_token(
+            self._token_key, self._fetch_token, post, expired=token_refused
+        )
+        code = errcode_of(answer)
+        if code != 0:
+            message = str(answer.get("sub_msg") or answer.get("errmsg", ""))
+            raise vendor_error(code, message, ERRORS)
+        return answer
 
     async def _send_one(self, item: Outgoing) -> SendResult:
         userid = item.address

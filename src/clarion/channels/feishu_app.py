@@ -52,6 +52,11 @@ TOKEN_CODES = frozenset({99991661, 99991663, 99991668})
 READ_EVENT = "im.message.message_read_v1"
 
 
+def token_refused(answer: tuple[int, str, dict[str, Any]]) -> bool:
+    """Whether Feishu's answer (code, msg, body) says the tenant token is missing, invalid or expired."""
+    return answer[0] in TOKEN_CODES
+
+
 def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     """The ``X-Lark-Signature`` of an event callback."""
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
@@ -101,7 +106,7 @@ class FeishuAppProvider:
         self.config = config
         self.name = name
         self.context = context or vendor.ProviderContext()
-        self._token_key = f"feishu:{config.app_id}"
+        self._token_key = vendor.token_key("feishu", config.app_id, secret=config.app_secret)
         self._client = outbound.client(
             timeout=config.timeout, allow_private_networks=config.allow_private_networks, http2=True
         )
@@ -132,22 +137,21 @@ class FeishuAppProvider:
             "content": orjson.dumps(card(title, text)).decode(),
             "uuid": item.delivery_id[:50],  # Feishu drops a second send with the same uuid within an hour
         }
-        for attempt in (1, 2):
-            token = await self.context.tokens.get(self._token_key, self._fetch_token)
+
+        async def send(token: str) -> tuple[int, str, dict[str, Any]]:
             headers = {"Authorization": f"Bearer {token}"}
-            code, msg, answer = await post(
-                self._client, url, config.timeout, body, params={"receive_id_type": "open_id"}, headers=headers
-            )
-            if code in TOKEN_CODES and attempt == 1:
-                await self.context.tokens.invalidate(self._token_key, token)
-                continue
-            if code != 0:
-                raise vendor_error(code, msg, ERRORS, retry_after=1.0 if ERRORS.get(code) == "transient" else None)
-            message_id = (answer.get("data") or {}).get("message_id")
-            if not message_id:
-                raise PermanentSendError(f"Feishu answered no message_id: {answer}"[:300], code="invalid_response")
-            return SendResult(item.delivery_id, provider_message_id=str(message_id))
-        raise AssertionError("unreachable")  # pragma: no cover
+            params = {"receive_id_type": "open_id"}
+            return await post(self._client, url, config.timeout, body, params=params, headers=headers)
+
+        code, msg, answer = await self.context.tokens.call_with_token(
+            self._token_key, self._fetch_token, send, expired=token_refused
+        )
+        if code != 0:
+            raise vendor_error(code, msg, ERRORS, retry_after=1.0 if ERRORS.get(code) == "transient" else None)
+        message_id = (answer.get("data") or {}).get("message_id")
+        if not message_id:
+            raise PermanentSendError(f"Feishu answered no message_id: {answer}"[:300], code="invalid_response")
+        return SendResult(item.delivery_id, provider_message_id=str(message_id))
 
     # -- the event subscription ----------------------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 
 Most vendors (WeChat, WeCom, Feishu, FCM's OAuth, …) authenticate requests with an access token obtained from
 the account's credentials, valid for a while (two hours for WeChat), and limited in how often it may be asked
-for. A kind asks ``TokenCache.get(key, fetch)``: the token is reused until ``REFRESH_MARGIN`` before it expires,
-fetched once when many deliveries ask at the same moment (per process, one fetch in flight per key), and — with
-``CLARION_REDIS_URL`` — shared by every process, so ten workers do not each spend the vendor's daily quota of
-token requests. A vendor code meaning "token expired or invalid" calls ``invalidate(key, token)`` and the request
-is made once more with a fresh one; only that token is forgotten, so a token another process has just refreshed
-is not thrown away.
+for. A kind names its account's token with ``token_key(kind, *ids, secret=…)`` and makes each request with
+``TokenCache.call_with_token(key, fetch, call, expired=…)``. The token is reused until ``REFRESH_MARGIN`` before
+it expires, fetched once when many deliveries ask at the same moment (per process, one fetch in flight per key),
+and — with ``CLARION_REDIS_URL`` — shared by every process, so ten workers do not each spend the vendor's daily
+quota of token requests. An answer the kind calls expired (its "token expired or invalid" codes) forgets that
+token and the request is made once more with a fresh one, never more; only that token is forgotten, so a token
+another process has just refreshed is not thrown away. The key holds a digest of the secret, so an account
+whose secret is changed fetches (and so proves) a token of its own instead of reusing one got with the old one.
 
 A kind that needs the context declares ``uses_context = True`` and takes ``context=`` in its constructor
 (``ProviderRegistry`` passes it)."""
@@ -15,11 +17,12 @@ A kind that needs the context declares ``uses_context = True`` and takes ``conte
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -32,6 +35,16 @@ MARGIN_SHARE = 0.2
 
 #: ``fetch()`` → (token, seconds it is valid for), from the vendor
 Fetch = Callable[[], Awaitable[tuple[str, float]]]
+Answer = TypeVar("Answer")
+
+
+def token_key(kind: str, *ids: str | int, secret: str) -> str:
+    """The cache key of an account's token: ``kind:id…:digest``, the digest (16 hex of SHA-256) of the secret the
+    token is fetched with. A changed secret is a new key, so no send uses a token the old secret got; the
+    public ids stay readable for operators looking at Redis. The shape is the one WeChat and WeCom keys always
+    had, so their shared tokens survive an upgrade (a refetch would invalidate WeChat tokens other processes hold)."""
+    digest = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    return ":".join([kind, *(str(part) for part in ids), digest])
 
 
 class _Store(Protocol):
@@ -87,7 +100,7 @@ class _Redis:
 
 
 class TokenCache:
-    """Vendor access tokens by key (``"wechat:<appid>"``): in memory, or in Redis under ``{prefix}tok:``.
+    """Vendor access tokens by key (``token_key``): in memory, or in Redis under ``{prefix}tok:``.
 
     ``clock`` is unix time (tests move it)."""
 
@@ -130,6 +143,25 @@ class TokenCache:
         if self._local.get(key, ("", 0.0))[0] == token:
             del self._local[key]
         await self._store.forget(key, token)
+
+    async def call_with_token(
+        self,
+        key: str,
+        fetch: Fetch,
+        call: Callable[[str], Awaitable[Answer]],
+        *,
+        expired: Callable[[Answer], bool],
+    ) -> Answer:
+        """The vendor's answer to ``call(token)`` with ``key``'s token. When ``expired(answer)`` says the vendor
+        refused the token, that token is forgotten and the call made once more with a fresh one; that second
+        answer is returned whatever it says, so a vendor that keeps refusing costs one refresh, not a loop. The
+        kind turns the answer (and a second refusal) into its result or error."""
+        token = await self.get(key, fetch)
+        answer = await call(token)
+        if not expired(answer):
+            return answer
+        await self.invalidate(key, token)
+        return await call(await self.get(key, fetch))
 
 
 @dataclass(slots=True)

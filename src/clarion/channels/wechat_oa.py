@@ -167,9 +167,7 @@ class WechatOaProvider:
         self.config = config
         self.name = name
         self.context = context or vendor.ProviderContext()
-        # the secret's digest in the key: a changed secret gets (and so proves) a token of its own
-        secret = hashlib.sha256(config.app_secret.encode()).hexdigest()[:16]
-        self._token_key = f"wechat:{config.app_id}:{secret}"
+        self._token_key = vendor.token_key("wechat", config.app_id, secret=config.app_secret)
         self._client = outbound.client(
             timeout=config.timeout, allow_private_networks=config.allow_private_networks, http2=True
         )
@@ -202,18 +200,18 @@ class WechatOaProvider:
 
     async def _send_one(self, item: Outgoing) -> SendResult:
         body = self._body(item)
-        for attempt in (1, 2):
-            token = await self.context.tokens.get(self._token_key, self._fetch_token)
-            answer = await self._call("POST", SEND_PATH, params={"access_token": token}, json=body)
-            errcode = _errcode(answer)
-            if errcode == 0:
-                msgid = answer.get("msgid")
-                return SendResult(item.delivery_id, provider_message_id=str(msgid) if msgid else item.delivery_id)
-            if ERRCODES.get(errcode) == "token" and attempt == 1:
-                await self.context.tokens.invalidate(self._token_key, token)
-                continue
+
+        async def send(token: str) -> dict[str, Any]:
+            return await self._call("POST", SEND_PATH, params={"access_token": token}, json=body)
+
+        answer = await self.context.tokens.call_with_token(
+            self._token_key, self._fetch_token, send, expired=_token_refused
+        )
+        errcode = _errcode(answer)
+        if errcode != 0:
             raise vendor_error(errcode, str(answer.get("errmsg", "")))
-        raise AssertionError("unreachable")  # pragma: no cover
+        msgid = answer.get("msgid")
+        return SendResult(item.delivery_id, provider_message_id=str(msgid) if msgid else item.delivery_id)
 
     async def _fetch_token(self) -> tuple[str, float]:
         config = self.config
@@ -310,6 +308,10 @@ class WechatOaProvider:
         if app_id != self.config.app_id:
             raise base.RefusedCallback("the encrypted callback was sealed for another appid")
         return parse_xml(inner)
+
+
+def _token_refused(answer: Mapping[str, Any]) -> bool:
+    return ERRCODES.get(_errcode(answer)) == "token"
 
 
 def _errcode(answer: Mapping[str, Any]) -> int:

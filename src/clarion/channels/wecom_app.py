@@ -16,7 +16,6 @@ WeCom sends no delivery receipts for application messages: a delivery stays ``se
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -74,6 +73,11 @@ def errcode_of(answer: Mapping[str, Any]) -> int:
         return int(answer.get("errcode", 0))
     except (TypeError, ValueError):
         return -1
+
+
+def token_refused(answer: Mapping[str, Any]) -> bool:
+    """Whether WeCom's answer says the access token is invalid or expired (refreshed once)."""
+    return ERRCODES.get(errcode_of(answer)) == "token"
 
 
 def message_of(content: Mapping[str, Any], markdown_as: str = "markdown") -> dict[str, Any]:
@@ -149,9 +153,7 @@ class WecomAppProvider:
         self.config = config
         self.name = name
         self.context = context or vendor.ProviderContext()
-        # the secret's digest in the key: a changed secret gets (and so proves) a token of its own
-        secret = hashlib.sha256(config.corp_secret.encode()).hexdigest()[:16]
-        self._token_key = f"wecom:{config.corp_id}:{config.agent_id}:{secret}"
+        self._token_key = vendor.token_key("wecom", config.corp_id, config.agent_id, secret=config.corp_secret)
         self._client = outbound.client(
             timeout=config.timeout, allow_private_networks=config.allow_private_networks, http2=True
         )
@@ -170,29 +172,26 @@ class WecomAppProvider:
             **message_of(item.content, self.config.markdown_as),
             "safe": int(self.config.safe),
         }
-        for attempt in (1, 2):
-            token = await self.context.tokens.get(self._token_key, self._fetch_token)
-            url = self.config.endpoint + SEND_PATH
-            answer = await call(
-                self._client, self.config.timeout, "POST", url, params={"access_token": token}, json=body
+        url = self.config.endpoint + SEND_PATH
+
+        async def send(token: str) -> dict[str, Any]:
+            return await call(self._client, self.config.timeout, "POST", url, params={"access_token": token}, json=body)
+
+        answer = await self.context.tokens.call_with_token(
+            self._token_key, self._fetch_token, send, expired=token_refused
+        )
+        errcode, errmsg = errcode_of(answer), str(answer.get("errmsg", ""))
+        if errcode != 0:
+            raise vendor_error(errcode, errmsg)
+        invalid = str(answer.get("invaliduser") or "").split("|")
+        if userid in invalid:
+            raise PermanentSendError(
+                f"WeCom lists the userid in invaliduser: {errmsg}", code="invaliduser", dead_address=True
             )
-            errcode = errcode_of(answer)
-            if ERRCODES.get(errcode) == "token" and attempt == 1:
-                await self.context.tokens.invalidate(self._token_key, token)
-                continue
-            errmsg = str(answer.get("errmsg", ""))
-            if errcode != 0:
-                raise vendor_error(errcode, errmsg)
-            invalid = str(answer.get("invaliduser") or "").split("|")
-            if userid in invalid:
-                raise PermanentSendError(
-                    f"WeCom lists the userid in invaliduser: {errmsg}", code="invaliduser", dead_address=True
-                )
-            if userid in str(answer.get("unlicenseduser") or "").split("|"):
-                raise PermanentSendError(f"WeCom: the member has no license: {errmsg}", code="unlicenseduser")
-            msgid = answer.get("msgid")
-            return SendResult(item.delivery_id, provider_message_id=str(msgid) if msgid else item.delivery_id)
-        raise AssertionError("unreachable")  # pragma: no cover
+        if userid in str(answer.get("unlicenseduser") or "").split("|"):
+            raise PermanentSendError(f"WeCom: the member has no license: {errmsg}", code="unlicenseduser")
+        msgid = answer.get("msgid")
+        return SendResult(item.delivery_id, provider_message_id=str(msgid) if msgid else item.delivery_id)
 
     async def _fetch_token(self) -> tuple[str, float]:
         params = {"corpid": self.config.corp_id, "corpsecret": self.config.corp_secret}
