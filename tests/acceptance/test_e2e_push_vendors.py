@@ -2,12 +2,23 @@
 → the fake vendor's recorded request → ``sent`` on ``GET /v1/messages/{id}``; and each kind's account saved,
 shown masked, refused when wrong (422 naming the field) and probed through ``POST /v1/providers/{name}/test``.
 
-Push vendors send no delivery receipts (FCM and APNs do not call back), so ``sent`` is as far as they go."""
+FCM, APNs and Web Push send no delivery receipts, so without more a push stays ``sent``. With the account's
+``receipt_secret`` the app confirms it: the tests, acting as the app (or the site's service worker), read
+``clarion_delivery`` and ``clarion_ack`` from what the fake vendor received — FCM's recorded ``data``, the Web Push
+payload the fake push service decrypted (served over HTTPS with a certificate made for the test, trusted through
+the account's ``ca_certificate``) — post them to ``POST /r/{name}`` and see ``delivered``; a wrong ack is 401 and
+changes nothing, an ack for a delivery Clarion does not know is kept pending, a duplicate is 200, and a
+confirmation that beats the worker's record of the send is applied once the send is recorded. JPush's received
+report is polled: running the receipt poller makes a push that reached a device ``delivered``, and JPush takes
+app confirmations too."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from clarion import bootstrap
+from clarion.api.app import create_app
 from tests.conftest import drain, put_template, put_user
 from tests.fakes.apns import FakeApns
 from tests.fakes.fcm import FakeFcm
@@ -37,6 +49,12 @@ async def put_provider(api: httpx.AsyncClient, name: str, kind: str, config: dic
 
 
 async def send_and_drain(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> dict[str, Any]:
+    _, delivery = await sent_message(api, clarion)
+    return delivery
+
+
+async def sent_message(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> tuple[str, dict[str, Any]]:
+    """``POST /v1/messages`` of the push template, the worker run: the message id and its one delivery, sent."""
     await put_template(api, "shipped", channels=PUSH_TEMPLATE)
     answer = await api.post("/v1/messages", json={"template": "shipped", "to": "u1", "data": {"order": "A-1"}})
     assert answer.status_code == 202, answer.text
@@ -45,7 +63,7 @@ async def send_and_drain(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> 
     detail = (await api.get(f"/v1/messages/{queued['id']}")).json()
     assert detail["status"] == "sent", detail
     [delivery] = detail["deliveries"]
-    return delivery
+    return queued["id"], delivery
 
 
 async def test_push_to_fcm_reaches_the_typed_fcm_token(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
@@ -228,3 +246,185 @@ async def test_jpush_account_probe_reports_a_wrong_master_secret_as_misconfigure
         probe = (await api.post("/v1/providers/jpush-main/test", json={"address": ["rid-1"]})).json()
     assert broken.status_code == 422 and "config.platforms" in broken.text
     assert probe["ok"] is False and probe["error"]["code"] == "1004" and probe["error"]["misconfigured"] is True
+
+
+# -- delivery confirmed by the app; JPush's received report -------------------------------------------------------
+
+RECEIPT_SECRET = "app-confirm-secret-0123456789"
+
+
+@pytest.fixture
+async def app_side(clarion: bootstrap.Clarion) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as an app or a service worker calls it: no API key."""
+    transport = httpx.ASGITransport(app=create_app(clarion=clarion))
+    async with httpx.AsyncClient(transport=transport, base_url="http://clarion.test") as client:
+        yield client
+
+
+async def shown(api: httpx.AsyncClient, message_id: str) -> dict[str, Any]:
+    """The message's one delivery as ``GET /v1/messages/{id}`` shows it now."""
+    [now] = (await api.get(f"/v1/messages/{message_id}")).json()["deliveries"]
+    return dict(now)
+
+
+def vapid_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
+async def test_webpush_confirmed_by_the_service_worker_is_delivered(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeWebPush(tls=True) as fake:
+        config = {
+            "vapid_private_key": vapid_pem(),
+            "vapid_subject": "mailto:ops@example.com",
+            "ca_certificate": fake.ca_certificate,
+            "receipt_secret": RECEIPT_SECRET,
+            "allow_private_networks": True,
+        }
+        assert (await put_provider(api, "web-main", "webpush", config)).status_code == 201
+        subscription = fake.subscribe("laptop")
+        assert subscription["endpoint"].startswith("https://127.0.0.1:")
+        await put_user(api, "u1", attributes={"name": "李雷"}, addresses={"push": [subscription]})
+        message_id, delivery = await sent_message(api, clarion)
+    [pushed] = fake.pushes
+    payload = pushed.payload
+    assert (payload["title"], payload["body"]) == ("订单 A-1 已发货", "你好 李雷，点击查看物流")
+    assert payload["clarion_delivery"] == delivery["id"] == delivery["provider_message_id"]
+    assert RECEIPT_SECRET not in (await api.get("/v1/providers/web-main")).text
+    confirm = {"delivery": payload["clarion_delivery"], "ack": payload["clarion_ack"]}
+    answer = await app_side.post("/r/web-main", json=confirm)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 1, "pending": 0, "ignored": 0}
+    now = await shown(api, message_id)
+    assert now["status"] == "delivered"
+    assert now["timeline"][-1]["reason"] == "confirmed by the app"
+
+
+async def fcm_confirming(api: httpx.AsyncClient, fake: FakeFcm, *, secret: str | None = RECEIPT_SECRET) -> None:
+    config = {"service_account": fake.service_account(), "endpoint": fake.url, "allow_private_networks": True}
+    if secret:
+        config["receipt_secret"] = secret
+    assert (await put_provider(api, "fcm-main", "fcm", config)).status_code == 201
+    await put_user(
+        api, "u1", attributes={"name": "李雷"}, addresses={"push": [{"platform": "fcm", "token": "android-1"}]}
+    )
+
+
+async def test_fcm_confirmed_by_the_app_is_delivered_and_a_wrong_ack_changes_nothing(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeFcm() as fake:
+        await fcm_confirming(api, fake)
+        message_id, delivery = await sent_message(api, clarion)
+    [message] = fake.messages
+    data = message["data"]
+    assert data["clarion_delivery"] == delivery["id"]
+    forged = await app_side.post("/r/fcm-main", json={"delivery": delivery["id"], "ack": "A" * 43})
+    assert forged.status_code == 401 and forged.json()["error"]["code"] == "unauthorized"
+    assert (await shown(api, message_id))["status"] == "sent"
+    confirm = {"delivery": data["clarion_delivery"], "ack": data["clarion_ack"], "status": "delivered"}
+    first = await app_side.post("/r/fcm-main", json=[confirm])
+    again = await app_side.post("/r/fcm-main", json=confirm)
+    assert first.json() == {"accepted": 1, "pending": 0, "ignored": 0}
+    assert again.status_code == 200 and again.json() == {"accepted": 0, "pending": 0, "ignored": 1}
+    now = await shown(api, message_id)
+    assert now["status"] == "delivered"
+    assert [e["status"] for e in now["timeline"]].count("delivered") == 1
+
+
+async def test_an_app_confirmation_for_an_unknown_delivery_is_kept_pending_and_a_bad_status_is_422(
+    api: httpx.AsyncClient, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeFcm() as fake:
+        await fcm_confirming(api, fake)
+    unknown = "01J0000000000000000000UNKNOWN"
+    ack = base64.urlsafe_b64encode(hmac.new(RECEIPT_SECRET.encode(), unknown.encode(), hashlib.sha256).digest())
+    confirm = {"delivery": unknown, "ack": ack.decode().rstrip("=")}
+    kept = await app_side.post("/r/fcm-main", json=confirm)
+    assert kept.status_code == 200 and kept.json() == {"accepted": 0, "pending": 1, "ignored": 0}
+    refused = await app_side.post("/r/fcm-main", json={**confirm, "status": "undelivered"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_receipt"
+
+
+async def test_a_confirmation_that_beats_the_record_of_the_send_is_applied_when_it_is_written(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeFcm() as fake:
+        await fcm_confirming(api, fake)
+        await put_template(api, "shipped", channels=PUSH_TEMPLATE)
+        answer = await api.post("/v1/messages", json={"template": "shipped", "to": "u1", "data": {"order": "A-1"}})
+        [queued] = answer.json()["messages"]
+        [delivery] = (await api.get(f"/v1/messages/{queued['id']}")).json()["deliveries"]
+        digest = hmac.new(RECEIPT_SECRET.encode(), delivery["id"].encode(), hashlib.sha256).digest()
+        early = {"delivery": delivery["id"], "ack": base64.urlsafe_b64encode(digest).decode().rstrip("=")}
+        held = await app_side.post("/r/fcm-main", json=early)
+        assert held.json() == {"accepted": 0, "pending": 1, "ignored": 0}, delivery["status"]
+        await drain(clarion)
+    assert fake.messages[0]["data"]["clarion_ack"] == early["ack"]
+    assert (await shown(api, queued["id"]))["status"] == "delivered"
+
+
+async def test_an_account_without_a_receipt_secret_takes_no_confirmations(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeFcm() as fake:
+        await fcm_confirming(api, fake, secret=None)
+        _, delivery = await sent_message(api, clarion)
+    assert "clarion_ack" not in fake.messages[0]["data"]
+    answer = await app_side.post("/r/fcm-main", json={"delivery": delivery["id"], "ack": "x"})
+    assert answer.status_code == 404
+
+
+async def jpush_account(api: httpx.AsyncClient, fake: FakeJPush, **extra: Any) -> None:
+    config = {
+        "app_key": fake.app_key,
+        "master_secret": fake.master_secret,
+        "endpoint": fake.url,
+        "report_endpoint": fake.url,
+        "allow_private_networks": True,
+        **extra,
+    }
+    assert (await put_provider(api, "jpush-main", "jpush", config)).status_code == 201
+    await put_user(api, "u1", attributes={"name": "李雷"}, addresses={"push": [{"platform": "jpush", "token": "rid"}]})
+
+
+async def test_jpush_received_report_polled_makes_the_push_delivered(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    async with FakeJPush() as fake:
+        fake.registered, fake.offline = {"rid"}, {"rid"}
+        await jpush_account(api, fake)
+        message_id, delivery = await sent_message(api, clarion)
+        assert delivery["provider_message_id"] in fake.sent
+        assert clarion.poller is not None
+        waiting = await clarion.poller.run_once()  # the phone is offline: nothing received yet
+        assert (await shown(api, message_id))["status"] == "sent"
+        fake.offline = set()
+        done = await clarion.poller.run_once()
+    assert (waiting.asked, waiting.tally.accepted, waiting.failed) == (1, 0, [])
+    assert (done.asked, done.tally.accepted, done.failed) == (1, 1, [])
+    now = await shown(api, message_id)
+    assert now["status"] == "delivered"
+    assert now["timeline"][-1]["reason"] == "JPush received report: jpush_received=1"
+
+
+async def test_jpush_confirmed_by_the_app_is_delivered_and_the_later_report_changes_nothing(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, app_side: httpx.AsyncClient
+) -> None:
+    async with FakeJPush() as fake:
+        await jpush_account(api, fake, receipt_secret=RECEIPT_SECRET)
+        message_id, delivery = await sent_message(api, clarion)
+        extras = fake.pushes[0]["notification"]["android"]["extras"]
+        assert delivery["provider_message_id"] in fake.sent  # JPush's msg_id, not the delivery id
+        confirm = {"delivery": extras["clarion_delivery"], "ack": extras["clarion_ack"]}
+        answer = await app_side.post("/r/jpush-main", json=confirm)
+        assert answer.json() == {"accepted": 1, "pending": 0, "ignored": 0}
+        assert clarion.poller is not None
+        done = await clarion.poller.run_once()  # no longer sent: not asked about
+    assert done.asked == 0
+    now = await shown(api, message_id)
+    assert now["status"] == "delivered" and now["timeline"][-1]["reason"] == "confirmed by the app"

@@ -70,6 +70,17 @@ def self_signed() -> tuple[str, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
+def server_context(certificate: str, key: bytes) -> ssl.SSLContext:
+    """A server's TLS context presenting ``certificate`` (PEM) with its ``key`` (``self_signed``'s pair)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_text(certificate)
+        key_file.write_bytes(key)
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
 class FakeApns:
     def __init__(self, team_id: str = "TEAM123456", key_id: str = "KEY1234567", bundle_id: str = "com.example.shop"):
         self.team_id, self.key_id, self.bundle_id = team_id, key_id, bundle_id
@@ -101,12 +112,7 @@ class FakeApns:
         return [r.headers.get("authorization", "").removeprefix("bearer ") for r in self.requests]
 
     async def __aenter__(self) -> FakeApns:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.TemporaryDirectory() as folder:
-            cert, key = Path(folder) / "cert.pem", Path(folder) / "key.pem"
-            cert.write_text(self.ca_certificate)
-            key.write_bytes(self._cert_key)
-            context.load_cert_chain(cert, key)
+        context = server_context(self.ca_certificate, self._cert_key)
         context.set_alpn_protocols(["h2"])
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=context)
         return self

@@ -7,12 +7,17 @@ endpoint's origin, ``exp`` in the future and at most 24 hours away, ``sub`` a ma
 application server key the subscription was made for (403 otherwise); ``Content-Encoding: aes128gcm`` and a
 ``TTL``; and the body is DECRYPTED with the subscription's private key (RFC 8291), so ``pushes`` holds what
 the service worker would read. ``answers`` scripts a status for a subscription name.
+
+``FakeWebPush(tls=True)`` serves HTTPS on loopback, as every real push service does (and as the user API
+requires of a subscription's endpoint), with a self-signed certificate for 127.0.0.1 made for the test:
+``ca_certificate`` is the PEM an account trusts it with.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +25,12 @@ from typing import Any
 import http_ece
 import jwt
 import orjson
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.integration.loopback import LoopbackServer, Recorded, Reply
+from tests.fakes.apns import self_signed, server_context
+from tests.integration.loopback import Handler, LoopbackServer, Recorded, Reply
 
 
 def b64url(data: bytes) -> str:
@@ -41,9 +48,37 @@ class Push:
     payload: Any  # the decrypted JSON
 
 
+class TlsLoopbackServer(LoopbackServer):
+    """``LoopbackServer`` over HTTPS, presenting the certificate of ``context``."""
+
+    def __init__(self, context: ssl.SSLContext, handler: Handler) -> None:
+        super().__init__(handler=handler)
+        self.context = context
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> TlsLoopbackServer:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._serve)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.context).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+
 class FakeWebPush:
-    def __init__(self) -> None:
-        self.server = LoopbackServer(handler=self._handle)
+    def __init__(self, *, tls: bool = False) -> None:
+        #: the certificate (PEM) the HTTPS service presents; None: plain HTTP
+        self.ca_certificate: str | None = None
+        self.server: LoopbackServer
+        if tls:
+            self.ca_certificate, key = self_signed()
+            self.server = TlsLoopbackServer(server_context(self.ca_certificate, key), self._handle)
+        else:
+            self.server = LoopbackServer(handler=self._handle)
         self.browsers: dict[str, tuple[ec.EllipticCurvePrivateKey, bytes]] = {}
         #: the application server key (base64url) browsers subscribed with
         self.application_server_key: str | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -213,3 +216,24 @@ def test_apns_config_refuses_a_key_that_is_not_p256(fake: FakeApns) -> None:
     )
     with pytest.raises(ValueError, match="not a P-256"):
         config(fake, private_key=other.decode())
+
+
+SECRET = "app-confirm-secret-0123456789"
+
+
+async def test_apns_with_a_receipt_secret_carries_the_delivery_and_its_ack_beside_aps(fake: FakeApns) -> None:
+    [result] = await send(provider(fake, receipt_secret=SECRET), outgoing([DEVICE]))
+    assert result.error is None, result.error
+    payload = fake.requests[0].json()
+    digest = hmac.new(SECRET.encode(), b"d1", hashlib.sha256).digest()
+    assert payload["clarion_delivery"] == "d1"
+    assert payload["clarion_ack"] == base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    assert payload["aps"]["alert"] == {"title": "订单已发货", "body": "A-1001 已发货"}
+    assert result.provider_message_id == "d1"  # not the apns-id: the app confirms with the delivery id
+
+
+async def test_apns_without_a_receipt_secret_carries_no_confirmation_keys(fake: FakeApns) -> None:
+    p = provider(fake)
+    [result] = await send(p, outgoing([DEVICE]))
+    assert set(fake.requests[0].json()) == {"url", "link_type", "aps"}
+    assert len(result.provider_message_id) == 36 and not p.takes_receipts

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 
-from clarion.channels import fcm, vendor
+from clarion.channels import base, fcm, vendor
+from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
 from tests.fakes.fcm import FakeFcm
@@ -221,3 +227,102 @@ async def test_fcm_delivery_with_a_dead_and_an_unavailable_token_retries_and_rep
     result = await send(provider(fake), outgoing(["gone:APA91b", "busy:APA91b"]))
     assert isinstance(result.error, TransientSendError) and result.error.code == "UNAVAILABLE"
     assert result.dead_addresses == ("gone:APA91b",)
+
+
+# -- app-confirmed delivery (shared by the push kinds: channels/push.py) ---------------------------------------
+
+SECRET = "app-confirm-secret-0123456789"
+
+
+def ack_of(delivery_id: str, secret: str = SECRET) -> str:
+    """The ack a device reads from its push, computed here from the documented rule."""
+    digest = hmac.new(secret.encode(), delivery_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def confirming(body: Any) -> base.Callback:
+    return base.Callback(body=orjson.dumps(body), content_type="application/json")
+
+
+async def test_fcm_with_a_receipt_secret_puts_the_delivery_and_its_ack_in_data(fake: FakeFcm) -> None:
+    p = provider(fake, receipt_secret=SECRET)
+    result = await send(p, outgoing([{"platform": "fcm", "token": "dev-1:APA91b"}], {**CONTENT, "data": {"k": 1}}))
+    assert result.error is None, result.error
+    [message] = fake.messages
+    assert message["data"] == {
+        "k": "1",
+        "url": "https://shop.example/o/1",
+        "link_type": "h5",
+        "clarion_delivery": "d1",
+        "clarion_ack": ack_of("d1"),
+    }
+    assert result.provider_message_id == "d1"  # what the app's confirmation names
+    assert p.takes_receipts
+
+
+async def test_fcm_without_a_receipt_secret_sends_no_confirmation_keys(fake: FakeFcm) -> None:
+    p = provider(fake)
+    result = await send(p, outgoing([{"platform": "fcm", "token": "dev-1:APA91b"}]))
+    assert "clarion_ack" not in fake.messages[0]["data"] and "clarion_delivery" not in fake.messages[0]["data"]
+    assert result.provider_message_id.startswith("projects/") and not p.takes_receipts
+
+
+def test_the_receipt_secret_is_a_secret_of_at_least_16_characters(fake: FakeFcm) -> None:
+    assert "receipt_secret" in fcm.FcmProvider.Config.secret_fields
+    with pytest.raises(ValidationError, match="receipt_secret"):
+        provider(fake, receipt_secret="short")
+
+
+async def test_confirmations_with_the_right_ack_are_delivered_receipts(fake: FakeFcm) -> None:
+    p = provider(fake, receipt_secret=SECRET)
+    await p.close()
+    read = p.receipts(
+        confirming(
+            [
+                {"delivery": "d1", "ack": ack_of("d1")},
+                {"delivery": "d2", "ack": ack_of("d2") + "=", "status": "delivered"},  # padding tolerated
+                {"delivery": "d1", "ack": ack_of("d1")},
+            ]
+        )
+    )
+    assert [(r.provider_message_id, r.event) for r in read.receipts] == [
+        ("d1", receipts.Event.DELIVERED),
+        ("d2", receipts.Event.DELIVERED),
+    ]
+    assert read.ignored == 1 and read.receipts[0].detail == {"confirmed_by": "app", "delivery_id": "d1"}
+    [single] = p.receipts(confirming({"delivery": "d3", "ack": ack_of("d3")})).receipts
+    assert single.provider_message_id == "d3"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"delivery": "d1", "ack": ack_of("d1", "another-secret-0123456789")},
+        {"delivery": "d1", "ack": ack_of("d2")},
+        {"delivery": "d1"},
+        [{"delivery": "d2", "ack": ack_of("d2")}, {"delivery": "d1", "ack": "x"}],
+    ],
+)
+async def test_a_wrong_or_missing_ack_refuses_the_whole_callback(fake: FakeFcm, body: Any) -> None:
+    p = provider(fake, receipt_secret=SECRET)
+    await p.close()
+    with pytest.raises(base.RefusedCallback):
+        p.receipts(confirming(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"delivery": "d1", "ack": ack_of("d1"), "status": "undelivered"}, 'only "delivered"'),
+        ({"ack": ack_of("d1")}, '"delivery"'),
+        ([], "1 to 500"),
+        ("d1", '"delivery"'),
+    ],
+)
+async def test_a_confirmation_of_another_shape_is_unreadable(fake: FakeFcm, body: Any, says: str) -> None:
+    p = provider(fake, receipt_secret=SECRET)
+    await p.close()
+    with pytest.raises(base.UnreadableCallback, match=says):
+        p.receipts(confirming(body))
+    with pytest.raises(base.UnreadableCallback):
+        p.receipts(base.Callback(body=b"not json"))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from clarion.channels import jpush
+from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing
 from tests.fakes.jpush import FakeJPush, error
@@ -135,3 +139,72 @@ async def test_jpush_address_without_a_jpush_id_is_invalid(fake: FakeJPush) -> N
     result = await send(provider(fake), outgoing([{"platform": "apns", "token": "ab"}]))
     assert isinstance(result.error, PermanentSendError) and result.error.code == "invalid_address"
     assert fake.requests == []
+
+
+# -- app-confirmed delivery, the received report ------------------------------------------------------------------
+
+SECRET = "app-confirm-secret-0123456789"
+
+
+async def test_jpush_with_a_receipt_secret_carries_the_delivery_and_its_ack_in_extras(fake: FakeJPush) -> None:
+    result = await send(provider(fake, receipt_secret=SECRET), outgoing(["rid"]))
+    digest = hmac.new(SECRET.encode(), b"d1", hashlib.sha256).digest()
+    confirm = {"clarion_delivery": "d1", "clarion_ack": base64.urlsafe_b64encode(digest).decode().rstrip("=")}
+    [pushed] = fake.pushes
+    assert pushed["notification"]["android"]["extras"] == {"url": "myshop://orders/1", "link_type": "native", **confirm}
+    assert pushed["notification"]["ios"]["extras"]["clarion_ack"] == confirm["clarion_ack"]
+    assert result.provider_message_id in fake.sent  # JPush keeps its msg_id: the received report is asked by it
+    custom = await send(provider(fake, receipt_secret=SECRET), outgoing(["rid"], {"data": {"order": "A-1"}}))
+    assert custom.error is None and fake.pushes[1]["message"]["extras"] == {"order": "A-1", **confirm}
+
+
+async def test_jpush_without_a_receipt_secret_carries_no_confirmation_keys(fake: FakeJPush) -> None:
+    p = provider(fake)
+    await send(p, outgoing(["rid"]))
+    assert "clarion_ack" not in fake.pushes[0]["notification"]["android"]["extras"] and not p.takes_receipts
+
+
+async def test_jpush_polls_the_received_report_for_what_reached_a_device(fake: FakeJPush) -> None:
+    fake.registered = {"live", "asleep"}
+    p = provider(fake, report_endpoint=fake.url)
+    [reached] = await p.send([outgoing(["live"])])
+    [waiting] = await p.send([outgoing(["asleep"])])
+    fake.offline = {"asleep"}
+    try:
+        polled = await p.poll_receipts([reached.provider_message_id, waiting.provider_message_id, "d9", "42"])
+    finally:
+        await p.close()
+    [receipt] = polled
+    assert (receipt.provider_message_id, receipt.event) == (reached.provider_message_id, receipts.Event.DELIVERED)
+    assert receipt.reason == "JPush received report: jpush_received=1"
+    assert receipt.detail == {"vendor_status": "received", "received": {"jpush_received": 1}}
+    [report] = [r for r in fake.requests if r.path == "/v3/received/detail"]
+    assert report.method == "GET" and report.query["msg_ids"].split(",") == [
+        reached.provider_message_id,
+        waiting.provider_message_id,
+        "42",
+    ]  # "d9" is a delivery id, not a msg_id: not asked about
+
+
+async def test_jpush_report_counts_any_received_counter(fake: FakeJPush) -> None:
+    line = {"msg_id": 7, "jpush_received": None, "ios_apns_received": 2, "android_pns_sent": 3}
+    receipt = jpush.received(line)
+    assert receipt is not None and receipt.provider_message_id == "7"
+    assert receipt.detail["received"] == {"ios_apns_received": 2}
+    assert jpush.received({"msg_id": "8", "jpush_received": 0, "android_pns_received": None}) is None
+
+
+async def test_jpush_polling_with_a_wrong_secret_raises_the_misconfiguration(fake: FakeJPush) -> None:
+    p = provider(fake, report_endpoint=fake.url, master_secret="wrong")
+    try:
+        with pytest.raises(PermanentSendError) as refused:
+            await p.poll_receipts(["1234"])
+    finally:
+        await p.close()
+    assert refused.value.misconfigured and refused.value.code == "1004"
+
+
+def test_jpush_report_endpoint_defaults_to_the_real_host(fake: FakeJPush) -> None:
+    config = jpush.JPushProvider.Config.model_validate({"app_key": "k", "master_secret": "s"})
+    assert config.report_endpoint == "https://report.jpush.cn"
+    assert "report_endpoint" in jpush.JPushProvider.Config.destination_fields

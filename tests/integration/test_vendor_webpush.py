@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -160,3 +163,39 @@ def test_webpush_config_refuses_a_bad_key_and_subject() -> None:
         webpush.WebPushProvider.Config.model_validate({"vapid_private_key": "c2hvcnQ", "vapid_subject": "mailto:a@b.c"})
     with pytest.raises(ValueError, match="mailto: address or an https: URL"):
         webpush.WebPushProvider.Config.model_validate({"vapid_private_key": pem(VAPID), "vapid_subject": "ops"})
+
+
+# -- HTTPS push services, app-confirmed delivery ----------------------------------------------------------------
+
+SECRET = "app-confirm-secret-0123456789"
+
+
+async def test_webpush_trusts_the_https_push_service_its_ca_certificate_names() -> None:
+    async with FakeWebPush(tls=True) as service:
+        assert service.server.url.startswith("https://127.0.0.1:") and service.ca_certificate
+        subscription = service.subscribe("laptop")
+        trusting = await send(provider(ca_certificate=service.ca_certificate), outgoing([subscription]))
+        untrusting = await send(provider(), outgoing([subscription]))
+    assert trusting.error is None, (trusting.error, service.refusals)
+    assert service.pushes[0].payload == CONTENT
+    assert isinstance(untrusting.error, TransientSendError) and len(service.pushes) == 1  # the system's CAs refuse
+
+
+def test_webpush_config_refuses_a_ca_certificate_that_is_not_pem() -> None:
+    with pytest.raises(ValueError, match="not PEM certificates"):
+        provider(ca_certificate="-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----")
+
+
+async def test_webpush_with_a_receipt_secret_puts_the_delivery_and_its_ack_in_the_payload(fake: FakeWebPush) -> None:
+    result = await send(provider(receipt_secret=SECRET), outgoing([fake.subscribe("laptop")]))
+    assert result.error is None and result.provider_message_id == "d1"
+    digest = hmac.new(SECRET.encode(), b"d1", hashlib.sha256).digest()
+    ack = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    assert fake.pushes[0].payload == {**CONTENT, "clarion_delivery": "d1", "clarion_ack": ack}
+
+
+async def test_webpush_without_a_receipt_secret_keeps_the_payload_as_it_was(fake: FakeWebPush) -> None:
+    p = provider()
+    result = await send(p, outgoing([fake.subscribe("laptop")]))
+    assert fake.pushes[0].payload == CONTENT
+    assert result.provider_message_id == f"{fake.server.url}/message/1" and not p.takes_receipts

@@ -13,13 +13,14 @@ save the battery) otherwise; a content with no title and body is a background pu
 requires). The link (``url``, ``link_type``, ``appid``) and the content's ``data`` ride as custom keys beside
 ``aps`` for the app to open. ``apns-collapse-id`` comes from the content's ``collapse_id``.
 
-APNs has no delivery receipts: a notification APNs accepted stays ``sent``.
+APNs has no delivery receipts: a notification APNs accepted stays ``sent``, unless the account sets
+``receipt_secret`` and the app confirms it (``push``: ``clarion_delivery`` and ``clarion_ack`` ride as custom
+keys beside ``aps``; the app posts them to ``POST /r/{name}``), which makes it ``delivered``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -80,7 +81,7 @@ ERRORS: dict[str, str] = {
 }
 
 
-class ApnsProvider:
+class ApnsProvider(push.ConfirmedByApp):
     """Sends push content to iOS/macOS device tokens of one app (``bundle_id``)."""
 
     kind: ClassVar[str] = "apns"
@@ -90,7 +91,7 @@ class ApnsProvider:
     default_rate: ClassVar[tuple[float | None, float | None]] = (None, None)
 
     class Config(ProviderConfig):
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"private_key"})
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"private_key", "receipt_secret"})
         destination_fields: ClassVar[frozenset[str]] = frozenset({"endpoint", "sandbox"})
 
         team_id: str = Field(min_length=1, max_length=20)
@@ -104,6 +105,7 @@ class ApnsProvider:
         sound: str | None = None
         allow_private_networks: bool = False
         timeout: float = Field(default=10, gt=0)
+        receipt_secret: str | None = push.receipt_secret_field()
 
         @field_validator("private_key")
         @classmethod
@@ -119,12 +121,7 @@ class ApnsProvider:
         @field_validator("ca_certificate")
         @classmethod
         def _ca(cls, value: str | None) -> str | None:
-            if value is not None:
-                try:
-                    ssl.create_default_context(cadata=value)
-                except (ssl.SSLError, ValueError):
-                    raise ValueError("not PEM certificates") from None
-            return value
+            return push.pem_authorities(value)
 
     def __init__(
         self,
@@ -143,7 +140,7 @@ class ApnsProvider:
         self._token_key = f"apns:{config.team_id}:{config.key_id}:{fingerprint}"
         base = config.endpoint or (SANDBOX if config.sandbox else PRODUCTION)
         self._base = base.rstrip("/")
-        verify = ssl.create_default_context(cadata=config.ca_certificate) if config.ca_certificate else None
+        verify = push.trusting(config.ca_certificate)
         self._client = outbound.client(
             timeout=config.timeout,
             allow_private_networks=config.allow_private_networks,
@@ -173,7 +170,7 @@ class ApnsProvider:
                 raise push.none_for(self.kind)
             return await self._post(target.token, body, headers)
 
-        return await push.each_device(item, self.kind, to)
+        return await push.each_device(item, self.kind, to, by_delivery=self.takes_receipts)
 
     def notification(self, item: Outgoing) -> tuple[dict[str, Any], dict[str, str]]:
         """The JSON payload and the ``apns-*`` headers of one delivery (the same for each of its devices)."""
@@ -189,7 +186,12 @@ class ApnsProvider:
         else:
             aps["content-available"] = 1
             push_type, priority = "background", "5"
-        payload: dict[str, Any] = {**push.string_data(content), **push.link_extras(content), "aps": aps}
+        payload: dict[str, Any] = {
+            **push.string_data(content),
+            **push.link_extras(content),
+            **push.confirmation(self.config.receipt_secret, item.delivery_id),
+            "aps": aps,
+        }
         expiration = str(int(time.time()) + self.config.ttl) if self.config.ttl else "0"
         headers = {
             "apns-topic": self.config.bundle_id,

@@ -11,7 +11,9 @@ one handler opens it: an ``h5`` link also becomes ``webpush.fcm_options.link`` f
 a click), a ``native`` or ``miniprogram`` link only the app can open. The account's ``android``, ``apns`` and
 ``webpush`` objects are FCM's platform overrides, laid under what each message sets.
 
-FCM has no delivery receipts: a message FCM accepted stays ``sent``.
+FCM has no delivery receipts: a message FCM accepted stays ``sent``, unless the account sets
+``receipt_secret`` and the app confirms it (``push``: ``clarion_delivery`` and ``clarion_ack`` ride in
+``data``; the app posts them to ``POST /r/{name}``), which makes it ``delivered``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ ERRORS: dict[str, str] = {
 }
 
 
-class FcmProvider:
+class FcmProvider(push.ConfirmedByApp):
     """Sends push content to FCM registration tokens through one Firebase project."""
 
     kind: ClassVar[str] = "fcm"
@@ -67,7 +69,7 @@ class FcmProvider:
     default_rate: ClassVar[tuple[float | None, float | None]] = (None, 600_000.0)
 
     class Config(ProviderConfig):
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"service_account"})
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"service_account", "receipt_secret"})
         destination_fields: ClassVar[frozenset[str]] = frozenset({"token_uri", "endpoint"})
 
         service_account: dict[str, Any] = Field(description="the service account's JSON key (object or text)")
@@ -79,6 +81,7 @@ class FcmProvider:
         android: dict[str, Any] | None = None
         apns: dict[str, Any] | None = None
         webpush: dict[str, Any] | None = None
+        receipt_secret: str | None = push.receipt_secret_field()
 
         @field_validator("service_account", mode="before")
         @classmethod
@@ -185,7 +188,7 @@ class FcmProvider:
                 raise push.none_for(self.kind)
             return await self._post({"message": self.message(item, target.token)})
 
-        return await push.each_device(item, self.kind, to)
+        return await push.each_device(item, self.kind, to, by_delivery=self.takes_receipts)
 
     def message(self, item: Outgoing, token: str) -> dict[str, Any]:
         """The v1 ``message`` for one device: notification, data, and the platform overrides."""
@@ -195,7 +198,11 @@ class FcmProvider:
         shown = {k: v for k, v in (("title", title), ("body", body)) if v is not None}
         if shown:
             message["notification"] = shown
-        data = {**push.string_data(content), **push.link_extras(content)}
+        data = {
+            **push.string_data(content),
+            **push.link_extras(content),
+            **push.confirmation(self.config.receipt_secret, item.delivery_id),
+        }
         if data:
             message["data"] = data
         android: dict[str, Any] = {}

@@ -12,8 +12,14 @@ says ``1011`` (no push target) when none is. With registration ids for an audien
 is unknown to this app key, so the delivery's JPush tokens are reported dead. No token is reported dead when
 others were accepted: JPush does not say which were not.
 
-JPush has receipts only through its separate report API (not polled here): a message JPush accepted stays
-``sent``.
+Receipts: JPush does not call back, but its report API counts the devices each ``msg_id`` reached
+(``GET {report_endpoint}/v3/received/detail?msg_ids=…``, up to 100 ids, the same Basic auth). The receipt
+poller asks it about the deliveries still ``sent`` (``poll_receipts``): a message any of whose received
+counters (``jpush_received``, ``android_pns_received``, ``ios_apns_received``, ``ios_msg_received``,
+``quickapp_jpush_received``, ``quickapp_pns_received`` …) is 1 or more is ``delivered``, the counters named in
+the reason; one with none yet stays ``sent`` and is asked about again. An account with ``receipt_secret``
+also takes the app's confirmations (``push``: ``clarion_delivery`` and ``clarion_ack`` ride in ``extras``;
+the app posts them to ``POST /r/{name}``), which the report would tell later.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pydantic import Field
 from clarion.channels import outbound, push
 from clarion.channels.base import ProviderConfig
 from clarion.channels.webhook import http_status_error, parse_retry_after, send_bounded, transport_error
+from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
@@ -37,6 +44,11 @@ Platform = Literal["android", "ios"]
 PLATFORMS: tuple[Platform, ...] = ("android", "ios")
 #: JPush takes up to 1000 registration ids in one audience
 AUDIENCE_LIMIT = 1000
+#: the received report takes up to 100 msg_ids a request
+REPORT_LIMIT = 100
+#: how the report names a counter of devices that received the message, by channel (``jpush_received``,
+#: ``android_pns_received``, ``ios_apns_received``, ``ios_msg_received``, ``quickapp_jpush_received`` …)
+RECEIVED_SUFFIX = "_received"
 
 #: JPush ``error.code`` values → what they mean for the delivery
 ERRORS: dict[int, str] = {
@@ -59,26 +71,32 @@ ERRORS: dict[int, str] = {
 }
 
 
-class JPushProvider:
+class JPushProvider(push.ConfirmedByApp):
     """Sends push content to JPush registration ids of one JPush app."""
 
     kind: ClassVar[str] = "jpush"
     channels: ClassVar[frozenset[Channel]] = frozenset({Channel.PUSH})
     #: JPush's documented free quota for the push API: 600 calls a minute per app
     default_rate: ClassVar[tuple[float | None, float | None]] = (None, 600.0)
+    #: msg_ids one received report takes
+    poll_batch: ClassVar[int] = REPORT_LIMIT
 
     class Config(ProviderConfig):
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"master_secret"})
-        destination_fields: ClassVar[frozenset[str]] = frozenset({"endpoint"})
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"master_secret", "receipt_secret"})
+        destination_fields: ClassVar[frozenset[str]] = frozenset({"endpoint", "report_endpoint"})
 
         app_key: str = Field(min_length=1, max_length=64)
         master_secret: str = Field(min_length=1, max_length=256)
         endpoint: str = Field(default="https://api.jpush.cn", description="or https://bjapi.push.jiguang.cn")
+        report_endpoint: str = Field(
+            default="https://report.jpush.cn", description="the report API (received counts), polled for receipts"
+        )
         platforms: list[Platform] = Field(default_factory=lambda: list(PLATFORMS), min_length=1)
         apns_production: bool = Field(default=True, description="iOS through APNs production (False: development)")
         time_to_live: int = Field(default=86400, ge=0, le=10 * 86400, description="seconds kept for offline devices")
         allow_private_networks: bool = False
         timeout: float = Field(default=10, gt=0)
+        receipt_secret: str | None = push.receipt_secret_field()
 
     def __init__(
         self,
@@ -93,6 +111,7 @@ class JPushProvider:
         credentials = base64.b64encode(f"{config.app_key}:{config.master_secret}".encode()).decode()
         self._authorization = f"Basic {credentials}"
         self._url = config.endpoint.rstrip("/") + "/v3/push"
+        self._report_url = config.report_endpoint.rstrip("/") + "/v3/received/detail"
         self._client = outbound.client(
             timeout=config.timeout,
             allow_private_networks=config.allow_private_networks,
@@ -120,7 +139,11 @@ class JPushProvider:
         """The v3 push object: platforms, the audience, the notification (or custom message), options."""
         content = item.content
         title, body = push.notification(content)
-        extras: dict[str, Any] = {**push.string_data(content), **push.link_extras(content)}
+        extras: dict[str, Any] = {
+            **push.string_data(content),
+            **push.link_extras(content),
+            **push.confirmation(self.config.receipt_secret, item.delivery_id),
+        }
         platforms = list(dict.fromkeys(self.config.platforms))
         shown: dict[str, Any] = {"platform": platforms, "audience": {"registration_id": registration_ids}}
         if title is None and body is None:
@@ -175,5 +198,58 @@ class JPushProvider:
         )
         return push.vendor_error(verdict, message, code=str(error.get("code")), retry_after=retry_after)
 
+    # -- receipts: the received report ---------------------------------------------------------------------
+
+    async def poll_receipts(self, provider_message_ids: Sequence[str]) -> list[receipts.Receipt]:
+        """What the received report says of these msg_ids: ``delivered`` for each that some device received;
+        nothing for the others (still on their way, or offline: asked again next round). Ids that are not
+        JPush msg_ids (a delivery sent without one) are not asked about. A refused report raises (a wrong master
+        secret is ``misconfigured``), so the poller tells a failed poll from "nothing new"."""
+        asked = [pmid for pmid in provider_message_ids if pmid.isdigit()]
+        found: list[receipts.Receipt] = []
+        for start in range(0, len(asked), REPORT_LIMIT):
+            for entry in await self._report(asked[start : start + REPORT_LIMIT]):
+                receipt = received(entry)
+                if receipt is not None:
+                    found.append(receipt)
+        return found
+
+    async def _report(self, msg_ids: list[str]) -> list[Any]:
+        headers = {"Authorization": self._authorization}
+        try:
+            response = await self._client.get(self._report_url, params={"msg_ids": ",".join(msg_ids)}, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code == 200 and isinstance(answer, list):
+            return answer
+        if response.status_code in (401, 403):  # the report API refuses the app key or master secret
+            error = answer.get("error") if isinstance(answer, dict) else None
+            code = str(error.get("code")) if isinstance(error, dict) else f"http_{response.status_code}"
+            why = str(error.get("message", "")) if isinstance(error, dict) else response.text[:200]
+            raise PermanentSendError(f"JPush report {code}: {why}", code=code, misconfigured=True)
+        raise self.error(response, answer)
+
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def received(entry: Any) -> receipts.Receipt | None:
+    """One msg_id's line of the received report as a receipt: ``delivered`` when a received counter is 1 or
+    more (a counter JPush does not know yet is null), else None."""
+    if not isinstance(entry, dict) or entry.get("msg_id") in (None, ""):
+        return None
+    counts = {
+        name: value
+        for name, value in entry.items()
+        if name.endswith(RECEIVED_SUFFIX) and isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    }
+    if not counts:
+        return None
+    msg_id = str(entry["msg_id"])
+    reason = "JPush received report: " + ", ".join(f"{name}={value}" for name, value in sorted(counts.items()))
+    detail = {"vendor_status": "received", "received": counts}
+    return receipts.Receipt(msg_id, receipts.Event.DELIVERED, reason, detail)

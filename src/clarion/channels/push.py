@@ -11,19 +11,37 @@ A delivery reaches a user, not a device: it is sent when at least one device acc
 vendor declared gone come back in ``SendResult.dead_addresses`` (the items as stored, so they can be removed
 from the user); a delivery none of whose devices is left fails with ``dead_address``. A device that failed
 for another reason while another accepted is not retried: a retry would notify the others twice.
+
+App-confirmed delivery: the push vendors do not say whether a device got a push (FCM, APNs and Web Push never
+call back), so an account may set ``receipt_secret``. Each push it sends then carries, where the app (or the
+site's service worker) reads it, ``clarion_delivery`` (the delivery id) and ``clarion_ack`` (the base64url
+HMAC-SHA256 of that id under the secret); the app posts ``{"delivery", "ack"}`` (one, or a list) to
+``POST /r/{provider_name}`` when the push arrives, and the delivery becomes ``delivered``. Only a device that
+received the push knows its ack, so a forged confirmation is refused (401) without the secret ever leaving the
+server. The FCM, APNs and Web Push accounts that take confirmations record the delivery id as the delivery's
+provider message id (the app never learns the vendor's id), so a confirmation that beats the worker's record of
+the send is held and applied once it is written, like any early receipt. JPush keeps its ``msg_id``, which its
+received report is polled with; its confirmations name the delivery (``detail["delivery_id"]``), which the
+feedback stage matches when no vendor id does.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import Field
 
+from clarion.channels import base
+from clarion.domain import receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Outgoing, SendResult
 
@@ -137,10 +155,11 @@ def targets(address: Any, platform: str) -> list[Target]:
 SendOne = Callable[[Target], Awaitable[str]]
 
 
-def outcome(item: Outgoing, answers: list[tuple[Target, str | SendError]]) -> SendResult:
+def outcome(item: Outgoing, answers: list[tuple[Target, str | SendError]], *, by_delivery: bool = False) -> SendResult:
     """One delivery's result from its devices' answers (each a vendor message id or an error).
 
-    Accepted by any: sent, with the first vendor id and the dead devices. Accepted by none: the account's
+    Accepted by any: sent, with the first vendor id (``by_delivery``: the delivery id, which the app confirms
+    with) and the dead devices. Accepted by none: the account's
     fault first (misconfigured), then a retry (transient), then the first refusal; when every device is dead,
     ``dead_address``. Dead devices ride along on errors too, so they are removed whatever else happened."""
     accepted = [answer for _, answer in answers if isinstance(answer, str)]
@@ -148,7 +167,7 @@ def outcome(item: Outgoing, answers: list[tuple[Target, str | SendError]]) -> Se
         target.item for target, answer in answers if isinstance(answer, PermanentSendError) and answer.dead_address
     )
     if accepted:
-        vendor_id = next((a for a in accepted if a), item.delivery_id)
+        vendor_id = item.delivery_id if by_delivery else next((a for a in accepted if a), item.delivery_id)
         return SendResult(item.delivery_id, provider_message_id=vendor_id, dead_addresses=dead)
     errors = [answer for _, answer in answers if isinstance(answer, SendError)]
     if not errors:
@@ -169,7 +188,7 @@ def none_for(platform: str) -> PermanentSendError:
     return PermanentSendError(f"the address holds no {platform} device token", code="invalid_address")
 
 
-async def each_device(item: Outgoing, platform: str, send: SendOne) -> SendResult:
+async def each_device(item: Outgoing, platform: str, send: SendOne, *, by_delivery: bool = False) -> SendResult:
     """Send ``item`` to each of its devices on ``platform`` in turn (one request each; the account's client
     multiplexes them) and combine the answers with ``outcome``."""
     found = targets(item.address, platform)
@@ -181,7 +200,7 @@ async def each_device(item: Outgoing, platform: str, send: SendOne) -> SendResul
             answers.append((target, await send(target)))
         except SendError as exc:
             answers.append((target, exc))
-    return outcome(item, answers)
+    return outcome(item, answers, by_delivery=by_delivery)
 
 
 def notification(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -222,3 +241,102 @@ def vendor_error(verdict: str, message: str, *, code: str, retry_after: float | 
     if verdict == TRANSIENT:
         return TransientSendError(message, code=code, retry_after=retry_after)
     return PermanentSendError(message, code=code, misconfigured=verdict == MISCONFIGURED, dead_address=verdict == DEAD)
+
+
+def pem_authorities(value: str | None) -> str | None:
+    """``ca_certificate``'s check: PEM certificates a TLS context can trust (``ValueError`` otherwise)."""
+    if value is not None:
+        try:
+            ssl.create_default_context(cadata=value)
+        except (ssl.SSLError, ValueError):
+            raise ValueError("not PEM certificates") from None
+    return value
+
+
+def trusting(ca_certificate: str | None) -> ssl.SSLContext | None:
+    """The TLS context trusting only ``ca_certificate`` (None: the system's authorities)."""
+    return ssl.create_default_context(cadata=ca_certificate) if ca_certificate else None
+
+
+# -- app-confirmed delivery (see the module's docstring) -------------------------------------------------------
+
+DELIVERY_KEY, ACK_KEY = "clarion_delivery", "clarion_ack"
+#: confirmations one callback may carry
+CONFIRMATIONS_LIMIT = 500
+_DELIVERY_ID_LIMIT = 200
+
+
+def receipt_secret_field() -> Any:
+    """The ``receipt_secret`` config field every push kind declares."""
+    return Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description=(
+            "app-confirmed delivery: pushes carry clarion_delivery and clarion_ack (HMAC-SHA256 of the delivery id"
+            " under this secret); the app posts them to /r/{name} and the delivery becomes delivered"
+        ),
+    )
+
+
+def ack_token(secret: str, delivery_id: str) -> str:
+    """What proves a device received the push of ``delivery_id``: base64url HMAC-SHA256, without padding."""
+    digest = hmac.new(secret.encode(), delivery_id.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def confirmation(secret: str | None, delivery_id: str) -> dict[str, str]:
+    """The payload keys the app confirms the delivery with; none when the account takes no confirmations."""
+    if not secret:
+        return {}
+    return {DELIVERY_KEY: delivery_id, ACK_KEY: ack_token(secret, delivery_id)}
+
+
+def confirmations(secret: str, callback: base.Callback) -> base.ReadCallback:
+    """The app's confirmations: ``{"delivery": id, "ack": token, "status"?: "delivered"}`` or a list of them.
+    Any wrong or missing ack refuses the whole callback (``RefusedCallback``); a body of another shape, or a status
+    other than ``delivered``, is ``UnreadableCallback``. Each receipt names the delivery itself (its
+    ``detail["delivery_id"]``), for the kinds whose deliveries carry the vendor's id."""
+    try:
+        document = orjson.loads(callback.body)
+    except orjson.JSONDecodeError:
+        raise base.UnreadableCallback('a confirmation is JSON: {"delivery", "ack"} or a list of them') from None
+    entries = document if isinstance(document, list) else [document]
+    if not entries or len(entries) > CONFIRMATIONS_LIMIT:
+        raise base.UnreadableCallback(f"a callback carries 1 to {CONFIRMATIONS_LIMIT} confirmations")
+    found: list[receipts.Receipt] = []
+    seen: set[str] = set()
+    for entry in entries:
+        delivery = entry.get("delivery") if isinstance(entry, Mapping) else None
+        if not isinstance(delivery, str) or not 1 <= len(delivery) <= _DELIVERY_ID_LIMIT:
+            raise base.UnreadableCallback('each confirmation is an object with "delivery" (the clarion_delivery id)')
+        ack = entry.get("ack")
+        given = ack.rstrip("=") if isinstance(ack, str) else None
+        if not base.same_secret(ack_token(secret, delivery), given):
+            raise base.RefusedCallback(f"missing or wrong ack for delivery {delivery[:64]!r}")
+        status = entry.get("status", receipts.Event.DELIVERED.value)
+        if status != receipts.Event.DELIVERED.value:
+            raise base.UnreadableCallback(f'status {str(status)[:32]!r}: an app confirms only "delivered"')
+        if delivery in seen:
+            continue
+        seen.add(delivery)
+        detail = {"confirmed_by": "app", "delivery_id": delivery}
+        found.append(receipts.Receipt(delivery, receipts.Event.DELIVERED, "confirmed by the app", detail))
+    return base.ReadCallback(found, ignored=len(entries) - len(found))
+
+
+class ConfirmedByApp:
+    """What a push kind needs to take its app's confirmations at ``POST /r/{provider_name}``
+    (``base.TakesReceipts``): an account with a ``receipt_secret`` does; one without is 404 there."""
+
+    config: Any
+
+    @property
+    def takes_receipts(self) -> bool:
+        return self.config.receipt_secret is not None
+
+    def receipts(self, callback: base.Callback) -> base.ReadCallback:
+        secret = self.config.receipt_secret
+        if secret is None:
+            raise base.RefusedCallback("this account takes no confirmations")
+        return confirmations(secret, callback)

@@ -11,8 +11,11 @@ endpoint's origin, so the push service knows the sender is the one the subscript
 The endpoints come from browsers, that is from users: the account's client refuses private addresses like
 the webhook's (``outbound``). There is no vendor base URL to configure: each subscription names its own.
 
-Push services answer 201 and send no receipt: a push accepted stays ``sent``. 404/410 mean the subscription
-is gone (the user revoked it, the browser dropped it): the address is dead.
+Push services answer 201 and send no receipt: a push accepted stays ``sent``, unless the account sets
+``receipt_secret`` and the service worker confirms it (``push``: ``clarion_delivery`` and ``clarion_ack`` are
+keys of the JSON payload; the worker posts them to ``POST /r/{name}`` when its ``push`` event fires), which
+makes it ``delivered``. 404/410 mean the subscription is gone (the user revoked it, the browser dropped it): the
+address is dead. ``ca_certificate`` replaces the system's authorities for an in-house push service.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-class WebPushProvider:
+class WebPushProvider(push.ConfirmedByApp):
     """Sends push content to browsers' Web Push subscriptions, as one VAPID application server."""
 
     kind: ClassVar[str] = "webpush"
@@ -89,13 +92,15 @@ class WebPushProvider:
     default_rate: ClassVar[tuple[float | None, float | None]] = (None, None)
 
     class Config(ProviderConfig):
-        secret_fields: ClassVar[frozenset[str]] = frozenset({"vapid_private_key"})
+        secret_fields: ClassVar[frozenset[str]] = frozenset({"vapid_private_key", "receipt_secret"})
 
         vapid_private_key: str = Field(description="the VAPID key: PEM, or the base64url raw private key")
         vapid_subject: str = Field(description="mailto: or https: contact for the push services")
         ttl: int = Field(default=86400, ge=0, le=28 * 86400, description="seconds the push service keeps it")
+        ca_certificate: str | None = Field(default=None, description="PEM authorities to trust instead of the system's")
         allow_private_networks: bool = False
         timeout: float = Field(default=10, gt=0)
+        receipt_secret: str | None = push.receipt_secret_field()
 
         @field_validator("vapid_private_key")
         @classmethod
@@ -112,6 +117,11 @@ class WebPushProvider:
             if not re.match(r"^(mailto:[^\s@]+@[^\s@]+|https://[^\s/]+\S*)$", value):
                 raise ValueError("must be a mailto: address or an https: URL")
             return value
+
+        @field_validator("ca_certificate")
+        @classmethod
+        def _ca(cls, value: str | None) -> str | None:
+            return push.pem_authorities(value)
 
     def __init__(
         self,
@@ -135,6 +145,7 @@ class WebPushProvider:
             allow_private_networks=config.allow_private_networks,
             resolve=resolve,
             network=network,
+            verify=push.trusting(config.ca_certificate),
             http2=True,
         )
 
@@ -154,7 +165,7 @@ class WebPushProvider:
         return await send_bounded(batch, self._one)
 
     async def _one(self, item: Outgoing) -> SendResult:
-        payload = self.payload(item.content)
+        payload = self.payload(item)
         if len(payload) > PAYLOAD_LIMIT:
             raise PermanentSendError(
                 f"the payload is {len(payload)} bytes, over {PAYLOAD_LIMIT}", code="payload_too_large"
@@ -168,13 +179,15 @@ class WebPushProvider:
             subscription = _subscription(target.token, plain_http=self.config.allow_private_networks)
             return await self._post(subscription, payload, headers)
 
-        return await push.each_device(item, self.kind, to)
+        return await push.each_device(item, self.kind, to, by_delivery=self.takes_receipts)
 
-    @staticmethod
-    def payload(content: dict[str, Any]) -> bytes:
-        """What the service worker receives (decrypted): the content's shown fields, link and data."""
+    def payload(self, item: Outgoing) -> bytes:
+        """What the service worker receives (decrypted): the content's shown fields, link and data, and the keys
+        it confirms the delivery with (an account with ``receipt_secret``)."""
+        content = item.content
         keys = ("title", "body", "url", "link_type", "appid", "data", "collapse_id")
-        return orjson.dumps({k: content[k] for k in keys if content.get(k) is not None})
+        shown = {k: content[k] for k in keys if content.get(k) is not None}
+        return orjson.dumps({**shown, **push.confirmation(self.config.receipt_secret, item.delivery_id)})
 
     def encrypt(self, payload: bytes, subscription: dict[str, Any]) -> bytes:
         """RFC 8291: aes128gcm under a fresh ECDH key and salt, for this subscription's keys only."""

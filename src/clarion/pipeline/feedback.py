@@ -62,6 +62,11 @@ async def receive(
     kept. ``ignored`` counts entries the provider already left out (statuses that mean nothing here)."""
     await store.lock(conn, [(provider, s.provider_message_id) for s in signals])
     found = await store.by_provider_message_id(conn, provider, [s.provider_message_id for s in signals])
+    # A receipt that names the delivery itself (an app confirming a push: its id is ``detail["delivery_id"]``)
+    # matches this provider's delivery of that id when no delivery carries it as the vendor's id.
+    named = [s.provider_message_id for s in signals if s.detail.get("delivery_id") == s.provider_message_id]
+    if missing := [pmid for pmid in named if pmid not in found]:
+        found |= {id_: [row] for id_, row in (await store.by_id(conn, missing)).items() if row.provider == provider}
     tally = Tally(ignored=ignored)
     pairs = []
     for signal in signals:
