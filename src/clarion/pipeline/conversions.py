@@ -66,9 +66,12 @@ async def convert(conn: Conn, events: Sequence[Event]) -> int:
     if not touches:
         return 0
     done = await _converted(conn, {touch.message_id for touch in touches})
+    by_user: dict[str, list[Touch]] = {}
+    for each in touches:
+        by_user.setdefault(each.user_id, []).append(each)
     rows = []
     for event in sorted(relevant, key=lambda e: e.at):
-        touch = _attributed(event, goals[event.event], touches, done)
+        touch = _attributed(event, goals[event.event], by_user.get(event.user_id, []), done)
         if touch is None:
             continue
         done.add(touch.message_id)
@@ -128,11 +131,12 @@ async def _converted(conn: Conn, message_ids: set[str]) -> set[str]:
 
 
 def _attributed(event: Event, goals: list[Goal], touches: list[Touch], done: set[str]) -> Touch | None:
-    """The most recent touch before ``event`` that one of its goals counts, of a message not yet converted."""
+    """The most recent of the user's ``touches`` before ``event`` that one of its goals counts, of a message not
+    yet converted."""
     windows = {(g.template_key, g.attribution): g.within for g in goals}
     best: Touch | None = None
     for touch in touches:
-        if touch.user_id != event.user_id or touch.message_id in done or touch.at > event.at:
+        if touch.message_id in done or touch.at > event.at:
             continue
         within = windows.get((touch.template_key, "click")) or windows.get((touch.template_key, "delivery"))
         if within is None or event.at - touch.at > within:

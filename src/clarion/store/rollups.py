@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -258,14 +258,21 @@ async def rebuild(conn: Conn, *, batch: int = 20_000) -> int:
     event of each stage, counted as ``append`` counts it. Returns how many events were counted."""
     await conn.execute(t.funnel_hourly.delete())
     await conn.execute(t.funnel_daily.delete())
-    ident = sa.func.coalesce(_E.c.delivery_id, _E.c.message_id)
     statuses = sorted({*funnel.STAGE_OF_STATUS, "accepted"})
-    firsts = sa.select(sa.func.min(_E.c.id).label("id")).where(_E.c.status.in_(statuses)).group_by(ident, _E.c.status)
+    # a delivery's first event of each status: none earlier on its timeline (on the delivery_id index), so each
+    # page costs its own rows, not a pass over the whole timeline; a message's own events come once each
+    prior = _E.alias("prior")
+    earlier = (
+        sa.select(prior.c.id)
+        .where(prior.c.delivery_id == _E.c.delivery_id, prior.c.status == _E.c.status, prior.c.id < _E.c.id)
+        .exists()
+    )
+    first = sa.or_(_E.c.delivery_id.is_(None), ~earlier)
     counted, after = 0, 0
     while True:
         query = (
             sa.select(_E.c.id, _E.c.delivery_id, _E.c.message_id, _E.c.status, _E.c.detail, _E.c.at)
-            .where(_E.c.id.in_(firsts), _E.c.id > after)
+            .where(_E.c.status.in_(statuses), _E.c.id > after, first)
             .order_by(_E.c.id)
             .limit(batch)
         )
@@ -307,10 +314,9 @@ async def cells(
     return list(await fetch(conn, query))
 
 
+def floor_hour(at: datetime) -> datetime:
+    return _hour(at)
+
+
 def floor_day(at: datetime) -> datetime:
     return _day(at)
-
-
-def ceil_day(at: datetime) -> datetime:
-    day = _day(at)
-    return day if day == at else day + timedelta(days=1)

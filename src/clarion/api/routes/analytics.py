@@ -101,7 +101,7 @@ async def funnel_report(
     async with clarion.db.read() as conn:
         # hourly cells grouped by day are merged by ``funnel.report`` (a range of part days reads hours)
         cells = await rollups.cells(
-            conn, table=table, since=_hour(since), until=until, filters=filters, group_by=groups
+            conn, table=table, since=since and rollups.floor_hour(since), until=until, filters=filters, group_by=groups
         )
     answer = funnel.report(cells, groups)
     return {"since": _iso(since), "until": _iso(until), **answer}
@@ -126,10 +126,6 @@ def _by_day(groups: list[str], since: datetime | None, until: datetime | None) -
     if "hour" in groups:
         return False
     return all(at is None or rollups.floor_day(at) == at for at in (since, until))
-
-
-def _hour(at: datetime | None) -> datetime | None:
-    return None if at is None else at.replace(minute=0, second=0, microsecond=0)
 
 
 def _iso(at: datetime | None) -> str | None:
