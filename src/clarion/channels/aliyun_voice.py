@@ -121,11 +121,7 @@ class AliyunVoiceProvider:
         @field_validator("endpoint")
         @classmethod
         def _http_url(cls, value: str) -> str:
-            try:
-                outbound.check_syntax(value)
-            except SendError as exc:
-                raise ValueError(exc.message) from None
-            return value
+            return outbound.endpoint(value)
 
     def __init__(
         self,
