@@ -18,13 +18,16 @@ from clarion.api.middleware import Authenticate, BodyLimit
 from clarion.api.problems import error_body
 from clarion.api.responses import JSON
 from clarion.api.routes import (
+    alerts,
     analytics,
     api_keys,
     audit,
     bulk,
     campaigns,
+    costs,
     deliveries,
     experiments,
+    feedback_rules,
     inbox,
     links,
     messages,
@@ -119,7 +122,10 @@ def create_app(
         campaigns,
         audit,
         analytics,
+        costs,
         experiments,
+        feedback_rules,
+        alerts,
         api_keys,
         unsubscribe,
         links,

@@ -540,3 +540,67 @@ def _funnel(name: str) -> sa.Table:
 
 funnel_hourly = _funnel("funnel_hourly")
 funnel_daily = _funnel("funnel_daily")
+
+# -- the closed loop: tag feedback and alerts ----------------------------------------------------------------------
+
+# What a click, a conversion or an unsubscribe on a template or campaign does to the user: add or remove tags, set
+# attributes (``pipeline.feedback_rules``). ``definition`` holds ``on``, ``match`` and ``actions``.
+feedback_rules = sa.Table(
+    "feedback_rules",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("definition", JSON, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    *_timestamps(),
+)
+
+# Each time a feedback rule changed a user: on the user's record, with what triggered it.
+feedback_firings = sa.Table(
+    "feedback_firings",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("rule_key", Key, nullable=False),
+    sa.Column("user_id", Key, nullable=False),
+    sa.Column("message_id", Id),
+    sa.Column("trigger", sa.String(20), nullable=False),  # click | convert | unsubscribe
+    sa.Column("detail", JSON),  # the event, the link, the actions applied
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "user_id", "at"),
+)
+
+# Stored alert rules (``analytics.alerts.AlertRule.to_json``), evaluated by the alert loop.
+alert_rules = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("key", Key, primary_key=True),
+    sa.Column("rule", JSON, nullable=False),
+    *_timestamps(),
+)
+
+# What the alert loop keeps between evaluations, per rule and subject (``analytics.alerts.AlertState``).
+alert_states = sa.Table(
+    "alert_states",
+    metadata,
+    sa.Column("rule_key", Key, primary_key=True),
+    sa.Column("subject", sa.String(300), primary_key=True),  # e.g. "provider:aliyun-a", "all:"
+    sa.Column("firing_since", UTCDateTime()),
+    sa.Column("notified_at", UTCDateTime()),
+    sa.Column("value", sa.Float),
+)
+
+# The alert history (GET /v1/alerts): every notice, fired, repeated or recovered, and whether it went out.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("rule_key", Key, nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("action", sa.String(10), nullable=False),  # fire | repeat | recover
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("notified", sa.String(10), nullable=False),  # sent | failed
+    sa.Column("error", sa.Text),  # why the notice did not go out
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "rule_key", "at"),
+    sa.Index(None, "at"),
+)
