@@ -413,6 +413,18 @@ class GoalIn(Strict):
     attribution: Literal["click", "delivery"] = "click"
 
 
+class ExperimentIn(Strict):
+    """How the template's A/B test is decided (``analytics.experiments``: an always-valid sequential test, safe to
+    look at continuously): the ``metric`` compared, the exposures (sends) every variant needs first, the error
+    rate ``alpha``, and ``auto_apply``: once the rule names a winner, Clarion gives it 100 % of the traffic (a new
+    version with only the weights changed, audited and reversible with ``POST .../experiment:revert``)."""
+
+    metric: Literal["click_rate", "conversion_rate"] = "click_rate"
+    min_sample: int = Field(default=200, ge=1, le=100_000_000)
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    auto_apply: bool = True
+
+
 class TemplateIn(Stored):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     category: model.Category
@@ -444,6 +456,11 @@ class TemplateIn(Stored):
         description='the conversion goal: {"event": "coupon.claimed", "within_hours": 72, "attribution": "click"}; '
         "a tracked event of that name converts the user's most recent eligible message of this template, once",
     )
+    experiment: ExperimentIn | None = Field(
+        default=None,
+        description='how the A/B variants are decided: {"metric": "click_rate", "min_sample": 200, "alpha": 0.05, '
+        '"auto_apply": true}; needs variants',
+    )
     fallback: list[dict[str, Any]] | None = Field(
         default=None,
         max_length=fallback_rules.MAX_STEPS,
@@ -451,6 +468,15 @@ class TemplateIn(Stored):
         "`when` is `failed` (also undelivered, bounced: at once), `not_delivered` or `not_read` (inbox) within "
         "`within` seconds; both channels need content, a channel has one fallback, and a cycle is refused",
     )
+
+    @model_validator(mode="after")
+    def _experiment_needs_variants(self) -> TemplateIn:
+        if self.experiment is not None and not self.variants:
+            error = PydanticCustomError("experiment_needs_variants", "an experiment needs A/B variants to compare")
+            raise ValidationError.from_exception_data(
+                type(self).__name__, [InitErrorDetails(type=error, loc=("experiment",), input=None)]
+            )
+        return self
 
     @model_validator(mode="after")
     def _voice_is_urgent(self) -> TemplateIn:

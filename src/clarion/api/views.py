@@ -255,6 +255,9 @@ class Template(View):
     ttl_seconds: int | None = Field(description="deliveries not handed to a provider this long after acceptance expire")
     fallback: list[Json] | None = Field(description='the channel fallback chain: [{"from", "to", "when", "within"}]')
     goal: Json | None = Field(description='the conversion goal: {"event", "within_hours", "attribution"}')
+    experiment: Json | None = Field(
+        description='how the A/B test is decided: {"metric", "min_sample", "alpha", "auto_apply"}'
+    )
     variables: list[str]
     created_at: Timestamp
     updated_at: Timestamp

@@ -235,14 +235,19 @@ def initial_status(settings: Settings, category: model.Category) -> Status:
     return Status.DRAFT if settings.needs_approval(category) else Status.APPROVED
 
 
+#: the fields of a template body that steer traffic between its variants without changing what users read
+_TRAFFIC = frozenset({"variants", "experiment"})
+
+
 def weights_only(approved: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether ``new`` differs from the ``approved`` body only in its A/B variants' weights: the same words,
-    variant names and order. Such a version needs no new review — reviewers approve what users read, and an
-    operator shifting traffic between approved variants of a running template must not wait for them."""
+    """Whether ``new`` differs from the ``approved`` body only in its A/B variants' weights (and how its
+    experiment is decided): the same words, variant names and order. Such a version needs no new review —
+    reviewers approve what users read, and an operator or the experiment's rule shifting traffic between approved
+    variants of a running template must not wait for them."""
     old_variants, new_variants = approved.get("variants") or [], new.get("variants") or []
     if not old_variants or len(old_variants) != len(new_variants):
         return False
-    if any(k not in ("variants",) and approved.get(k) != new.get(k) for k in set(approved) | set(new)):
+    if any(k not in _TRAFFIC and approved.get(k) != new.get(k) for k in set(approved) | set(new)):
         return False
     strip = [{k: v for k, v in variant.items() if k != "weight"} for variant in old_variants]
     return strip == [{k: v for k, v in variant.items() if k != "weight"} for variant in new_variants] and any(

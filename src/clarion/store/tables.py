@@ -132,6 +132,7 @@ templates = sa.Table(
     sa.Column("ttl_seconds", sa.Integer),  # a delivery not handed over within this long of acceptance expires
     sa.Column("fallback", JSON),  # [{"from", "to", "when", "within"}]: the channel to try when one does not reach
     sa.Column("goal", JSON),  # {"event", "within_hours", "attribution"}: what converts its messages
+    sa.Column("experiment", JSON),  # {"metric", "min_sample", "alpha", "auto_apply"}: how its A/B test is decided
     *_timestamps(),
 )
 

@@ -178,7 +178,17 @@ def template_at(row: Any, body: Mapping[str, Any], number: int) -> model.Templat
     """The template as it was saved in version ``number``: ``row`` (a templates row) with the version's body."""
     columns = {c.name: getattr(row, c.name) for c in T.columns}
     # a version saved before templates had a ttl or a fallback has none, whatever the latest version says
-    at = SimpleNamespace(**{**columns, "ttl_seconds": None, "fallback": None, "goal": None, **body, "version": number})
+    at = SimpleNamespace(
+        **{
+            **columns,
+            "ttl_seconds": None,
+            "fallback": None,
+            "goal": None,
+            "experiment": None,
+            **body,
+            "version": number,
+        }
+    )
     return records.template_from_row(at)
 
 

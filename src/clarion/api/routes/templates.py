@@ -42,6 +42,7 @@ def template_json(row: Any) -> dict[str, Any]:
         "ttl_seconds": row.ttl_seconds,
         "fallback": getattr(row, "fallback", None),
         "goal": getattr(row, "goal", None),
+        "experiment": getattr(row, "experiment", None),
         "variables": sorted(
             set().union(*(render.variables(c) for _, c in render.contents(row.channels, row.variants)))
         ),

@@ -1,4 +1,4 @@
-"""tag feedback rules and their firings; stored alert rules, their state and history
+"""tag feedback rules and their firings; stored alert rules, their state and history; a template's experiment
 
 Revision ID: 0013
 Revises: 0012
@@ -32,6 +32,8 @@ def _timestamps() -> list[sa.Column[Any]]:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("experiment", JSON, nullable=True))
     op.create_table(
         "feedback_rules",
         sa.Column("key", sa.String(128), nullable=False),
@@ -94,3 +96,5 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_feedback_firings_user_id_at"), table_name="feedback_firings")
     op.drop_table("feedback_firings")
     op.drop_table("feedback_rules")
+    with op.batch_alter_table("templates", schema=None) as batch_op:
+        batch_op.drop_column("experiment")
