@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from clarion import apikeys, metrics, owners, sealing, unsubscribe, worker
+from clarion import apikeys, metrics, opens, owners, sealing, unsubscribe, worker
 from clarion.campaigns.runner import CampaignRunner
 from clarion.channels import registry, vendor
 from clarion.counters import base as counters_base
@@ -152,7 +152,11 @@ def build(settings: Settings | None = None) -> Clarion:
         db,
         the_catalog,
         policies=stage,
-        finishers=[_unsubscribe_headers(settings.public_url, secret.encode()), *_short_links(settings)],
+        finishers=[
+            _unsubscribe_headers(settings.public_url, secret.encode()),
+            *_short_links(settings),
+            opens.finisher(settings.public_url, secret.encode()),  # after short links: its URL stays its own
+        ],
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )

@@ -8,8 +8,10 @@ counted once per message (a message is what the user perceives; its deliveries a
 * ``requested`` — a message accepted (its ``accepted`` event, which names no delivery);
 * ``filtered`` (by the policy that decided), ``deferred``, ``expired``, ``failed``;
 * ``sent``, then ``delivered`` or ``undelivered``/``bounced`` from the vendor's receipt;
-* ``opened`` (status ``read``: an inbox item read, a push opened in the app), ``clicked`` (a short link),
-  ``converted`` (the template's goal event after it), ``unsubscribed`` (through the message's unsubscribe link).
+* ``opened`` (status ``read``: an inbox item read, a push opened in the app, an e-mail's open pixel fetched),
+  ``clicked`` (a short link), ``converted`` (the template's goal event after it), ``unsubscribed`` (through the
+  message's unsubscribe link). A delivery opened or clicked with no receipt before was ``delivered`` all the
+  same, and is counted there too; a late receipt that changes nothing (its status kept) counts nowhere.
 
 Rates, each with its numerator and denominator (the brief, 001 全链路数据洞察):
 到达率 delivery rate = delivered / sent; 点击率 click rate = clicked / delivered; 转化率 conversion rate =
@@ -89,12 +91,23 @@ def stage_of(event: Mapping[str, Any]) -> tuple[str, str] | None:
     stage = STAGE_OF_STATUS.get(status)
     if stage is None:
         return None
+    detail = event.get("detail")
+    if isinstance(detail, Mapping) and "status_kept" in detail:
+        return None  # a late receipt noted, the status kept: nothing newly reached
     policy = ""
-    if stage in ("filtered", "deferred"):
-        detail = event.get("detail")
-        if isinstance(detail, Mapping) and isinstance(detail.get("policy"), str):
-            policy = detail["policy"]
+    if stage in ("filtered", "deferred") and isinstance(detail, Mapping) and isinstance(detail.get("policy"), str):
+        policy = detail["policy"]
     return stage, policy
+
+
+def implied_stages(event: Mapping[str, Any]) -> list[str]:
+    """The stages an event reached on the way without an event of their own: a push read, an e-mail opened or a
+    link clicked straight after ``sent`` was ``delivered`` (``detail.implies``, from ``domain.receipts``)."""
+    detail = event.get("detail")
+    implies = detail.get("implies") if isinstance(detail, Mapping) else None
+    if not isinstance(implies, list) or event.get("delivery_id") is None:
+        return []
+    return [STAGE_OF_STATUS[s] for s in implies if s in STAGE_OF_STATUS]
 
 
 def amount_of(event: Mapping[str, Any]) -> float:

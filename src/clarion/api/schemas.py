@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     field_serializer,
@@ -157,6 +158,12 @@ class EmailContent(Strict):
     subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
     text: Text | None = None
     html: Text | None = None
+    track_opens: StrictBool | None = Field(
+        default=None,
+        description="put an open pixel in the html (off by default, for privacy): its fetch makes the delivery "
+        "read, the funnel's opened. Mail clients that prefetch images (Apple Mail Privacy Protection) inflate "
+        "opens, and those that block images miss them",
+    )
 
     @model_validator(mode="after")
     def _body(self) -> EmailContent:

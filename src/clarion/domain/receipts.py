@@ -78,6 +78,7 @@ class Judgement:
     action: Action
     why: str
     status: model.DeliveryStatus | None = None
+    implied: tuple[str, ...] = ()  # the statuses a move skips over, reached all the same (``delivered``)
 
 
 def judge(current: str, event: Event) -> Judgement:
@@ -94,7 +95,7 @@ def judge(current: str, event: Event) -> Judgement:
     if RANK[target] > RANK[current]:
         implied = _implied(current, target)
         why = event.value if not implied else f"{event.value} (implies {', '.join(implied)})"
-        return Judgement("move", why, target)
+        return Judgement("move", why, target, tuple(implied))
     return Judgement("note", f"late {event.value}: status stays {current}")
 
 

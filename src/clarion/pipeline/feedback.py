@@ -134,6 +134,16 @@ async def open_delivery(conn: AsyncConnection, delivery_id: str, now: datetime) 
     return await settle(conn, [(row, signal)], now)
 
 
+async def open_email(conn: AsyncConnection, delivery_id: str, now: datetime) -> Tally | None:
+    """The open pixel of e-mail delivery ``delivery_id`` was loaded (``clarion.opens``): it becomes ``read`` once.
+    None: no such e-mail delivery (deleted since, or the id names another channel's delivery)."""
+    row = (await store.by_id(conn, [delivery_id])).get(delivery_id)
+    if row is None or row.channel != model.Channel.EMAIL.value:
+        return None
+    signal = receipts.Receipt(row.provider_message_id or row.id, receipts.Event.READ, "opened: its image was loaded")
+    return await settle(conn, [(row, signal)], now)
+
+
 async def settle(
     conn: AsyncConnection, pairs: Sequence[tuple[Any, receipts.Receipt]], now: datetime, *, provider: str | None = None
 ) -> Tally:
@@ -170,6 +180,8 @@ async def settle(
         if provider:
             detail["provider"] = provider
         detail["provider_message_id"] = signal.provider_message_id
+        if judgement.implied:
+            detail["implies"] = list(judgement.implied)  # the funnel counts those stages reached too
         if judgement.action == "move" and judgement.status is not None:
             before = status[row.id]
             status[row.id] = moves[row.id] = judgement.status.value

@@ -74,6 +74,7 @@ def _staged(events: Iterable[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any]
                 continue
             seen.add(mark)
         staged.append((event, stage, policy))
+        staged.extend((event, implied, "") for implied in funnel.implied_stages(event))
     return staged
 
 
