@@ -59,7 +59,9 @@ def test_a_delivery_that_was_never_sent_takes_no_signal(current: str) -> None:
 
 def test_read_after_sent_says_it_implies_delivered() -> None:
     assert "implies delivered" in judge("sent", Event.READ).why
+    assert judge("sent", Event.READ).implied == ("delivered",)
     assert "implies" not in judge("delivered", Event.READ).why
+    assert judge("delivered", Event.READ).implied == ()
     assert "implies delivered" in judge("sent", Event.CLICKED).why
 
 
