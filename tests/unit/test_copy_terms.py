@@ -70,3 +70,30 @@ def test_rank_orders_by_lower_bound_and_leaves_small_items_unranked() -> None:
     assert ranking.not_enough_data[0].rate == 0.5
     low, high = ranking.ranked[0].low, ranking.ranked[0].high
     assert low < 0.12 < high and high - low < 0.02
+
+
+def test_copy_text_keeps_the_words_a_user_reads() -> None:
+    content = {"title": "会员日", "body": "member day", "url": "https://x.example/a", "signature": "Shop"}
+    assert ct.copy_text(content) == "会员日\nmember day"
+    assert ct.copy_text({}) == ""
+
+
+def test_knowledge_compares_the_top_third_of_the_ranked_copies_with_the_rest() -> None:
+    copies = [
+        ct.Copy("限时秒杀 free shipping", 1000, 120, 5),
+        ct.Copy("限时秒杀 free shipping now", 1000, 110, 30),
+        ct.Copy("weekly picks", 1000, 40, 10),
+        ct.Copy("new arrivals", 1000, 30, 1),
+        ct.Copy("member picks", 1000, 20, 2),
+        ct.Copy("限时 lucky", 10, 9, 9),
+    ]
+    found = ct.knowledge(copies, min_sends=100)
+    assert [r.key for r in found.clicks.ranked] == ["0", "1", "2", "3", "4"]
+    assert [r.key for r in found.clicks.not_enough_data] == ["5"]
+    assert found.top == [0, 1]
+    terms = {t.term: t for t in found.terms}
+    assert {"秒杀", "free shipping"} <= set(terms) and all(t.z > 0 for t in found.terms)
+    assert "picks" not in terms
+    by_conversion = ct.knowledge(copies, by="conversion", min_sends=100)
+    assert by_conversion.top == [1, 2]
+    assert ct.knowledge(copies[:1], min_sends=100).terms == []  # one ranked copy: nothing to compare

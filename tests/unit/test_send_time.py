@@ -141,3 +141,23 @@ def test_batch_form_equals_the_per_user_form() -> None:
             one = st.best_send_at(st.posterior(dense[u], pop), zones[zone_of_user[u]], now, allowed=row_mask)
             assert batch[u] == (-1 if one is None else int(one.timestamp())), u
     assert (batch == -1).sum() >= 1
+
+
+def test_allowed_hours_ask_the_predicate_for_the_coming_day_only() -> None:
+    # 16:10 Monday in Shanghai: the coming hours are Monday 17:00 … Tuesday 16:00
+    mask = st.allowed_hours(SHANGHAI, NOW, lambda at: 9 <= at.hour < 20)
+    assert mask.shape == (st.HOURS,)
+    assert set(np.flatnonzero(mask)) == {17, 18, 19} | {24 + h for h in range(9, 17)}
+    asked: list[datetime] = []
+    st.allowed_hours(SHANGHAI, NOW, lambda at: asked.append(at) or True, within=timedelta(hours=3))
+    assert [a.hour for a in asked] == [17, 18, 19] and all(a.tzinfo is SHANGHAI for a in asked)
+
+
+def test_local_profiles_count_each_response_in_its_users_zone() -> None:
+    at = int(datetime(2026, 3, 2, 12, 30, tzinfo=UTC).timestamp())  # Monday 20:30 Shanghai, 13:30 Berlin
+    profiles = st.local_profiles([0, 0, 1, 1], [at, at + 3600, at, at], [SHANGHAI, BERLIN], [0, 1, 1])
+    assert profiles.users == 3
+    dense = profiles.dense()
+    assert dense[0, 20] == 1 and dense[0, 21] == 1
+    assert dense[1, 13] == 2 and dense[2].sum() == 0
+    assert st.local_profiles([], [], [SHANGHAI], [0, 0]).dense().sum() == 0

@@ -15,7 +15,9 @@ about 15 active hours each take about 53 MB, against 336 MB for dense 168-hour r
 A send is placed at the start of a local hour within the next ``within`` (24 h by default): the candidate hours
 are the user's coming local hour starts, the one with the highest posterior wins, ties go to the earliest, and an
 ``allowed`` mask or predicate removes hours the caller may not use (quiet hours). With no data at all the
-posterior is the population's pattern, so the choice is the population's best hour.
+posterior is the population's pattern, so the choice is the population's best hour. ``allowed_hours`` turns a
+predicate (the quiet-hours policy, asked by the campaign runner) into that mask; ``local_profiles`` builds
+``Profiles`` from responses as instants, each read in its user's zone.
 """
 
 from __future__ import annotations
@@ -254,3 +256,32 @@ def best_send_times(
             else:
                 result[rows] = epochs[np.argmax(scores, axis=1)]
     return result
+
+
+def allowed_hours(
+    zone: tzinfo, now: datetime, allowed: Callable[[datetime], bool], within: timedelta = timedelta(hours=24)
+) -> npt.NDArray[np.bool_]:
+    """A 168 mask for ``best_send_times`` from a predicate on the coming local hour starts (aware datetimes in
+    ``zone``): only the hours within ``within`` of ``now`` are asked, the others are left out."""
+    times, hours = _candidates(zone, now, within)
+    mask = np.zeros(HOURS, dtype=bool)
+    for at, hour in zip(times, hours, strict=True):
+        mask[hour] = bool(allowed(at.astimezone(zone)))
+    return mask
+
+
+def local_profiles(
+    user: npt.ArrayLike, epochs: npt.ArrayLike, zones: Sequence[tzinfo], zone_of_user: npt.ArrayLike
+) -> Profiles:
+    """``Profiles`` from one row per response (the user's index and the instant, Unix seconds), each response
+    counted in its user's own zone ``zones[zone_of_user[user]]``."""
+    u = np.asarray(user, dtype=np.int64)
+    at = np.asarray(epochs, dtype=np.int64)
+    zone_index = np.asarray(zone_of_user, dtype=np.int64)
+    hours = np.zeros(len(u), dtype=np.int64)
+    zone_of_response = zone_index[u] if u.size else np.zeros(0, dtype=np.int64)
+    for z, zone in enumerate(zones):
+        rows = np.flatnonzero(zone_of_response == z)
+        if rows.size:
+            hours[rows] = hours_of_week(at[rows], zone)
+    return Profiles.from_responses(u, hours, len(zone_index))

@@ -677,6 +677,9 @@ class CampaignSummary(Partial):
     department: str | None = None
     goal: str | None = None
     data: Json = {}
+    send_time: Literal["now", "optimal"] = Field(
+        default="now", description="optimal: each user at their most responsive hour within 24 h, in their zone"
+    )
     status: str
     author: str | None
     approvals: list[CampaignApproval]

@@ -6,7 +6,12 @@ named, and never half-runs.
 
     {"template": "spring", "audience": {"segment": "active", "exclude": {"list": "staff"}},
      "channels": ["sms", "push"], "schedule": {"kind": "cron", "cron": "0 10 * * 1", "timezone": "Asia/Shanghai"},
-     "rate": 500, "exclude_reached_days": 7, "department": "growth", "goal": "order_paid", "data": {...}}
+     "rate": 500, "exclude_reached_days": 7, "department": "growth", "goal": "order_paid", "data": {...},
+     "send_time": "optimal"}
+
+``send_time`` "optimal" delivers each user at the hour they usually respond at, within the next 24 hours in their
+time zone (``campaigns.runner``); "now" (the default, and what an absent field means) as soon as the batch is
+written. It is stored only when "optimal", so a campaign saved before the field existed reads the same.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from clarion.domain import errors, jsonvalues, model, timewindows
 
 KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 SCHEDULES = ("now", "at", "cron")
+SEND_TIMES = ("now", "optimal")
 MAX_RATE = 1_000_000.0
 MAX_EXCLUDE_DEPTH = 4
 
@@ -134,6 +140,7 @@ class Definition:
     goal: str | None = None  # the conversion event's name
     data: dict[str, Any] = field(default_factory=dict)  # the template's ``data.*``, the same for everyone
     name: str | None = None
+    send_time: str = "now"  # one of SEND_TIMES
 
     @classmethod
     def from_json(cls, value: Any) -> Definition:
@@ -153,6 +160,7 @@ class Definition:
             "goal",
             "data",
             "name",
+            "send_time",
         }
         unknown = sorted(set(value) - fields)
         if unknown:
@@ -186,6 +194,9 @@ class Definition:
             texts[name] = text
         if texts["goal"] is not None and not KEY.match(texts["goal"]):
             raise _bad("goal", "an event name (letters, digits, _ . : @ -)")
+        send_time = "now" if value.get("send_time") is None else value["send_time"]
+        if send_time not in SEND_TIMES:
+            raise _bad("send_time", '"now" (as soon as the run reaches the user) or "optimal" (their best hour)')
         return cls(
             template=template,
             audience=check_audience(value.get("audience")),
@@ -197,10 +208,13 @@ class Definition:
             goal=texts["goal"],
             data=dict(data),
             name=texts["name"],
+            send_time=send_time,
         )
 
     def to_json(self) -> dict[str, Any]:
+        optional = {"send_time": self.send_time} if self.send_time != "now" else {}
         return {
+            **optional,
             "name": self.name,
             "template": self.template,
             "audience": self.audience,

@@ -7,6 +7,13 @@ written in the same transaction as the run's cursor (``Intake.write_campaign_bat
 next runner continues exactly after the last committed batch: at once when the dead runner was a process of this
 host (its lease names host, pid and process start, see ``clarion.owners``), else once its lease has run out.
 Pausing stops the run after the batch in flight; the run's token bucket paces batches to the campaign's rate.
+
+With ``send_time`` "optimal" each composed batch is placed in time before it is written (``_at_best_hours``):
+its users' responses are read in one query, and each user's waiting deliveries get ``run_at`` at the start of
+the local hour they respond at most (``analytics.send_time``, smoothed toward the pattern of the run's users so
+far), within the next 24 hours and the template's ttl, and never in an hour the quiet-hours policy would hold
+(judged at queue time only, so it is asked here for each candidate hour). Consent and suppressions are judged
+again at dispatch for deliveries that waited; frequency caps counted the message when it was queued.
 """
 
 from __future__ import annotations
@@ -19,18 +26,30 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
 
 from clarion import owners
+from clarion.analytics import send_time
 from clarion.campaigns import definition as spec
 from clarion.campaigns import pacing
-from clarion.domain import errors, ids
-from clarion.pipeline.intake import CampaignBatch, Intake, Tally
+from clarion.domain import errors, ids, model, timewindows
+from clarion.domain.policy import config, quiet_hours
+from clarion.domain.policy.decision import ALLOW, Candidate
+from clarion.pipeline.intake import CampaignBatch, Intake, PreparedBatch, Tally
 from clarion.segments.service import SegmentService
+from clarion.store import activity
 from clarion.store import campaigns as store
+from clarion.store import tables as t
 from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
+RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
+SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
+WAITING = (model.DeliveryStatus.QUEUED.value, model.DeliveryStatus.DEFERRED.value)
 
 
 class Audiences(Protocol):
@@ -63,6 +82,8 @@ class _Run:
 
     definition: spec.Definition
     bucket: pacing.Bucket | None
+    #: send_time optimal: the responses of the run's users so far, per local hour of the week (the prior)
+    responses: npt.NDArray[np.float64] | None = None
 
 
 class CampaignRunner:
@@ -265,6 +286,8 @@ class CampaignRunner:
                         break
                 batch = CampaignBatch(run.campaign_key, run.id, template, channels, user_ids, definition.data)
                 prepared = await self.intake.prepare_campaign_batch(batch)
+                if definition.send_time == "optimal":
+                    await self._at_best_hours(prepared, template, state)
                 if writing is not None:
                     await writing
                     writing = None
@@ -287,6 +310,78 @@ class CampaignRunner:
         if cursor >= run.audience:
             await self._finish(run.id, run.campaign_key, "completed")
         return done
+
+    async def _at_best_hours(self, prepared: PreparedBatch, template: model.Template, state: _Run) -> None:
+        """Move the batch's waiting deliveries to their users' best hours (see the module's docstring), with
+        the held fallbacks behind them, and say so on each delivery's first timeline entry."""
+        rows = prepared.rows[t.deliveries]
+        user_ids = list(dict.fromkeys(r["user_id"] for r in rows if r["status"] in WAITING))
+        if not user_ids:
+            return
+        now = rows[0]["created_at"]
+        settings = await self.intake.catalog.policy_settings()
+        async with self.db.read() as conn:
+            found = await activity.whereabouts(conn, user_ids)
+            responses = await activity.responses(conn, user_ids, now - RESPONSES_SINCE)
+        within = min(SEND_WITHIN, timedelta(seconds=template.ttl_seconds)) if template.ttl_seconds else SEND_WITHIN
+        index = {u: i for i, u in enumerate(user_ids)}
+        zones: dict[str, ZoneInfo] = {}
+        masks: dict[tuple[str, str | None], npt.NDArray[np.bool_]] = {}
+        zone_of, mask_of = np.zeros(len(user_ids), dtype=np.int64), []
+        for i, user_id in enumerate(user_ids):
+            whereabouts = found.get(user_id) or activity.Whereabouts(None, None)
+            zone = timewindows.resolve_zone(whereabouts.timezone, settings.default_timezone)
+            zone_of[i] = list(zones).index(zone.key) if zone.key in zones else len(zones)
+            zones.setdefault(zone.key, zone)
+            preferences = whereabouts.preferences or config.NO_PREFERENCES
+            key = (zone.key, preferences.do_not_disturb)
+            if key not in masks:
+                masks[key] = self._open_hours(template, preferences, settings, zone, now, within)
+            mask_of.append(masks[key])
+        in_zone = list(zones.values())
+        users = np.asarray([index[u] for u, _ in responses], dtype=np.int64)
+        epochs = np.asarray([int(at.timestamp()) for _, at in responses], dtype=np.int64)
+        profiles = send_time.local_profiles(users, epochs, in_zone, zone_of)
+        counts = np.bincount(profiles.hours, weights=profiles.counts, minlength=send_time.HOURS).astype(np.float64)
+        state.responses = counts if state.responses is None else state.responses + counts
+        prior = send_time.population(state.responses[None, :])
+        chosen = send_time.best_send_times(profiles, prior, in_zone, zone_of, now, within, np.asarray(mask_of))
+        moved: dict[str, tuple[datetime, timedelta]] = {}  # delivery id → its new run_at, how much later
+        for row in rows:
+            epoch = int(chosen[index[row["user_id"]]]) if row["status"] in WAITING else -1
+            at = datetime.fromtimestamp(epoch, UTC) if epoch >= 0 else None
+            if at is not None and at > row["run_at"]:
+                moved[row["id"]] = (at, at - row["run_at"])
+                row["run_at"] = at
+        for event in prepared.rows[t.delivery_events]:
+            if event["delivery_id"] in moved:
+                run_at = moved[event["delivery_id"]][0].isoformat()
+                event["detail"] = {**(event["detail"] or {}), "send_time": "optimal", "run_at": run_at}
+        for step in prepared.rows.get(t.fallback_steps, ()):
+            if step["original_id"] in moved and step["run_at"] is not None:
+                step["run_at"] += moved[step["original_id"]][1]
+
+    @staticmethod
+    def _open_hours(
+        template: model.Template,
+        preferences: config.Preferences,
+        settings: config.PolicySettings,
+        zone: ZoneInfo,
+        now: datetime,
+        within: timedelta,
+    ) -> npt.NDArray[np.bool_]:
+        """The coming hours at which the quiet-hours policy would let this template reach a user with these
+        preferences in ``zone``: the policy itself is asked, at each hour's start."""
+        if not settings.on(quiet_hours.POLICY):
+            return np.ones(send_time.HOURS, dtype=bool)
+        user = model.User("", timezone=zone.key, preferences=preferences)
+        channel = next(iter(template.channels))
+
+        def is_open(at: datetime) -> bool:
+            candidate = Candidate("", user, template, channel, at, preferences=preferences)
+            return quiet_hours.decide(candidate, settings, zone) is ALLOW
+
+        return send_time.allowed_hours(zone, now, is_open, within)
 
     def _progress(
         self, run_id: str, owner: str, cursor: int, to: int, processed: int, counts: dict[str, Any]
