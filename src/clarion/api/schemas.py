@@ -619,7 +619,13 @@ class SuppressionIn(Stored):
 class ProviderIn(Stored):
     channel: model.Channel
     kind: Annotated[str, StringConstraints(min_length=1, max_length=40)]
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the kind's fields, and for any kind `prices`: what a delivery through the account costs, "
+        '`{"currency": "CNY", "unit": "message"|"segment", "default": 0.045, "countries": {"86": 0.045, '
+        '"1": 0.0079}}` (per SMS segment or per message; `countries` by calling code, else `default`; at most '
+        "six decimals). Each delivery handed over keeps its cost, so a change applies from then on.",
+    )
     enabled: bool = True
 
 

@@ -127,6 +127,8 @@ class Delivery(Partial):
     run_at: Timestamp | None
     sent_at: Timestamp | None
     segments: int | None = None
+    cost: float | None = Field(default=None, description="what handing it over cost, at the account's prices then")
+    cost_currency: str | None = None
     fallback_of: str | None = Field(
         default=None, description="the delivery of the same message this one stands behind (channel fallback)"
     )

@@ -46,9 +46,9 @@ from clarion.channels.wechat_oa import WechatOaProvider
 from clarion.channels.wecom_app import WecomAppProvider
 from clarion.channels.wecom_robot import WecomRobotProvider
 from clarion.counters import base as counters_base
-from clarion.domain import breaker, errors, model, ratelimit, routing
+from clarion.domain import breaker, errors, model, pricing, ratelimit, routing
 from clarion.store import audit as audit_log
-from clarion.store import outbox
+from clarion.store import costs, outbox
 from clarion.store import routes as store_routes
 from clarion.store import tables as t
 from clarion.store.db import Database
@@ -101,6 +101,9 @@ def validate(
     cls = KINDS.get(kind)
     if cls is None:
         raise errors.InvalidInput(f"unknown provider kind {kind!r}", details={"field": "kind", "known": sorted(KINDS)})
+    config, prices = _without_prices(config)
+    if prices is not None:
+        prices = pricing.parse(prices, f"config.{costs.PRICES}").to_json()
     try:
         config = masking.keep(cls.Config, config, stored)
     except masking.NotKept as exc:
@@ -113,7 +116,7 @@ def validate(
             details={"field": "channel", "supported": sorted(c.value for c in cls.channels)},
         )
     try:
-        return cls.Config.model_validate(config).model_dump()
+        valid = cls.Config.model_validate(config).model_dump()
     except pydantic.ValidationError as exc:
         raise errors.InvalidInput(
             "invalid provider config",
@@ -122,6 +125,16 @@ def validate(
                 for e in exc.errors(include_url=False, include_input=False)
             ],
         ) from None
+    return valid if prices is None else {**valid, costs.PRICES: prices}
+
+
+def _without_prices(config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """``config`` less its ``prices`` (every kind may have them; they are what the account costs, not how it
+    sends: ``domain.pricing`` reads them, the kind's ``Config`` never sees them), and the prices (None: none)."""
+    if costs.PRICES not in config:
+        return config, None
+    rest = dict(config)
+    return rest, rest.pop(costs.PRICES)
 
 
 def _spec(kind: str) -> Any:
@@ -231,6 +244,7 @@ class ProviderRegistry:
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
+        costs.forget_prices()
 
     async def _load(self) -> dict[str, Account]:
         if time.monotonic() - self._loaded_at < self.ttl:
@@ -348,7 +362,7 @@ class ProviderRegistry:
             raise errors.TransientSendError(
                 f"provider {name!r}: its secrets cannot be read: {exc.message}", code="secrets_unreadable"
             ) from None
-        instance = cls(cls.Config.model_validate(config), name=name, **extra)
+        instance = cls(cls.Config.model_validate(_without_prices(config)[0]), name=name, **extra)
         self._instances[name] = (account, instance)
         return instance
 

@@ -3,8 +3,11 @@
 It runs in two halves around rendering, because some policies judge the person and the moment and others the
 words:
 
-* ``before_render`` — address, consent and preferences, suppressions, quiet hours. A message dropped here is
-  never rendered. Suppressions come with the recipients' profiles (``store.loader``), read with them.
+* ``before_render`` — address, consent and preferences, suppressions, quiet hours, and department budgets (a
+  marketing message of a department over its month's budget, where the budget says ``refuse_marketing``, is
+  dropped as ``budget_exceeded``). A message dropped here is never rendered. Suppressions come with the
+  recipients' profiles (``store.loader``), read with them; the month's spend is kept a few seconds
+  (``store.costs.BudgetWatch``).
 * ``after_render`` — keyword interception on the rendered content, then dedup, frequency caps and the safety
   valve in ONE counters call for the whole batch (one Lua script on Redis). Only deliveries that are about to
   be queued (or deferred) are counted.
@@ -23,15 +26,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clarion.counters import base as counters
-from clarion.domain import model, timewindows
+from clarion.domain import model, pricing, timewindows
 from clarion.domain.policy import caps, config, consent, dedup, keywords, quiet_hours, suppression
 from clarion.domain.policy.decision import ALLOW, Candidate, Decision, Defer, Drop, addresses_of, explain
 from clarion.pipeline.catalog import Catalog
-from clarion.store import loader, outbox, records
+from clarion.store import costs, loader, outbox, records
 from clarion.store import policies as store
 from clarion.store.db import Database
 
 ADDRESS = "address"
+BUDGET = "budget"
 
 
 @dataclass(slots=True)
@@ -60,6 +64,8 @@ class PolicyStage:
         self.db = db
         # profiles with their suppressions, coalesced: intake reads its recipients through it, ``recheck`` too
         self.users = loader.UserLoader(db, any_suppression=catalog.any_suppression)
+        # the departments over a budget that refuses their marketing, kept a few seconds
+        self.budgets = costs.BudgetWatch(db)
         # worked out for the settings (and caps) the catalog last handed out
         self._enabled: tuple[config.PolicySettings, tuple[_PreDecide, ...], tuple[_PreDecide, ...]] | None = None
         self._limits: caps.Limits | None = None
@@ -72,6 +78,7 @@ class PolicyStage:
         zones = [timewindows.resolve_zone(c.user.timezone, default_zone) for c in candidates]
         found = await self._suppressions(candidates, settings)
         policies = self._pre_policies(settings, found)
+        over = await self._overspent(candidates)
         decisions: list[Decision] = []
         for candidate, zone in zip(candidates, zones, strict=True):
             decision: Decision = _no_address(candidate) if candidate.address is None else ALLOW
@@ -79,8 +86,16 @@ class PolicyStage:
                 if isinstance(decision, Drop):
                     break
                 decision = _combine(decision, decide(candidate, settings, found, zone))
+            if over and not isinstance(decision, Drop):
+                decision = _combine(decision, _budget(candidate, over))
             decisions.append(decision)
         return Screened(candidates, settings, zones, decisions)
+
+    async def _overspent(self, candidates: Sequence[Candidate]) -> dict[str, costs.Overspent]:
+        """The departments over a budget that refuses marketing, asked only for a batch with marketing in it."""
+        if not any(c.category is model.Category.MARKETING and c.template.department for c in candidates):
+            return {}
+        return await self.budgets.overspent(candidates[0].now)
 
     def _pre_policies(self, settings: config.PolicySettings, found: _Suppressions) -> tuple[_PreDecide, ...]:
         """The enabled ones, worked out once per settings. A policy with nothing to go on (no suppression in the
@@ -186,6 +201,7 @@ class PolicyStage:
         found = await self._suppressions(candidates, settings)
         lists = await self.catalog.keyword_lists()
         cap_list = await self.catalog.caps()
+        over = await self._overspent(candidates)
         reports: list[dict[str, Any]] = []
         all_steps: list[list[dict[str, Any]]] = []
         counted: list[caps.Counted] = []
@@ -197,6 +213,8 @@ class PolicyStage:
             for name, decide in _PRE_POLICIES:
                 decision = decide(candidate, settings, found, zone)
                 steps.append({"policy": name, "enabled": settings.on(name), **explain(decision)})
+            if over and isinstance(refused := _budget(candidate, over), Drop):  # a step only where a budget refuses
+                steps.append({"policy": BUDGET, "enabled": True, **explain(refused)})
             screened_content = content
             if content is not None:
                 screen, screened_content, masked = keywords.screen(content, lists)
@@ -275,6 +293,18 @@ _PRE_POLICIES: tuple[tuple[str, _PreDecide], ...] = (
     (suppression.POLICY, lambda c, settings, found, zone: suppression.decide(c, found.relevant(c))),
     (quiet_hours.POLICY, lambda c, settings, found, zone: quiet_hours.decide(c, settings, zone)),
 )
+
+
+def _budget(candidate: Candidate, over: dict[str, costs.Overspent]) -> Decision:
+    """A marketing message of a department whose month's spend reached its budget: refused."""
+    department = candidate.template.department
+    spent = over.get(department) if department and candidate.category is model.Category.MARKETING else None
+    if spent is None:
+        return ALLOW
+    amounts = f"{pricing.amount(spent.spent):g} of {pricing.amount(spent.monthly):g} {spent.currency}"
+    detail: dict[str, Any] = {"department": department, "month": spent.month, "currency": spent.currency}
+    detail |= {"spent": pricing.amount(spent.spent), "budget": pricing.amount(spent.monthly)}
+    return Drop(BUDGET, f"budget_exceeded: department {department} spent {amounts} in {spent.month}", detail)
 
 
 def _no_address(candidate: Candidate) -> Drop:

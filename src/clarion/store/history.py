@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clarion.domain import pricing
 from clarion.store import tables as t
 
 
@@ -40,6 +41,8 @@ def _delivery(row: Any, timeline: list[dict[str, Any]] | None = None) -> dict[st
     }
     if row.segments is not None:
         out["segments"] = row.segments
+    if row.cost is not None:
+        out["cost"], out["cost_currency"] = pricing.amount(row.cost), row.cost_currency
     if row.fallback_of is not None:
         out["fallback_of"] = row.fallback_of
     if timeline is not None:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import model
-from clarion.store import fallbacks, rollups
+from clarion.store import costs, fallbacks, rollups
 from clarion.store import tables as t
 from clarion.store.db import ListStatement, executemany, fetch, insert_of
 
@@ -187,15 +187,29 @@ async def _expire(conn: AsyncConnection, late: Sequence[Claimed], now: datetime)
 
 
 async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> int:
-    """Record each outcome (only for rows this worker still holds) and refresh the messages' statuses."""
+    """Record each outcome (only for rows this worker still holds) and refresh the messages' statuses. A delivery
+    handed to an account with ``prices`` keeps its cost, priced from the cached tables (``costs.prices``) and its
+    own row, which the hold returns: no query per delivery."""
     # Take the right to complete first, in one statement: on PostgreSQL it locks the rows, so a reaper
     # cannot take them over between this check and the updates below.
     completing = f"{owner}#completing"
     hold = {"ids": [o.delivery_id for o in outcomes], "owner": owner, "completing": completing}
-    held = {row.id for row in await fetch(conn, _HOLD.on(conn), hold)}
+    book = await costs.prices(conn)
+    priced = bool(book) and any(o.provider in book and o.status in _HANDED_OVER for o in outcomes)
+    rows = await fetch(conn, (_HOLD_PRICED if priced else _HOLD).on(conn), hold)
+    held = {row.id for row in rows}
     mine = [o for o in outcomes if o.delivery_id in held]
     if not mine:
         return 0
+    cost: dict[str, tuple[int | None, str | None]] = {}
+    if priced:
+        facts = {row.id: row for row in rows}
+        for o in mine:
+            prices = book.get(o.provider) if o.status in _HANDED_OVER and o.provider else None
+            if prices is not None:
+                row = facts[o.delivery_id]
+                amount = prices.cost(row.segments, row.address)
+                cost[o.delivery_id] = _UNPRICED if amount is None else (amount, prices.currency)
     params = [
         {
             "b_id": o.delivery_id,
@@ -208,6 +222,8 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
             "b_sent_at": now if o.status in _HANDED_OVER else None,
             "b_now": now,
             "b_unattempted": 0 if o.attempted else 1,
+            "b_cost": cost.get(o.delivery_id, _UNPRICED)[0],
+            "b_currency": cost.get(o.delivery_id, _UNPRICED)[1],
         }
         for o in mine
     ]
@@ -232,8 +248,9 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
     return len(mine)
 
 
-#: outcomes that handed the delivery to a provider: they have a ``sent_at``, and receipts may name them
+#: outcomes that handed the delivery to a provider: they have a ``sent_at`` and a cost, and receipts may name them
 _HANDED_OVER = frozenset({S.SENT, S.DELIVERED})
+_UNPRICED: tuple[None, None] = (None, None)
 
 
 _d = t.deliveries
@@ -248,20 +265,29 @@ _COMPLETE = (
         run_at=sa.func.coalesce(sa.bindparam("b_run_at", type_=t.UTCDateTime()), _d.c.run_at),
         sent_at=sa.bindparam("b_sent_at", type_=t.UTCDateTime()),
         attempts=_d.c.attempts - sa.bindparam("b_unattempted", type_=sa.Integer),
+        cost=sa.bindparam("b_cost", type_=sa.BigInteger),
+        cost_currency=sa.bindparam("b_currency", type_=sa.String),
         lease_owner=None,
         lease_until=None,
         updated_at=sa.bindparam("b_now", type_=t.UTCDateTime()),
     )
 )
-# the rows of ``ids`` still leased to ``owner`` pass to ``completing``
-_HOLD = ListStatement(
-    lambda in_list: (
-        _d.update()
-        .where(in_list(_d.c.id, "ids"), _d.c.lease_owner == sa.bindparam("owner"), _d.c.status == S.SENDING.value)
-        .values(lease_owner=sa.bindparam("completing"))
-        .returning(_d.c.id)
+
+
+def _hold(*returning: Any) -> ListStatement:
+    """The rows of ``ids`` still leased to ``owner`` pass to ``completing``, returning ``returning``."""
+    return ListStatement(
+        lambda in_list: (
+            _d.update()
+            .where(in_list(_d.c.id, "ids"), _d.c.lease_owner == sa.bindparam("owner"), _d.c.status == S.SENDING.value)
+            .values(lease_owner=sa.bindparam("completing"))
+            .returning(*returning)
+        )
     )
-)
+
+
+_HOLD = _hold(_d.c.id)
+_HOLD_PRICED = _hold(_d.c.id, _d.c.address, _d.c.segments)
 # each delivery's status and its message's current one, for the messages ``ids``
 _STATUSES = ListStatement(
     lambda in_list: (

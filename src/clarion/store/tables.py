@@ -301,11 +301,15 @@ deliveries = sa.Table(
     # not handed to a provider by then (the template's ttl after the message was accepted): expired, never late
     sa.Column("expires_at", UTCDateTime()),
     sa.Column("fallback_of", Id),  # the delivery of the same message this one replaces, on another channel
+    # what it cost when handed over, in micro-units of ``cost_currency`` (``domain.pricing``; None: unpriced)
+    sa.Column("cost", sa.BigInteger),
+    sa.Column("cost_currency", sa.String(3)),
     *_timestamps(),
     # the outbox: what workers claim, in lane order
     sa.Index("ix_deliveries_claim", "status", "lane", "run_at"),
     sa.Index(None, "provider", "provider_message_id"),  # receipts name the vendor's id
     sa.Index(None, "provider", "status", "sent_at"),  # the receipt poller: an account's deliveries still sent
+    sa.Index(None, "sent_at"),  # the cost report and budgets: a month's handed-over deliveries
 )
 
 delivery_events = sa.Table(
@@ -604,4 +608,37 @@ alerts = sa.Table(
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index(None, "rule_key", "at"),
     sa.Index(None, "at"),
+)
+
+# -- costs ---------------------------------------------------------------------------------------------------------
+
+# A department's monthly budget (``store.costs``): its marketing refused once spent, where ``refuse_marketing``.
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("department", sa.String(100), primary_key=True),
+    sa.Column("monthly", sa.BigInteger, nullable=False),  # micro-units of ``currency``
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("refuse_marketing", sa.Boolean, nullable=False),
+    *_timestamps(),
+)
+
+# The lines of a vendor's bill as uploaded (POST /v1/reconciliation/{provider}), reconciled against deliveries.
+bill_lines = sa.Table(
+    "bill_lines",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("provider", Key, nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("line", sa.Integer, nullable=False),  # its line in the upload
+    sa.Column("vendor_message_id", sa.String(300), nullable=False),
+    sa.Column("recipient", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # delivered | failed | pending, read from ``vendor_status``
+    sa.Column("vendor_status", sa.String(64)),
+    sa.Column("segments", sa.Integer),
+    sa.Column("fee", sa.BigInteger),  # micro-units of ``currency``
+    sa.Column("currency", sa.String(3)),
+    sa.Column("uploaded_at", UTCDateTime(), nullable=False),
+    sa.Index(None, "provider", "day"),
+    sa.Index(None, "provider", "vendor_message_id"),
 )
