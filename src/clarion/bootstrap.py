@@ -21,7 +21,7 @@ from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
 from clarion.domain import links, model, phones, retry
 from clarion.domain.policy.decision import Candidate
-from clarion.pipeline import catalog, fallback, intake, policies, polling
+from clarion.pipeline import alerting, catalog, fallback, intake, policies, polling
 from clarion.segments.service import SegmentService
 from clarion.settings import Settings
 from clarion.store import links as store_links
@@ -49,6 +49,8 @@ class Clarion:
     poller: polling.ReceiptPoller | None = None
     #: fires or cancels pending channel fallbacks (``pipeline.fallback``), beside the workers
     fallbacks: fallback.Firer | None = None
+    #: judges the stored alert rules and sends their notices (``pipeline.alerting``), beside the workers
+    alerts: alerting.AlertLoop | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _workers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -78,6 +80,8 @@ class Clarion:
             if self.fallbacks is not None:
                 firing = self.fallbacks.run(self._stop, owner=self.dispatcher.host.owner("fallback"))
                 self._workers.append(asyncio.create_task(firing, name="clarion-fallbacks"))
+            if self.alerts is not None:
+                self._workers.append(asyncio.create_task(self.alerts.run(self._stop), name="clarion-alerts"))
 
     async def close(self) -> None:
         self._stop.set()
@@ -191,6 +195,12 @@ def build(settings: Settings | None = None) -> Clarion:
             lease=timedelta(seconds=settings.lease_seconds),
             clock=lambda: dispatcher.clock(),
             on_queued=dispatcher.notify,
+        ),
+        alerts=alerting.AlertLoop(
+            db,
+            providers,
+            interval=timedelta(seconds=settings.alert_interval_seconds),
+            clock=lambda: dispatcher.clock(),
         ),
     )
 

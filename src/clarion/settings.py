@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     #: long after its window ends or its original fails
     fallback_poll_seconds: float = Field(default=0.5, gt=0)
 
+    #: how often the stored alert rules are judged (``pipeline.alerting``); one process judges each round
+    alert_interval_seconds: float = Field(default=60.0, gt=0)
+
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     #: the limit of the bulk paths (user batches, events, ID-list uploads)
