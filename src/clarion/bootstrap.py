@@ -261,6 +261,7 @@ def _unsubscribe_headers(public_url: str, secret: bytes) -> intake.Finisher:
             category=candidate.category.value,
             channel=candidate.channel.value,
             address=candidate.address,
+            delivery_id=delivery_id,  # an unsubscribe through it is counted on this delivery's funnel
         )
         return {**content, "headers": links["headers"]}
 

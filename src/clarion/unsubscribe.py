@@ -1,10 +1,12 @@
 """One-click unsubscribe links: signed tokens that name who unsubscribes from what.
 
 A token is ``<payload>.<signature>``: the payload is the compact JSON ``{"u": user, "c": category, "ch": channel,
-"a": address}`` in URL-safe base64, the signature the first 16 bytes of its HMAC-SHA256 under Clarion's secret
-key. Nothing is stored when a link is made; opening it (``GET /u/{token}``) shows a confirmation page and the
-mail client's one-click POST (RFC 8058, ``List-Unsubscribe-Post``) records the suppression. A token cannot be
-forged or altered without the key, and it never expires: an unsubscribe link in an old mail must still work.
+"a": address, "d": delivery}`` in URL-safe base64, the signature the first 16 bytes of its HMAC-SHA256 under
+Clarion's secret key. ``d`` names the delivery the link came with, so the unsubscribe goes on that delivery's
+timeline and funnel; tokens made before it was added carry none and stay valid. Nothing is stored when a link
+is made; opening it (``GET /u/{token}``) shows a confirmation page and the mail client's one-click POST (RFC 8058,
+``List-Unsubscribe-Post``) records the suppression. A token cannot be forged or altered without the key, and it
+never expires: an unsubscribe link in an old mail must still work.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ _SIGNATURE_BYTES = 16
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a valid token asks for: stop ``category`` mail (on ``channel``) to ``user_id`` at ``address``."""
+    """What a valid token asks for: stop ``category`` mail (on ``channel``) to ``user_id`` at ``address``; the link
+    came with ``delivery_id`` (None: a link that names no delivery)."""
 
     user_id: str
     category: str | None
     channel: str | None
     address: str | None
+    delivery_id: str | None = None
 
 
 def _b64(raw: bytes) -> str:
@@ -48,6 +52,8 @@ def token(secret: bytes, request: Request) -> str:
     body: dict[str, Any] = {"u": request.user_id, "c": request.category, "ch": request.channel}
     if request.address is not None:
         body["a"] = request.address
+    if request.delivery_id is not None:
+        body["d"] = request.delivery_id
     payload = _b64(orjson.dumps(body))
     return f"{payload}.{_sign(secret, payload)}"
 
@@ -64,7 +70,7 @@ def verify(secret: bytes, value: str) -> Request:
         raise errors.InvalidInput("this unsubscribe link is not valid", code="invalid_token")
     try:
         body = orjson.loads(_unb64(payload))
-        return Request(body["u"], body.get("c"), body.get("ch"), body.get("a"))
+        return Request(body["u"], body.get("c"), body.get("ch"), body.get("a"), body.get("d"))
     except (ValueError, KeyError, TypeError):
         raise errors.InvalidInput("this unsubscribe link is not valid", code="invalid_token") from None
 
@@ -77,9 +83,11 @@ def links(
     category: str | None,
     channel: str | None,
     address: str | None = None,
+    delivery_id: str | None = None,
 ) -> dict[str, Any]:
     """The unsubscribe URL and the e-mail headers that announce it (``List-Unsubscribe`` + one-click POST)."""
-    url = f"{public_url.rstrip('/')}/u/{token(secret, Request(user_id, category, channel, address))}"
+    request = Request(user_id, category, channel, address, delivery_id)
+    url = f"{public_url.rstrip('/')}/u/{token(secret, request)}"
     return {
         "url": url,
         "headers": {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},

@@ -7,17 +7,21 @@ converts the most recent such delivery before it, once per message: ``converted`
 with the event, its time and its ``properties.amount`` (the revenue the funnel sums), in the same transaction as
 the event itself. An event that no message led to converts nothing; a second goal event for a message that
 already converted is kept as an event and counted no further.
+
+The same transaction fires the feedback rules on conversions (``pipeline.feedback_rules``): each event is a
+``convert`` fact, of the message it converted or, when it converted none, of no message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from clarion.pipeline import feedback_rules
 from clarion.store import outbox, rollups
 from clarion.store import tables as t
 from clarion.store.bulk import Event
@@ -51,20 +55,29 @@ class Touch:
     message_id: str
     user_id: str
     template_key: str
+    campaign_key: str | None
     at: datetime
 
 
-async def convert(conn: Conn, events: Sequence[Event]) -> int:
-    """Record the conversions ``events`` make, in the caller's transaction; returns how many."""
+async def convert(conn: Conn, events: Sequence[Event], *, retagged: set[str] | None = None) -> int:
+    """Record the conversions ``events`` make and fire the feedback rules on them, in the caller's transaction;
+    returns how many conversions. The users the rules changed are added to ``retagged`` when it is given."""
+    rows, facts = await _conversions(conn, events)
+    await rollups.append(conn, rows)
+    changed = await feedback_rules.fire(conn, facts, now=datetime.now(UTC))
+    if retagged is not None:
+        retagged.update(changed)
+    return len(rows)
+
+
+async def _conversions(conn: Conn, events: Sequence[Event]) -> tuple[list[dict[str, Any]], list[feedback_rules.Fact]]:
+    """The timeline rows of the conversions ``events`` make, and each event as a fact for the feedback rules."""
+    facts = {id(e): feedback_rules.Fact("convert", e.user_id, event=e.event) for e in events}
     goals = await _goals(conn, {e.event for e in events})
-    if not goals:
-        return 0
     relevant = [e for e in events if e.event in goals]
-    if not relevant:
-        return 0
-    touches = await _touches(conn, relevant, goals)
+    touches = await _touches(conn, relevant, goals) if relevant else []
     if not touches:
-        return 0
+        return [], list(facts.values())
     done = await _converted(conn, {touch.message_id for touch in touches})
     by_user: dict[str, list[Touch]] = {}
     for each in touches:
@@ -76,8 +89,10 @@ async def convert(conn: Conn, events: Sequence[Event]) -> int:
             continue
         done.add(touch.message_id)
         rows.append(_row(event, touch, goals[event.event]))
-    await rollups.append(conn, rows)
-    return len(rows)
+        facts[id(event)] = feedback_rules.Fact(
+            "convert", event.user_id, touch.message_id, touch.template_key, touch.campaign_key, event.event
+        )
+    return rows, list(facts.values())
 
 
 async def _goals(conn: Conn, names: set[str]) -> dict[str, list[Goal]]:
@@ -102,7 +117,9 @@ async def _touches(conn: Conn, events: Sequence[Event], goals: dict[str, list[Go
         some = users[chunk : chunk + rollups.CHUNK]
         if by_click:
             query = (
-                sa.select(_E.c.delivery_id, _E.c.message_id, _M.c.user_id, _M.c.template_key, _E.c.at)
+                sa.select(
+                    _E.c.delivery_id, _E.c.message_id, _M.c.user_id, _M.c.template_key, _M.c.campaign_key, _E.c.at
+                )
                 .join(_M, _M.c.id == _E.c.message_id)
                 .where(_M.c.user_id.in_(some), _M.c.template_key.in_(by_click), _E.c.status == "clicked")
                 .where(_E.c.at >= earliest, _E.c.at <= latest)
@@ -110,7 +127,7 @@ async def _touches(conn: Conn, events: Sequence[Event], goals: dict[str, list[Go
             touches += [Touch(*row) for row in await fetch(conn, query)]
         if by_delivery:
             query = (
-                sa.select(_D.c.id, _D.c.message_id, _D.c.user_id, _M.c.template_key, _D.c.sent_at)
+                sa.select(_D.c.id, _D.c.message_id, _D.c.user_id, _M.c.template_key, _M.c.campaign_key, _D.c.sent_at)
                 .join(_M, _M.c.id == _D.c.message_id)
                 .where(_D.c.user_id.in_(some), _M.c.template_key.in_(by_delivery), _D.c.status.not_in(_NOT_REACHED))
                 .where(_D.c.sent_at >= earliest, _D.c.sent_at <= latest)

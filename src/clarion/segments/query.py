@@ -167,7 +167,7 @@ def _parse(data: Any, path: str, depth: int, budget: list[int]) -> Node:
         return Not(_parse(data["not"], f"{path}.not", depth + 1, budget))
     if kind == "tag":
         _only(data, path, {"tag"})
-        return HasTag(_name(data["tag"], f"{path}.tag"))
+        return HasTag(_tag(data["tag"], f"{path}.tag"))
     if kind == "list":
         _only(data, path, {"list"})
         return InList(_name(data["list"], f"{path}.list"))
@@ -248,6 +248,14 @@ def _only(data: dict[str, Any], path: str, allowed: set[str]) -> None:
 def _name(value: Any, path: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise invalid(path, "must be a name of 1 to 128 letters, digits or _ . : -")
+    return value
+
+
+def _tag(value: Any, path: str) -> str:
+    """A tag as users carry them (``PUT /v1/users``: any printable text of 1 to 100 characters, 价格敏感用户
+    included), not only the ASCII names attributes and events have."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 100 or not value.isprintable():
+        raise invalid(path, "must be a tag: 1 to 100 printable characters")
     return value
 
 

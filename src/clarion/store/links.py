@@ -8,6 +8,9 @@ proves wrong: failed, undelivered, bounced); later clicks are counted on the lin
 leave the timeline alone, so a user tapping a link ten times gives one line, not ten. A delivery that is still
 ``queued`` or ``sending`` keeps its status: those rows belong to the outbox, whose completion would otherwise
 overwrite or be confused by it; the event is recorded all the same. The message follows its furthest delivery.
+
+A link's first click also fires the feedback rules on clicks (``pipeline.feedback_rules``) in the same
+transaction; ``Click.retagged`` names the users they changed, for the caller to tell the segment index.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import links, model, receipts
 from clarion.domain.policy.decision import Candidate
+from clarion.pipeline import feedback_rules
 from clarion.store import outbox, rollups
 from clarion.store import tables as t
 
@@ -38,6 +42,7 @@ class Click:
     clicks: int
     delivery_id: str
     message_id: str
+    retagged: tuple[str, ...] = ()
 
 
 class Finisher:
@@ -110,20 +115,27 @@ async def record_click(
                 clicks=s.c.clicks + 1,
                 first_clicked_at=sa.func.coalesce(s.c.first_clicked_at, sa.literal(now, t.UTCDateTime())),
             )
-            .returning(s.c.delivery_id, s.c.message_id, s.c.url, s.c.clicks)
+            .returning(s.c.delivery_id, s.c.message_id, s.c.user_id, s.c.url, s.c.clicks)
         )
     ).first()
     if row is None:
         return None
+    retagged: list[str] = []
     if row.clicks == 1:
+        before = (await conn.execute(sa.select(d.c.status).where(d.c.id == row.delivery_id))).scalar()
         await conn.execute(
             d.update().where(d.c.id == row.delivery_id, d.c.status.in_(MOVABLE)).values(status=CLICKED, updated_at=now)
         )
         detail: dict[str, Any] = {"code": code, "url": row.url, "clicks": 1}
+        implied = receipts.judge(before, receipts.Event.CLICKED).implied if before in MOVABLE else ()
+        if implied:
+            detail["implies"] = list(implied)  # clicked straight after sent: it was delivered (the funnel counts it)
         if user_agent:
             detail["user_agent"] = user_agent[:_USER_AGENT_MAX]
         await rollups.append(
             conn, [outbox.event_row(row.message_id, row.delivery_id, CLICKED, "short link opened", now, detail)]
         )
         await outbox.refresh_messages(conn, [row.message_id], now)
-    return Click(row.url, row.clicks, row.delivery_id, row.message_id)
+        fact = feedback_rules.Fact("click", row.user_id, row.message_id, link=row.url)
+        retagged = await feedback_rules.fire(conn, [fact], now=now)
+    return Click(row.url, row.clicks, row.delivery_id, row.message_id, tuple(retagged))

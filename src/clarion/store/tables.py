@@ -571,6 +571,7 @@ feedback_firings = sa.Table(
     sa.Column("detail", JSON),  # the event, the link, the actions applied
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index(None, "user_id", "at"),
+    sa.Index(None, "rule_key", "message_id", unique=True),  # once per (rule, message); events of no message: any
 )
 
 # Stored alert rules (``analytics.alerts.AlertRule.to_json``), evaluated by the alert loop.

@@ -297,12 +297,17 @@ async def track(request: Request, clarion: deps.Services, caller: deps.Caller) -
         unknown = {e.user_id for e in events} - known
         inserts = bulk.record_events(events)
 
+        retagged: set[str] = set()  # users the feedback rules changed
+
         async def job(conn: Any) -> int:
+            retagged.clear()  # a retried transaction starts over
             await inserts(conn)
-            return await conversions.convert(conn, events)  # with the events: a crash keeps both or neither
+            return await conversions.convert(conn, events, retagged=retagged)  # a crash keeps both or neither
 
         converted = await clarion.db.write(job)
         await clarion.segments.events_tracked()
+        if retagged:
+            await clarion.segments.users_changed(sorted(retagged))
     triggered = []
     for start in range(0, len(to_fire), _FIRE_AT_ONCE):
         triggered += await asyncio.gather(*(_fire(clarion, i, e) for i, e in to_fire[start : start + _FIRE_AT_ONCE]))

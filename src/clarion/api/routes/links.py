@@ -71,5 +71,7 @@ async def follow(code: str, request: Request, clarion: deps.Services) -> Respons
         async def job(conn: AsyncConnection) -> store_links.Click | None:
             return await store_links.record_click(conn, code, now=now, user_agent=user_agent)
 
-        await clarion.db.write(job)
+        click = await clarion.db.write(job)
+        if click is not None and click.retagged:  # a feedback rule changed the user: segments see it at once
+            await clarion.segments.users_changed(click.retagged)
     return RedirectResponse(url, status_code=302, headers=_HEADERS)

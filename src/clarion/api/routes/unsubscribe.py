@@ -11,6 +11,12 @@ The suppression has exactly the token's scope (for marketing e-mail: marketing, 
 the mail in front of them, and still hears from us on channels they did not ask to leave. Whoever makes the link
 decides the scope; the page only carries it out. It is kept per user, not per address, so it survives a change
 of address, and recording it twice changes nothing.
+
+A link that names its delivery (``clarion.unsubscribe``: links made since the token carries one) also puts an
+``unsubscribed`` event on that delivery's timeline, which the funnel counts, and fires the feedback rules on
+unsubscribes (``pipeline.feedback_rules``) with that message's template and campaign; a link without one fires
+the rules that match any message. Both happen with the suppression, in its transaction, and only when the
+suppression is new: the second click on the button changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import html
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,12 +32,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion import unsubscribe
 from clarion.api import deps, views
 from clarion.domain import errors, model
-from clarion.store import policies
+from clarion.pipeline import feedback_rules
+from clarion.store import outbox, policies, rollups
+from clarion.store import tables as t
 
 router = APIRouter(tags=["unsubscribe"])
 
 SOURCE = "unsubscribe_link"
 REASON = "one-click unsubscribe"
+UNSUBSCRIBED = "unsubscribed"
 
 _CHANNEL_NOUNS = {
     model.Channel.EMAIL: "e-mail",
@@ -64,6 +74,7 @@ class _Scope:
         except ValueError:
             raise errors.InvalidInput("this unsubscribe link is not valid", code="invalid_token") from None
         self.user_id = request.user_id
+        self.delivery_id = request.delivery_id
 
     def describe(self) -> str:
         noun = _CHANNEL_NOUNS.get(self.channel, "messages") if self.channel is not None else "messages"
@@ -122,7 +133,7 @@ async def unsubscribe_now(token: str, clarion: deps.Services) -> HTMLResponse:
         return _invalid()
     now = datetime.now(UTC)
 
-    async def job(conn: AsyncConnection) -> bool:
+    async def job(conn: AsyncConnection) -> tuple[bool, list[str]]:
         _, created = await policies.add_suppression(
             conn,
             user_id=scope.user_id,
@@ -133,10 +144,32 @@ async def unsubscribe_now(token: str, clarion: deps.Services) -> HTMLResponse:
             source=SOURCE,
             now=now,
         )
-        return created
+        if not created:
+            return False, []
+        message_id = await _on_timeline(conn, scope, now)
+        fact = feedback_rules.Fact("unsubscribe", scope.user_id, message_id)
+        return True, await feedback_rules.fire(conn, [fact], now=now)
 
-    created = await clarion.db.write(job)
+    created, retagged = await clarion.db.write(job)
     clarion.catalog.invalidate()
+    if retagged:
+        await clarion.segments.users_changed(retagged)
     what = html.escape(scope.describe())
     said = "You are unsubscribed" if created else "You were already unsubscribed"
     return _page("Unsubscribed", f"<p>{said}: you will no longer receive {what} from us.</p>")
+
+
+async def _on_timeline(conn: AsyncConnection, scope: _Scope, now: datetime) -> str | None:
+    """Put the unsubscribe on the timeline of the delivery the link names, when it is the user's; its message."""
+    if scope.delivery_id is None:
+        return None
+    d = t.deliveries
+    query = sa.select(d.c.message_id).where(d.c.id == scope.delivery_id, d.c.user_id == scope.user_id)
+    message_id = (await conn.execute(query)).scalar_one_or_none()
+    if message_id is None:  # not the user's delivery (the token was made by hand): nothing to count it on
+        return None
+    category, channel = scope.category, scope.channel
+    detail = {"category": category.value if category else None, "channel": channel.value if channel else None}
+    event = outbox.event_row(message_id, scope.delivery_id, UNSUBSCRIBED, REASON, now, detail)
+    await rollups.append(conn, [event])
+    return message_id

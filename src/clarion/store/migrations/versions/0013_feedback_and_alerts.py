@@ -54,6 +54,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_feedback_firings")),
     )
     op.create_index(op.f("ix_feedback_firings_user_id_at"), "feedback_firings", ["user_id", "at"])
+    op.create_index(
+        op.f("ix_feedback_firings_rule_key_message_id"), "feedback_firings", ["rule_key", "message_id"], unique=True
+    )
     op.create_table(
         "alert_rules",
         sa.Column("key", sa.String(128), nullable=False),
@@ -93,6 +96,7 @@ def downgrade() -> None:
     op.drop_table("alerts")
     op.drop_table("alert_states")
     op.drop_table("alert_rules")
+    op.drop_index(op.f("ix_feedback_firings_rule_key_message_id"), table_name="feedback_firings")
     op.drop_index(op.f("ix_feedback_firings_user_id_at"), table_name="feedback_firings")
     op.drop_table("feedback_firings")
     op.drop_table("feedback_rules")
