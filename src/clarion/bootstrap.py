@@ -21,7 +21,7 @@ from clarion.counters.memory import MemoryCounters
 from clarion.counters.redis import RedisCounters
 from clarion.domain import links, model, phones, retry
 from clarion.domain.policy.decision import Candidate
-from clarion.pipeline import alerting, catalog, fallback, intake, policies, polling
+from clarion.pipeline import alerting, catalog, experiments, fallback, intake, policies, polling
 from clarion.segments.service import SegmentService
 from clarion.settings import Settings
 from clarion.store import links as store_links
@@ -82,6 +82,10 @@ class Clarion:
                 self._workers.append(asyncio.create_task(firing, name="clarion-fallbacks"))
             if self.alerts is not None:
                 self._workers.append(asyncio.create_task(self.alerts.run(self._stop), name="clarion-alerts"))
+            deciding = experiments.run(
+                self.db, self.invalidate, self._stop, interval=self.settings.experiment_interval_seconds
+            )
+            self._workers.append(asyncio.create_task(deciding, name="clarion-experiments"))
 
     async def close(self) -> None:
         self._stop.set()

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     #: how often the stored alert rules are judged (``pipeline.alerting``); one process judges each round
     alert_interval_seconds: float = Field(default=60.0, gt=0)
+    #: how often templates' experiments are looked at, a decided winner applied (``pipeline.experiments``)
+    experiment_interval_seconds: float = Field(default=300.0, gt=0)
 
     #: request bodies larger than this are refused with 413
     max_body_bytes: int = Field(default=1_048_576, ge=1024)

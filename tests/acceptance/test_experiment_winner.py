@@ -4,6 +4,7 @@ old weights back with ``auto_apply`` off. Sends after each step show who gets wh
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -189,3 +190,32 @@ async def test_an_experiment_needs_variants_and_a_valid_rule(api: httpx.AsyncCli
         answer = await api.put("/v1/templates/x", json={**base, "variants": variants(), "experiment": bad})
         assert answer.status_code == 422, (bad, answer.text)
         assert "experiment" in answer.text
+
+
+async def test_the_experiment_loop_applies_a_winner_by_itself(
+    api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: bootstrap.Clarion, people: None
+) -> None:
+    await put_template(
+        api,
+        "promo",
+        category="notification",
+        channels={"sms": {"text": "A: https://shop.example.com/a"}},
+        variants=variants(),
+        experiment=EXPERIMENT,
+        policy=NO_DEDUP,
+    )
+    await b_wins(api, public, clarion)
+    stop = asyncio.Event()
+    told: list[bool] = []
+    loop = asyncio.create_task(experiments.run(clarion.db, lambda: told.append(True), stop, interval=0.05))
+    try:
+        for _ in range(100):
+            if told:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await loop
+    assert told == [True]  # told once: the second pass found nothing more to apply
+    template = (await api.get("/v1/templates/promo")).json()
+    assert {v["name"]: v["weight"] for v in template["variants"]} == {"a": 0, "b": 100}
