@@ -653,6 +653,11 @@ class Run(Partial):
     started_at: Timestamp
     finished_at: Timestamp | None
     error: Any = None
+    ab: Json | None = Field(
+        default=None,
+        description="the A/B test's progress: state testing | deciding | decided, test_size, test_sent_at, and "
+        "once decided the winner, by (rule: a tested winner; deadline: the best so far), stated, arms",
+    )
     queued: int | None = None
     sent: int | None = None
     failed: int | None = None
@@ -681,6 +686,11 @@ class CampaignSummary(Partial):
     data: Json = {}
     send_time: Literal["now", "optimal"] = Field(
         default="now", description="optimal: each user at their most responsive hour within 24 h, in their zone"
+    )
+    ab: Json | None = Field(
+        default=None,
+        description='an A/B test on a cohort first: {"test_share", "decide_after_hours", "metric", "min_sample", '
+        '"alpha"}; the rest gets the winner',
     )
     status: str
     author: str | None

@@ -12,10 +12,17 @@ named, and never half-runs.
 ``send_time`` "optimal" delivers each user at the hour they usually respond at, within the next 24 hours in their
 time zone (``campaigns.runner``); "now" (the default, and what an absent field means) as soon as the batch is
 written. It is stored only when "optimal", so a campaign saved before the field existed reads the same.
+
+``ab`` tests the template's A/B variants on part of the audience first: ``{"test_share": 0.1,
+"decide_after_hours": 4}`` (and optionally the rule: ``metric``, ``min_sample``, ``alpha``, as a template's
+experiment). The runner sends the test cohort, waits for the sequential rule to name a winner, and sends the rest
+the winner — or, at the deadline, the best variant so far, stated as such (``campaigns.runner``). Stored only
+when set.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import zoneinfo
 from collections.abc import Mapping
@@ -25,6 +32,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
+from clarion.analytics import experiments
 from clarion.domain import errors, jsonvalues, model, timewindows
 
 KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
@@ -107,6 +115,11 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _float(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (booleans included)."""
+    return float(value) if _number(value) else None
+
+
 def check_audience(value: Any, where: str = "audience", depth: int = 0) -> dict[str, Any]:
     """An audience spec for ``clarion.segments``: a segment, an ID list, or both (their intersection), minus
     another spec under ``exclude``."""
@@ -129,6 +142,56 @@ def check_audience(value: Any, where: str = "audience", depth: int = 0) -> dict[
 
 
 @dataclass(frozen=True, slots=True)
+class AB:
+    """A campaign's A/B test: the share of the audience that tests the variants, how long after the test cohort
+    is sent the rest waits for a decision at most, and the rule (``analytics.experiments.Rule``'s fields)."""
+
+    test_share: float
+    decide_after_hours: float
+    metric: str = "click_rate"
+    min_sample: int = 200
+    alpha: float = 0.05
+
+    FIELDS = frozenset({"test_share", "decide_after_hours", "metric", "min_sample", "alpha"})
+
+    @classmethod
+    def from_json(cls, value: Any) -> AB:
+        if not isinstance(value, Mapping):
+            raise _bad("ab", "must be an object")
+        unknown = sorted(set(value) - cls.FIELDS)
+        if unknown:
+            raise _bad(f"ab.{unknown[0]}", "unknown field")
+        share, hours = _float(value.get("test_share")), _float(value.get("decide_after_hours"))
+        if share is None or not 0 < share <= 0.5:
+            raise _bad("ab.test_share", "the share of the audience that tests, more than 0 and at most 0.5")
+        if hours is None or not 0 < hours <= 24 * 14:
+            raise _bad("ab.decide_after_hours", "hours, more than 0 and at most 336")
+        rule = {k: value[k] for k in ("metric", "min_sample", "alpha") if k in value}
+        try:
+            checked = experiments.Rule.from_json({"metric": "click_rate", **rule})
+        except errors.InvalidInput as exc:
+            field = (exc.details or {}).get("field", "rule")
+            raise _bad(f"ab.{field}", exc.message.split(": ", 1)[-1]) from None
+        return cls(share, hours, checked.metric, checked.min_sample, checked.alpha)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "test_share": self.test_share,
+            "decide_after_hours": self.decide_after_hours,
+            "metric": self.metric,
+            "min_sample": self.min_sample,
+            "alpha": self.alpha,
+        }
+
+    def rule(self) -> experiments.Rule:
+        return experiments.Rule(self.metric, self.min_sample, self.alpha)  # type: ignore[arg-type]
+
+    def test_size(self, audience: int) -> int:
+        """How many of a frozen audience of ``audience`` users are in the test cohort (at least one)."""
+        return min(audience, max(1, math.ceil(audience * self.test_share))) if audience else 0
+
+
+@dataclass(frozen=True, slots=True)
 class Definition:
     template: str
     audience: dict[str, Any]
@@ -141,6 +204,7 @@ class Definition:
     data: dict[str, Any] = field(default_factory=dict)  # the template's ``data.*``, the same for everyone
     name: str | None = None
     send_time: str = "now"  # one of SEND_TIMES
+    ab: AB | None = None
 
     @classmethod
     def from_json(cls, value: Any) -> Definition:
@@ -161,6 +225,7 @@ class Definition:
             "data",
             "name",
             "send_time",
+            "ab",
         }
         unknown = sorted(set(value) - fields)
         if unknown:
@@ -209,10 +274,13 @@ class Definition:
             data=dict(data),
             name=texts["name"],
             send_time=send_time,
+            ab=AB.from_json(value["ab"]) if value.get("ab") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
-        optional = {"send_time": self.send_time} if self.send_time != "now" else {}
+        optional: dict[str, Any] = {"send_time": self.send_time} if self.send_time != "now" else {}
+        if self.ab is not None:
+            optional["ab"] = self.ab.to_json()
         return {
             **optional,
             "name": self.name,

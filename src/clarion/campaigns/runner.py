@@ -33,14 +33,15 @@ import numpy.typing as npt
 
 from clarion import owners
 from clarion.analytics import send_time
+from clarion.campaigns import abtest, pacing
 from clarion.campaigns import definition as spec
-from clarion.campaigns import pacing
 from clarion.domain import errors, ids, model, timewindows
 from clarion.domain.policy import config, quiet_hours
 from clarion.domain.policy.decision import ALLOW, Candidate
 from clarion.pipeline.intake import CampaignBatch, Intake, PreparedBatch, Tally
 from clarion.segments.service import SegmentService
 from clarion.store import activity
+from clarion.store import audit as audit_log
 from clarion.store import campaigns as store
 from clarion.store import tables as t
 from clarion.store.db import Database
@@ -84,6 +85,8 @@ class _Run:
     bucket: pacing.Bucket | None
     #: send_time optimal: the responses of the run's users so far, per local hour of the week (the prior)
     responses: npt.NDArray[np.float64] | None = None
+    #: ab: when the test cohort's results were last looked at (monotonic seconds)
+    last_look: float = float("-inf")
 
 
 class CampaignRunner:
@@ -101,6 +104,7 @@ class CampaignRunner:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         host: owners.Host | None = None,
+        ab_look_seconds: float = 30.0,
     ) -> None:
         self.db = db
         self.intake = intake
@@ -114,6 +118,7 @@ class CampaignRunner:
         self.monotonic = monotonic
         self.sleep = sleep
         self.host = host or owners.Host()
+        self.ab_look_seconds = ab_look_seconds  # how often a waiting A/B test looks at its cohort's results
         self._runs: dict[str, _Run] = {}
 
     async def run_once(self, owner: str) -> int:
@@ -186,6 +191,8 @@ class CampaignRunner:
             await self._refuse(campaign, run_id, exc, now)
             return None
         counts = empty_counts()
+        if definition.ab is not None:  # the test cohort is the head of a random order
+            audience = abtest.shuffled(run_id, audience)
         if definition.exclude_reached_days:
             since = now - timedelta(days=definition.exclude_reached_days)
             async with self.db.read() as conn:
@@ -193,6 +200,8 @@ class CampaignRunner:
             kept = [u for u in audience if u not in reached]
             counts["excluded"] = len(audience) - len(kept)
             audience = kept
+        if definition.ab is not None:
+            counts["ab"] = abtest.testing(definition.ab.test_size(len(audience)))
         last = max(0, len(audience) - 1) // AUDIENCE_CHUNK * AUDIENCE_CHUNK
         try:
             for start in range(0, last, AUDIENCE_CHUNK):
@@ -269,13 +278,31 @@ class CampaignRunner:
             await self._finish(run.id, run.campaign_key, "failed", error={"code": exc.code, "message": exc.message})
             return 0
         cursor, processed, counts = run.cursor, run.processed, run.counts
+        limit, split = run.audience, run.audience
+        if definition.ab is not None:
+            split = definition.ab.test_size(run.audience)
+            ab = dict(counts.get("ab") or abtest.testing(split))
+            if cursor < split:
+                limit = split  # the test cohort first
+            elif "winner" not in ab:
+                decided = await self._decide(run, definition.ab, template, ab, state)
+                if decided is None:
+                    return 0
+                ab = decided
+            if "winner" in ab:
+                template = abtest.winner_only(template, ab["winner"])
+            elif len(abtest.competing(template)) < 2:
+                error = {"code": "invalid_campaign", "message": "ab: the template needs two variants with weight"}
+                await self._finish(run.id, run.campaign_key, "failed", error=error)
+                return 0
+            counts = {**counts, "ab": ab}
         writing: asyncio.Future[Any] | None = None
         done = 0
         began = self.monotonic()
         try:
-            while cursor < run.audience and (done == 0 or self.monotonic() - began < self.slice_seconds):
+            while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
                 async with self.db.read() as conn:
-                    user_ids = await store.audience_slice(conn, run.id, cursor, size)
+                    user_ids = await store.audience_slice(conn, run.id, cursor, min(size, limit - cursor))
                 if not user_ids:
                     break
                 if state.bucket is not None:
@@ -294,6 +321,8 @@ class CampaignRunner:
                 to = cursor + len(user_ids)
                 processed += len(user_ids)
                 counts = add_tally(counts, prepared.tally)
+                if definition.ab is not None and to == split < run.audience:
+                    counts["ab"] = abtest.sent(counts["ab"], self.clock())
                 progress = self._progress(run.id, owner, cursor, to, processed, counts)
                 writing = asyncio.ensure_future(self.intake.write_campaign_batch(prepared, progress))
                 cursor = to
@@ -382,6 +411,36 @@ class CampaignRunner:
             return quiet_hours.decide(candidate, settings, zone) is ALLOW
 
         return send_time.allowed_hours(zone, now, is_open, within)
+
+    async def _decide(
+        self, run: Any, ab: spec.AB, template: model.Template, state: dict[str, Any], kept: _Run
+    ) -> dict[str, Any] | None:
+        """Look at the test cohort's results (at most every ``ab_look_seconds``); the decision, recorded on the
+        run and in the audit log, or None to keep waiting."""
+        if self.monotonic() - kept.last_look < self.ab_look_seconds:
+            return None
+        kept.last_look = self.monotonic()
+        now = self.clock()
+        async with self.db.read() as conn:
+            decided = await abtest.decide(conn, run.id, ab, template, state, now)
+        if decided is None:
+            return None
+
+        async def job(conn: Any) -> None:
+            await store.set_counts(conn, run.id, {**run.counts, "ab": decided})
+            detail = {k: decided[k] for k in ("winner", "by", "stated", "arms")}
+            await audit_log.record(
+                conn,
+                actor="clarion:campaigns",
+                action="campaign.ab_decided",
+                subject=store.subject(run.campaign_key),
+                at=now,
+                detail={"run": run.id, **detail},
+            )
+
+        await self.db.write(job)
+        log.info("campaign %s run %s: %s", run.campaign_key, run.id, decided["stated"])
+        return decided
 
     def _progress(
         self, run_id: str, owner: str, cursor: int, to: int, processed: int, counts: dict[str, Any]

@@ -178,6 +178,8 @@ def run_json(run: Any, statuses: dict[str, int] | None = None) -> dict[str, Any]
     }
     if "error" in counts:
         out["error"] = counts["error"]
+    if "ab" in counts:
+        out["ab"] = counts["ab"]
     if statuses is not None:
         out.update(
             queued=sum(statuses.get(s.value, 0) for s in WAITING),

@@ -54,11 +54,15 @@ def rule_of(experiment: Mapping[str, Any] | None, **overrides: Any) -> experimen
     return experiments.Rule.from_json({"metric": "click_rate", **stored, **given})
 
 
-async def observe(conn: AsyncConnection, key: str, names: Sequence[str], rule: experiments.Rule) -> experiments.Verdict:
+async def observe(
+    conn: AsyncConnection, key: str, names: Sequence[str], rule: experiments.Rule, *, run: str | None = None
+) -> experiments.Verdict:
     """The rule's verdict on the variants ``names`` of template ``key``, counted from the daily rollups over the
-    template's whole life: exposures are sends, successes clicks or conversions (never more than the sends)."""
+    template's whole life (or a campaign ``run``'s messages alone): exposures are sends, successes clicks or
+    conversions (never more than the sends)."""
+    filters = {"template_key": key} if run is None else {"template_key": key, "campaign_run": run}
     cells = await rollups.cells(
-        conn, table=t.funnel_daily, since=None, until=None, filters={"template_key": key}, group_by=["variant"]
+        conn, table=t.funnel_daily, since=None, until=None, filters=filters, group_by=["variant"]
     )
     counts: dict[str, dict[str, int]] = {name: {} for name in names}
     for cell in cells:

@@ -185,6 +185,11 @@ async def advance(
         raise Moved("the run moved on under this batch", details={"run": run_id, "cursor": cursor})
 
 
+async def set_counts(conn: AsyncConnection, run_id: str, counts: Mapping[str, Any]) -> None:
+    """Replace a run's counts (its A/B decision, say) without moving its cursor."""
+    await conn.execute(R.update().where(R.c.id == run_id).values(counts=dict(counts)))
+
+
 async def finish_run(conn: AsyncConnection, run_id: str, status: str, now: datetime, **values: Any) -> None:
     await conn.execute(
         R.update()
