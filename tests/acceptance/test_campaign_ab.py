@@ -147,3 +147,26 @@ async def test_a_bad_ab_is_refused_naming_the_field(api: httpx.AsyncClient, ab: 
     answer = await api.put("/v1/campaigns/spring", json={"template": "promo", "audience": {"segment": "x"}, "ab": ab})
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["details"]["field"] == field
+
+
+async def test_a_campaigns_goal_converts_its_clicked_messages(
+    api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """The template has no goal; the campaign's ``goal`` names the event that converts its messages after a click."""
+    await campaign(api, "spring", goal="order.paid")
+    await launch(api, "spring")
+    assert await run_all(clarion.campaigns) == len(AUDIENCE)
+    await drain(clarion)
+    line = sink(clarion, "sms")[0]
+    code = re.search(r"/s/([0-9A-Za-z]+)", line["content"]["text"])
+    assert code is not None
+    assert (await public.get(f"/s/{code.group(1)}")).status_code == 302
+    clicked, other = line["user_id"], next(u for u in AUDIENCE if u != line["user_id"])
+    events = [{"user_id": u, "event": "order.paid", "properties": {"amount": 99}} for u in (clicked, other)]
+    tracked = await api.post("/v1/track", json={"events": events})
+    assert tracked.status_code == 200 and tracked.json()["converted"] == 1, tracked.text  # no click: no conversion
+    funnel = (await api.get("/v1/analytics/funnel", params={"campaign": "spring"})).json()["total"]
+    assert (funnel["stages"]["converted"], funnel["revenue"]) == (1, 99)
+    detail = (await api.get(f"/v1/messages/{line['message_id']}")).json()
+    (converted,) = [e for d in detail["deliveries"] for e in d["timeline"] if e["status"] == "converted"]
+    assert converted["detail"]["campaign"] == "spring"

@@ -27,17 +27,23 @@ from clarion.store import tables as t
 from clarion.store.bulk import Event
 from clarion.store.driver import Conn, fetch
 
-_E, _D, _M, _T = t.delivery_events, t.deliveries, t.messages, t.templates
+_E, _D, _M, _T, _C = t.delivery_events, t.deliveries, t.messages, t.templates, t.campaigns
+#: how long after a click a campaign's goal event converts the campaign's message
+CAMPAIGN_WINDOW = timedelta(hours=72)
 CONVERTED = "converted"
 _NOT_REACHED = ("failed", "undelivered", "bounced", "filtered", "expired", "cancelled", "deferred", "queued")
 
 
 @dataclass(frozen=True, slots=True)
 class Goal:
-    template_key: str
+    """What converts the messages of a template (``scope`` "template") or of a campaign ("campaign": its
+    ``goal`` names the event; 72 hours after a click)."""
+
+    key: str
     event: str
     within: timedelta
     attribution: str  # click | delivery
+    scope: str = "template"
 
     @classmethod
     def of(cls, key: str, goal: Any) -> Goal | None:
@@ -45,6 +51,10 @@ class Goal:
             return None
         hours = goal.get("within_hours", 72)
         return cls(key, goal["event"], timedelta(hours=hours), goal.get("attribution", "click"))
+
+    def counts(self, touch: Touch) -> bool:
+        """Whether a touch of this kind is one this goal converts."""
+        return (touch.template_key if self.scope == "template" else touch.campaign_key) == self.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +106,16 @@ async def _conversions(conn: Conn, events: Sequence[Event]) -> tuple[list[dict[s
 
 
 async def _goals(conn: Conn, names: set[str]) -> dict[str, list[Goal]]:
-    """The templates whose goal is one of ``names``, by event name."""
+    """The templates and campaigns whose goal is one of ``names``, by event name."""
     out: dict[str, list[Goal]] = {}
     for row in await fetch(conn, sa.select(_T.c.key, _T.c.goal).where(_T.c.goal.is_not(None))):
         goal = Goal.of(row.key, row.goal)
         if goal is not None and goal.event in names:
             out.setdefault(goal.event, []).append(goal)
+    for row in await fetch(conn, sa.select(_C.c.key, _C.c.definition)):  # operators' campaigns: dozens of rows
+        event = (row.definition or {}).get("goal")
+        if event in names:
+            out.setdefault(event, []).append(Goal(row.key, event, CAMPAIGN_WINDOW, "click", "campaign"))
     return out
 
 
@@ -110,18 +124,21 @@ async def _touches(conn: Conn, events: Sequence[Event], goals: dict[str, list[Go
     users = sorted({e.user_id for e in events})
     earliest = min(e.at for e in events) - max(g.within for gs in goals.values() for g in gs)
     latest = max(e.at for e in events)
-    by_click = sorted({g.template_key for gs in goals.values() for g in gs if g.attribution == "click"})
-    by_delivery = sorted({g.template_key for gs in goals.values() for g in gs if g.attribution == "delivery"})
+    every = [g for gs in goals.values() for g in gs]
+    by_click = sorted({g.key for g in every if g.attribution == "click" and g.scope == "template"})
+    by_delivery = sorted({g.key for g in every if g.attribution == "delivery" and g.scope == "template"})
+    campaigns = sorted({g.key for g in every if g.scope == "campaign"})  # by click
     touches: list[Touch] = []
     for chunk in range(0, len(users), rollups.CHUNK):
         some = users[chunk : chunk + rollups.CHUNK]
-        if by_click:
+        if by_click or campaigns:
             query = (
                 sa.select(
                     _E.c.delivery_id, _E.c.message_id, _M.c.user_id, _M.c.template_key, _M.c.campaign_key, _E.c.at
                 )
                 .join(_M, _M.c.id == _E.c.message_id)
-                .where(_M.c.user_id.in_(some), _M.c.template_key.in_(by_click), _E.c.status == "clicked")
+                .where(_M.c.user_id.in_(some), _E.c.status == "clicked")
+                .where(sa.or_(_M.c.template_key.in_(by_click), _M.c.campaign_key.in_(campaigns)))
                 .where(_E.c.at >= earliest, _E.c.at <= latest)
             )
             touches += [Touch(*row) for row in await fetch(conn, query)]
@@ -150,22 +167,31 @@ async def _converted(conn: Conn, message_ids: set[str]) -> set[str]:
 def _attributed(event: Event, goals: list[Goal], touches: list[Touch], done: set[str]) -> Touch | None:
     """The most recent of the user's ``touches`` before ``event`` that one of its goals counts, of a message not
     yet converted."""
-    windows = {(g.template_key, g.attribution): g.within for g in goals}
     best: Touch | None = None
     for touch in touches:
         if touch.message_id in done or touch.at > event.at:
             continue
-        within = windows.get((touch.template_key, "click")) or windows.get((touch.template_key, "delivery"))
-        if within is None or event.at - touch.at > within:
+        goal = _goal_of(goals, touch)
+        if goal is None or event.at - touch.at > goal.within:
             continue
         if best is None or touch.at > best.at:
             best = touch
     return best
 
 
+def _goal_of(goals: list[Goal], touch: Touch) -> Goal | None:
+    """The goal that counts ``touch``: its template's, else its campaign's."""
+    return next((g for g in goals if g.scope == "template" and g.counts(touch)), None) or next(
+        (g for g in goals if g.scope == "campaign" and g.counts(touch)), None
+    )
+
+
 def _row(event: Event, touch: Touch, goals: list[Goal]) -> dict[str, Any]:
-    goal = next(g for g in goals if g.template_key == touch.template_key)
+    goal = _goal_of(goals, touch)
+    assert goal is not None  # ``_attributed`` chose the touch for one
     detail: dict[str, Any] = {"event": event.event, "attribution": goal.attribution, "touched_at": touch.at.isoformat()}
+    if goal.scope == "campaign":
+        detail["campaign"] = goal.key
     amount = (event.properties or {}).get("amount")
     if isinstance(amount, int | float) and not isinstance(amount, bool):
         detail["amount"] = amount
