@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean catalogue
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+## catalogue: refresh the console's message catalogues from its code and templates (then translate the new
+## entries in src/clarion/console/locale/zh_CN/LC_MESSAGES/console.po); they are compiled when the console starts
+CONSOLE := src/clarion/console
+catalogue: $(STAMP)
+	cd $(CONSOLE) && ../../../$(BIN)/pybabel extract -F locale/babel.cfg -k _ --no-location --omit-header \
+		-o locale/console.pot . && ../../../$(BIN)/pybabel update -D console -d locale -i locale/console.pot \
+		--no-fuzzy-matching -w 120 && rm locale/console.pot
 
 ## bench: the triggered-send benchmark (prints one JSON line)
 bench: $(STAMP)

@@ -15,7 +15,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from clarion import apikeys, bootstrap, cli_campaigns, cli_secrets, cli_users
+from clarion import apikeys, bootstrap, cli_campaigns, cli_operators, cli_secrets, cli_users
 from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
@@ -26,6 +26,7 @@ app = typer.Typer(help="Clarion message push platform.", no_args_is_help=True, a
 apikey = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(apikey, name="apikey")
 app.add_typer(cli_users.app, name="users")
+app.add_typer(cli_operators.app, name="operator")
 app.add_typer(cli_campaigns.app, name="campaign")
 app.add_typer(cli_secrets.app, name="secrets")
 providers_cli = typer.Typer(help="Provider kinds.", no_args_is_help=True)
@@ -103,6 +104,7 @@ def _serve(workers: int | None, host: str | None, port: int | None, access_log: 
         console.print(f"API key: [bold]{key}[/]  (send it as 'Authorization: Bearer <key>')")
     else:
         console.print("API keys: create one with 'clarion apikey create NAME'")
+    cli_operators.announce_first_admin(settings)  # the console's first admin, with a one-time password
     uvicorn.run(
         create_app(settings, workers=workers),
         host=host,

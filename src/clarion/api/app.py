@@ -47,6 +47,7 @@ from clarion.api.routes import (
     unsubscribe,
     users,
 )
+from clarion.console import app as console
 from clarion.domain import errors
 from clarion.settings import Settings
 
@@ -142,6 +143,8 @@ def create_app(
 
     def services() -> bootstrap.Clarion:
         return app.state.clarion
+
+    app.mount("/console", console.create(services))  # its own app: HTML pages, outside the OpenAPI document
 
     # Outside FastAPI, in this order: authenticate, limit the body, then serve sends in the fast lane.
     limited = BodyLimit(

@@ -643,3 +643,18 @@ bill_lines = sa.Table(
     sa.Index(None, "provider", "day"),
     sa.Index(None, "provider", "vendor_message_id"),
 )
+
+# -- operators -----------------------------------------------------------------------------------------------------
+
+# The console's accounts (``console.operators``): a person with a password (argon2) and one role; disabled, never
+# deleted, so the audit log's ``operator:<name>`` keeps naming someone.
+operators = sa.Table(
+    "operators",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # admin | editor | approver | sender | support
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    *_timestamps(),
+    sa.Column("last_login_at", UTCDateTime()),
+)
