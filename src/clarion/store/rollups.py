@@ -30,6 +30,7 @@ CHUNK = 5000
 
 _E, _D, _M, _T = t.delivery_events, t.deliveries, t.messages, t.templates
 _KEY = ("bucket", *t.FUNNEL_DIMS, "stage", "policy")
+ANSWERS = t.FUNNEL_ANSWERS
 #: the statuses of each repeatable stage
 _STATUSES = {stage: [s for s, g in funnel.STAGE_OF_STATUS.items() if g == stage] for stage in funnel.REPEATABLE}
 
@@ -296,8 +297,12 @@ async def cells(
     filters: Mapping[str, Any],
     group_by: Sequence[str],
 ) -> list[Any]:
-    """The rollup's sums per group and stage (and policy) over ``[since, until)``."""
-    groups = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
+    """The rollup's sums per group and stage (and policy) over ``[since, until)``. Without other groups than
+    channel and provider, the sums are also split by bucket: the grouping then follows the rollups' ``ANSWERS``
+    index, a covering scan in order instead of a sort of every cell; ``funnel.report`` adds the buckets up."""
+    groups: list[Any] = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
+    if not {"day", "hour"} & set(group_by) and {funnel.GROUPS[g] for g in group_by} <= set(ANSWERS[3:]):
+        groups.insert(0, table.c.bucket)
     query = sa.select(
         *groups,
         table.c.stage,
