@@ -297,11 +297,13 @@ async def cells(
     filters: Mapping[str, Any],
     group_by: Sequence[str],
 ) -> list[Any]:
-    """The rollup's sums per group and stage (and policy) over ``[since, until)``. Without other groups than
-    channel and provider, the sums are also split by bucket: the grouping then follows the rollups' ``ANSWERS``
-    index, a covering scan in order instead of a sort of every cell; ``funnel.report`` adds the buckets up."""
+    """The rollup's sums per group and stage (and policy) over ``[since, until)``. Grouped and filtered by
+    nothing but channel and provider, the sums are also split by bucket: the grouping then follows the rollups'
+    ``ANSWERS`` index, a covering scan in order instead of a sort of every cell (``funnel.report`` adds the
+    buckets up). A filter on another dimension is left to the unique key's index, which holds it."""
     groups: list[Any] = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
-    if not {"day", "hour"} & set(group_by) and {funnel.GROUPS[g] for g in group_by} <= set(ANSWERS[3:]):
+    columns = {funnel.GROUPS[g] for g in group_by if g not in ("day", "hour")} | set(filters)
+    if columns <= set(ANSWERS[3:]) and "day" not in group_by and "hour" not in group_by:
         groups.insert(0, table.c.bucket)
     query = sa.select(
         *groups,
