@@ -293,3 +293,35 @@ async def test_an_urgent_delivery_waiting_in_the_queue_fires_and_its_sending_rec
             ("recover", "recovered: no urgent delivery queued")
         ]
         assert len(robot.robot_posts) == 2
+
+
+async def test_a_department_at_80_percent_of_its_budget_fires_once(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, tmp_path: Any
+) -> None:
+    """Priced sends bring department growth to 0.09 of a 0.1 CNY budget: the budget rule (80 %) fires once."""
+    async with FakeDingTalk() as robot:
+        await put_provider(api, "ops-robot", "dingtalk", "dingtalk_robot", robot_config(robot))
+        prices = {"currency": "CNY", "default": 0.03}
+        config = {"directory": str(tmp_path / "sms"), "prices": prices}
+        assert (
+            await api.put("/v1/providers/priced", json={"channel": "sms", "kind": "file", "config": config})
+        ).status_code == 201
+        budget = {"monthly": 0.1, "currency": "CNY", "refuse_marketing": False}
+        assert (await api.put("/v1/budgets/growth", json=budget)).status_code == 201
+        rule = {"kind": "budget", "condition": {"scope": {"department": "growth"}}, "notify": {"provider": "ops-robot"}}
+        assert (await api.put("/v1/alert-rules/spend", json=rule)).status_code == 201
+        await put_template(api, "note", department="growth", channels={"sms": {"text": "n {data.n}"}})
+        for n in range(3):
+            await put_user(api, f"u{n}", addresses={"sms": f"+861380013800{n}"})
+        now = datetime.now(UTC)
+        await api.post("/v1/messages", json={"template": "note", "to": ["u0", "u1"], "data": {"n": 1}})
+        assert await drain(clarion) == 2  # 0.06 of 0.1: under 80 %
+        assert (await loop_at(clarion, now + timedelta(minutes=1)).run_once()).notices == []
+        await api.post("/v1/messages", json={"template": "note", "to": ["u2"], "data": {"n": 2}})
+        assert await drain(clarion) == 1  # 0.09: over
+        fired = await loop_at(clarion, now + timedelta(minutes=2)).run_once()
+        assert [(n["action"], n["rule_key"], n["subject"]) for n in fired.notices] == [
+            ("fire", "spend", "department:growth")
+        ]
+        assert "growth" in robot.robot_posts[0]["markdown"]["text"]
+        assert (await loop_at(clarion, now + timedelta(minutes=3)).run_once()).notices == []  # held, not repeated
