@@ -13,6 +13,7 @@ import pytest
 
 from clarion import bootstrap
 from tests.acceptance.test_campaigns import ANA_KEY, campaign, launch, run_all
+from tests.acceptance.test_experiment_winner import click_every_b
 from tests.conftest import drain, put_template, put_user, set_approval, set_policies, sink
 
 AUDIENCE = [f"u{i}" for i in range(150)]
@@ -46,17 +47,6 @@ async def _setup(clarion: bootstrap.Clarion, api: httpx.AsyncClient, monkeypatch
 def received(clarion: bootstrap.Clarion) -> dict[str, str]:
     """Each user's variant, from what the SMS sink got."""
     return {line["user_id"]: line["content"]["text"][0].lower() for line in sink(clarion, "sms")}
-
-
-async def click_every_b(public: httpx.AsyncClient, clarion: bootstrap.Clarion) -> int:
-    clicks = 0
-    for line in sink(clarion, "sms"):
-        if line["content"]["text"].startswith("B:"):
-            code = re.search(r"/s/([0-9A-Za-z]+)", line["content"]["text"])
-            assert code is not None
-            assert (await public.get(f"/s/{code.group(1)}")).status_code == 302
-            clicks += 1
-    return clicks
 
 
 async def the_cohort(api: httpx.AsyncClient, clarion: bootstrap.Clarion, **ab: Any) -> dict[str, str]:

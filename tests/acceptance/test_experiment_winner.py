@@ -41,6 +41,19 @@ def variants(a: int = 1, b: int = 1) -> list[dict[str, Any]]:
     ]
 
 
+async def put_promo(api: httpx.AsyncClient, **experiment: Any) -> None:
+    """The notification ``promo`` with variants a and b (b's link differs) and the test's experiment."""
+    await put_template(
+        api,
+        "promo",
+        category="notification",
+        channels={"sms": {"text": "A: https://shop.example.com/a"}},
+        variants=variants(),
+        experiment={**EXPERIMENT, **experiment},
+        policy=NO_DEDUP,
+    )
+
+
 async def users(api: httpx.AsyncClient, prefix: str, n: int) -> list[str]:
     ids = [f"{prefix}{i}" for i in range(n)]
     for i, user in enumerate(ids):
@@ -83,15 +96,7 @@ async def b_wins(api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: boo
 async def test_the_winner_takes_all_traffic_audited_and_a_revert_restores_the_split(
     api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: bootstrap.Clarion, people: None
 ) -> None:
-    await put_template(
-        api,
-        "promo",
-        category="notification",
-        channels={"sms": {"text": "A: https://shop.example.com/a"}},
-        variants=variants(),
-        experiment=EXPERIMENT,
-        policy=NO_DEDUP,
-    )
+    await put_promo(api)
     first = await b_wins(api, public, clarion)
     view = (await api.get("/v1/templates/promo/experiment")).json()
     assert (view["state"], view["winner"], view["applied"], view["auto_apply"]) == ("winner", "b", None, True)
@@ -157,26 +162,12 @@ async def test_a_winner_on_reviewed_marketing_goes_live_without_a_new_review(
 async def test_no_winner_is_applied_while_undecided_off_or_under_review(
     api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: bootstrap.Clarion, people: None
 ) -> None:
-    await put_template(
-        api,
-        "promo",
-        category="notification",
-        channels={"sms": {"text": "A: https://shop.example.com/a"}},
-        variants=variants(),
-        experiment={**EXPERIMENT, "min_sample": 1000},
-    )
+    await put_promo(api, min_sample=1000)
     await b_wins(api, public, clarion)
     assert (await api.get("/v1/templates/promo/experiment")).json()["state"] == "collecting"
     assert await experiments.apply_winners(clarion.db) == []  # the rule has not decided
 
-    await put_template(
-        api,
-        "promo",
-        category="notification",
-        channels={"sms": {"text": "A: https://shop.example.com/a"}},
-        variants=variants(),
-        experiment={**EXPERIMENT, "auto_apply": False},
-    )
+    await put_promo(api, auto_apply=False)
     assert (await api.get("/v1/templates/promo/experiment")).json()["state"] == "winner"
     assert await experiments.apply_winners(clarion.db) == []  # decided, but not to be applied by itself
     assert (await api.post("/v1/templates/promo/experiment:revert", headers=EDITOR)).status_code == 409
@@ -195,15 +186,7 @@ async def test_an_experiment_needs_variants_and_a_valid_rule(api: httpx.AsyncCli
 async def test_the_experiment_loop_applies_a_winner_by_itself(
     api: httpx.AsyncClient, public: httpx.AsyncClient, clarion: bootstrap.Clarion, people: None
 ) -> None:
-    await put_template(
-        api,
-        "promo",
-        category="notification",
-        channels={"sms": {"text": "A: https://shop.example.com/a"}},
-        variants=variants(),
-        experiment=EXPERIMENT,
-        policy=NO_DEDUP,
-    )
+    await put_promo(api)
     await b_wins(api, public, clarion)
     stop = asyncio.Event()
     told: list[bool] = []
