@@ -75,3 +75,33 @@ class Metrics:
             ["provider", "to"],
             registry=self.registry,
         )
+        self.consumed = Counter(
+            "clarion_consumer_consumed",
+            "Messages taken from a broker (clarion consume), redeliveries included",
+            ["broker", "source"],
+            registry=self.registry,
+        )
+        self.consumer_acked = Counter(
+            "clarion_consumer_acked",
+            "Broker messages acknowledged after their send request was written",
+            ["broker", "source"],
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "clarion_consumer_dead_lettered",
+            "Broker messages refused and moved to the dead-letter destination, by error code",
+            ["broker", "source", "code"],
+            registry=self.registry,
+        )
+        self.consumer_retried = Counter(
+            "clarion_consumer_retried",
+            "Broker messages handed back for redelivery after a transient failure",
+            ["broker", "source"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "clarion_consumer_lag",
+            "Messages waiting in a broker source for this consumer, as the broker last told",
+            ["broker", "source"],
+            registry=self.registry,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -70,9 +71,14 @@ def create_app(
         services = bootstrap.build(settings)
         await services.start(workers=workers)
         app.state.clarion = services
+        stop = asyncio.Event()
+        consuming = await _consumer(services, stop)  # CLARION_CONSUME_BROKER: sends taken from a queue too
         try:
             yield
         finally:
+            stop.set()
+            if consuming is not None:
+                await consuming
             await services.close()
 
     app = FastAPI(
@@ -154,6 +160,19 @@ def create_app(
         upload_limit=settings.max_upload_bytes,
     )
     return Authenticate(limited, services)
+
+
+async def _consumer(services: bootstrap.Clarion, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """The message-queue consumer ``CLARION_CONSUME_*`` configures, started beside the workers (its key checked
+    first, so a bad one stops the start with its reason); None when no broker is configured."""
+    from clarion.consume import running
+    from clarion.consume.config import ConsumeSettings
+
+    configured = ConsumeSettings()
+    if configured.broker is None:
+        return None
+    await running.authorized(services, configured)
+    return asyncio.create_task(running.consumer(services, configured).run(stop), name="clarion-consume")
 
 
 #: bulk paths whose bodies may reach ``max_upload_bytes``: 10,000 users or events a call, ID-list files

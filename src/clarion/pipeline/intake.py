@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -39,6 +40,11 @@ from clarion.store.db import Database, Inserts
 S = model.DeliveryStatus
 PAUSE_AFTER = 0.002  # seconds of rendering or rule evaluation before other requests get the loop back
 
+
+
+#: who hands sends and events to intake, as the timeline's ``accepted`` reason names it: "api" unless the caller
+#: says otherwise for the task (the message-queue consumer: "rabbitmq orders.messages (billing)")
+SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("clarion_intake_source", default="api")
 
 @dataclass(frozen=True, slots=True)
 class SendCommand:
@@ -235,7 +241,7 @@ class Intake:
         plan = _Plan(ids.new_id(), self.clock(), prefix=prefix)
         for user_id in recipients:
             self._plan_message(
-                plan, template, channels, user_id, users.get(user_id), command.data, "api", command.dedup_key
+                plan, template, channels, user_id, users.get(user_id), command.data, SOURCE.get(), command.dedup_key
             )
         await self._compose(plan)
         return await self._commit(
@@ -275,7 +281,8 @@ class Intake:
                 outcome.update(matched=False, reason="unknown_template")
             elif matched and template is not None:
                 channels = [c for c in (rule.channels or template.channels) if c in template.channels]
-                self._plan_message(plan, template, channels, command.user_id, user, command.data, f"rule {rule.key}")
+                source = f"rule {rule.key}" if SOURCE.get() == "api" else f"{SOURCE.get()}: rule {rule.key}"
+                self._plan_message(plan, template, channels, command.user_id, user, command.data, source)
             outcomes.append(outcome)
         await self._compose(plan)
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
