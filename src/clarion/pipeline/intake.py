@@ -41,10 +41,10 @@ S = model.DeliveryStatus
 PAUSE_AFTER = 0.002  # seconds of rendering or rule evaluation before other requests get the loop back
 
 
-
 #: who hands sends and events to intake, as the timeline's ``accepted`` reason names it: "api" unless the caller
 #: says otherwise for the task (the message-queue consumer: "rabbitmq orders.messages (billing)")
 SOURCE: contextvars.ContextVar[str] = contextvars.ContextVar("clarion_intake_source", default="api")
+
 
 @dataclass(frozen=True, slots=True)
 class SendCommand:
