@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -119,14 +118,8 @@ async def generate(clarion: bootstrap.Clarion, n: int, chunk: int, write: str = 
 
 
 async def add_cells(hourly: dict[tuple[Any, ...], list[float]], conn: Any) -> None:
-    """The hourly cells and the daily cells they add up to, into the rollups."""
-    daily: dict[tuple[Any, ...], list[float]] = collections.defaultdict(lambda: [0, 0.0])
-    for key, (count, revenue) in hourly.items():
-        cell = daily[(rollups.floor_day(key[0]), *key[1:])]
-        cell[0] += count
-        cell[1] += revenue
-    await rollups.add(conn, t.funnel_hourly, hourly)
-    await rollups.add(conn, t.funnel_daily, daily)
+    """The hourly cells into the rollups, as ``rollups.append`` adds them (the daily and narrow cells too)."""
+    await rollups.add_hourly(conn, hourly)
 
 
 def settings_for(url: str, directory: Path) -> Settings:
@@ -279,6 +272,8 @@ def check_exact(stages: dict[str, int], expected: dict[str, int]) -> None:
 async def cells_read(clarion: bootstrap.Clarion, params: dict[str, Any]) -> int:
     """How many rollup rows the query's range and filters select (in the table the route reads)."""
     table = t.funnel_hourly if params.get("group_by") == "hour" else t.funnel_daily
+    if not {"template", "variant"} & set(params):  # the narrow rollup answers it
+        table = rollups.NARROW[table]
     query = sa.select(sa.func.count()).select_from(table)
     if "since" in params:
         query = query.where(table.c.bucket >= params["since"], table.c.bucket < params["until"])
@@ -320,7 +315,7 @@ async def rebuild_matches(n: int, chunk: int) -> dict[str, Any]:
 
 async def rollup_cells(clarion: bootstrap.Clarion) -> tuple[set[tuple[Any, ...]], ...]:
     out = []
-    for table in (t.funnel_hourly, t.funnel_daily):
+    for table in rollups.TABLES:
         columns = [c for c in table.c if c.name != "id"]
         async with clarion.db.read() as conn:
             out.append({(*r[:-1], round(r[-1], 6)) for r in (await conn.execute(sa.select(*columns))).all()})

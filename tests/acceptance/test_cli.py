@@ -188,6 +188,7 @@ def test_analytics_rebuild_recounts_the_funnel_from_the_timeline(env: Settings) 
 
     import sqlalchemy as sa
 
+    from clarion.store import rollups
     from clarion.store import tables as t
 
     asyncio.run(_setup(env))
@@ -199,8 +200,8 @@ def test_analytics_rebuild_recounts_the_funnel_from_the_timeline(env: Settings) 
             if wipe:  # rollups lost (a restore from a dump without them): only the timeline is left
 
                 async def job(conn):  # type: ignore[no-untyped-def]
-                    await conn.execute(t.funnel_hourly.delete())
-                    await conn.execute(t.funnel_daily.delete())
+                    for table in rollups.TABLES:
+                        await conn.execute(table.delete())
 
                 await services.db.write(job)
             async with services.db.read() as conn:

@@ -231,7 +231,7 @@ async def rollup_rows(clarion: bootstrap.Clarion) -> list[tuple[Any, ...]]:
     """Every cell of both funnel rollups, without their ids, in one order."""
     out: list[tuple[Any, ...]] = []
     async with clarion.db.read() as conn:
-        for table in (t.funnel_hourly, t.funnel_daily):
+        for table in rollups.TABLES:
             columns = [c for c in table.c if c.name != "id"]
             rows = (await conn.execute(sa.select(*columns))).all()
             out.extend(sorted((table.name, *row) for row in rows))

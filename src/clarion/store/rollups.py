@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,12 @@ CHUNK = 5000
 
 _E, _D, _M, _T = t.delivery_events, t.deliveries, t.messages, t.templates
 _KEY = ("bucket", *t.FUNNEL_DIMS, "stage", "policy")
-ANSWERS = t.FUNNEL_ANSWERS
+_NARROW_KEY = ("bucket", *t.FUNNEL_NARROW_DIMS, "stage", "policy")
+#: each wide rollup's narrow counterpart, which answers what groups and filters by channel and provider alone
+NARROW = {t.funnel_hourly: t.funnel_hourly_channels, t.funnel_daily: t.funnel_daily_channels}
+TABLES = (*NARROW, *NARROW.values())
+#: where each narrow key's parts sit in a wide key
+_NARROW_AT = tuple(_KEY.index(k) for k in _NARROW_KEY)
 #: the statuses of each repeatable stage
 _STATUSES = {stage: [s for s, g in funnel.STAGE_OF_STATUS.items() if g == stage] for stage in funnel.REPEATABLE}
 
@@ -218,13 +223,25 @@ async def _count(
         cell = hourly[key]
         cell[0] += 1
         cell[1] += funnel.amount_of(event)
-    daily: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0])
-    for key, (n, revenue) in hourly.items():
-        cell = daily[(_day(key[0]), *key[1:])]
+    await add_hourly(conn, hourly)
+
+
+def _summed(cells: Mapping[Key, list[float]], key: Callable[[Key], Key]) -> dict[Key, list[float]]:
+    out: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0])
+    for k, (n, revenue) in cells.items():
+        cell = out[key(k)]
         cell[0] += n
         cell[1] += revenue
-    await add(conn, t.funnel_hourly, hourly)
-    await add(conn, t.funnel_daily, daily)
+    return out
+
+
+async def add_hourly(conn: Conn, hourly: Mapping[Key, list[float]]) -> None:
+    """Add hourly cells (wide keys) to every rollup: the hourly one, the daily cells they add up to, and both
+    narrow counterparts."""
+    daily = _summed(hourly, lambda k: (_day(k[0]), *k[1:]))
+    for table, cells in ((t.funnel_hourly, hourly), (t.funnel_daily, daily)):
+        await add(conn, table, cells)
+        await _add(conn, NARROW[table], _summed(cells, lambda k: tuple(k[i] for i in _NARROW_AT)), _NARROW_KEY)
 
 
 @functools.cache
@@ -232,7 +249,7 @@ def _upsert_of(dialect: str, table: sa.Table) -> Any:
     """The rollup's upsert for ``dialect``, built once, so its compiled form is reused."""
     statement = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
     return statement.on_conflict_do_update(
-        index_elements=[table.c[k] for k in _KEY],
+        index_elements=[table.c[k] for k in (_NARROW_KEY if table in NARROW.values() else _KEY)],
         set_={
             "count": table.c["count"] + statement.excluded["count"],
             "revenue": table.c.revenue + statement.excluded.revenue,
@@ -241,15 +258,18 @@ def _upsert_of(dialect: str, table: sa.Table) -> Any:
 
 
 async def add(conn: Conn, table: sa.Table, cells: Mapping[Key, list[float]]) -> None:
-    """Add counts (and revenue) to a rollup's cells, creating the cells that do not exist."""
-    rows = [{**dict(zip(_KEY, key, strict=True)), "count": int(n), "revenue": r} for key, (n, r) in cells.items()]
+    """Add counts (and revenue) to a wide rollup's cells, creating the cells that do not exist (``add_hourly``
+    keeps the other rollups with it)."""
+    await _add(conn, table, cells, _KEY)
+
+
+async def _add(conn: Conn, table: sa.Table, cells: Mapping[Key, list[float]], names: tuple[str, ...]) -> None:
+    # one order for every writer's upserts, so two transactions never lock the same cells the other way round
+    rows = [
+        {**dict(zip(names, key, strict=True)), "count": int(n), "revenue": r} for key, (n, r) in sorted(cells.items())
+    ]
     if rows:
-        await executemany(conn, _upsert_of(conn.dialect.name, table), sorted(rows, key=_order))
-
-
-def _order(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """One order for every writer's upserts, so two transactions never lock the same cells the other way round."""
-    return tuple(row[k] for k in _KEY)
+        await executemany(conn, _upsert_of(conn.dialect.name, table), rows)
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
@@ -258,8 +278,8 @@ def _order(row: Mapping[str, Any]) -> tuple[Any, ...]:
 async def rebuild(conn: Conn, *, batch: int = 20_000) -> int:
     """Recompute both rollups from the timeline: each delivery's (each message's, for ``requested``) first
     event of each stage, counted as ``append`` counts it. Returns how many events were counted."""
-    await conn.execute(t.funnel_hourly.delete())
-    await conn.execute(t.funnel_daily.delete())
+    for table in TABLES:
+        await conn.execute(table.delete())
     statuses = sorted({*funnel.STAGE_OF_STATUS, "accepted"})
     # a delivery's first event of each status: none earlier on its timeline (on the delivery_id index), so each
     # page costs its own rows, not a pass over the whole timeline; a message's own events come once each
@@ -297,14 +317,12 @@ async def cells(
     filters: Mapping[str, Any],
     group_by: Sequence[str],
 ) -> list[Any]:
-    """The rollup's sums per group and stage (and policy) over ``[since, until)``. Grouped and filtered by
-    nothing but channel and provider, the sums are also split by bucket: the grouping then follows the rollups'
-    ``ANSWERS`` index, a covering scan in order instead of a sort of every cell (``funnel.report`` adds the
-    buckets up). A filter on another dimension is left to the unique key's index, which holds it."""
-    groups: list[Any] = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
+    """The rollup's sums per group and stage (and policy) over ``[since, until)``; read from its narrow
+    counterpart when nothing but channel and provider is grouped or filtered by."""
     columns = {funnel.GROUPS[g] for g in group_by if g not in ("day", "hour")} | set(filters)
-    if columns <= set(ANSWERS[3:]) and "day" not in group_by and "hour" not in group_by:
-        groups.insert(0, table.c.bucket)
+    if table in NARROW and columns <= set(t.FUNNEL_NARROW_DIMS):
+        table = NARROW[table]
+    groups = [table.c[funnel.GROUPS[g]].label(g) for g in group_by]
     query = sa.select(
         *groups,
         table.c.stage,

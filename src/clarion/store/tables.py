@@ -518,11 +518,6 @@ FUNNEL_DIMS = (
 )
 
 
-#: what the funnel's usual answers group by (totals, per day or hour, per channel and provider): a covering index in
-#: this order, with the sums, lets them scan the cells in order rather than sort them all (``rollups.cells``)
-FUNNEL_ANSWERS = ("bucket", "stage", "policy", "channel", "provider")
-
-
 def _funnel(name: str) -> sa.Table:
     """A funnel rollup: how many deliveries (messages, for ``requested``) reached each stage, per bucket (an hour,
     or a day) and dimensions, kept with the timeline events that feed it (``store.rollups``)."""
@@ -545,12 +540,37 @@ def _funnel(name: str) -> sa.Table:
         sa.Column("count", sa.BigInteger, nullable=False),
         sa.Column("revenue", sa.Float, nullable=False),  # converted: the sum of the goal events' amounts
         sa.Index(f"ux_{name}_key", "bucket", *FUNNEL_DIMS, "stage", "policy", unique=True),
-        sa.Index(f"ix_{name}_answers", *FUNNEL_ANSWERS, "count", "revenue"),
     )
 
 
 funnel_hourly = _funnel("funnel_hourly")
 funnel_daily = _funnel("funnel_daily")
+
+#: the dimensions of the narrow rollups: what the usual answers (totals, per day or hour, per channel and
+#: provider) group and filter by
+FUNNEL_NARROW_DIMS = ("channel", "provider")
+
+
+def _narrow(name: str) -> sa.Table:
+    """A narrow funnel rollup: the same counts as its wide counterpart, summed over every dimension but channel and
+    provider, so the usual answers read a few thousand cells instead of every template's (``store.rollups``)."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", Serial, primary_key=True, autoincrement=True),
+        sa.Column("bucket", UTCDateTime(), nullable=False),
+        sa.Column("channel", sa.String(20), nullable=False),
+        sa.Column("provider", Key, nullable=False),
+        sa.Column("stage", sa.String(16), nullable=False),
+        sa.Column("policy", sa.String(32), nullable=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("revenue", sa.Float, nullable=False),
+        sa.Index(f"ux_{name}_key", "bucket", *FUNNEL_NARROW_DIMS, "stage", "policy", unique=True),
+    )
+
+
+funnel_hourly_channels = _narrow("funnel_hourly_channels")
+funnel_daily_channels = _narrow("funnel_daily_channels")
 
 # -- the closed loop: tag feedback and alerts ----------------------------------------------------------------------
 
