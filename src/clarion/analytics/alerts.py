@@ -24,12 +24,11 @@ was: a firing alert holds, a quiet one stays quiet.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from clarion.domain import errors
+from clarion.domain import fields
 
 KINDS = ("delivery_rate", "failure_spike", "urgent_queue_age", "breaker_opened", "budget")
 #: the dimensions a rule's ``condition.scope`` may name, per kind
@@ -44,32 +43,8 @@ KEY_MAX = 128
 Action = Literal["fire", "repeat", "hold", "recover", "quiet"]
 
 
-def _bad(field: str, message: str, **details: Any) -> errors.InvalidInput:
-    return errors.InvalidInput(f"{field}: {message}", code="invalid_alert", details={"field": field, **details})
-
-
-def _obj(value: Any, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _bad(field, "must be an object")
-    return value
-
-
-def _known(value: Mapping[str, Any], field: str, allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise _bad(field, f"unknown field(s) {', '.join(unknown)}", allowed=sorted(allowed))
-
-
-def _int(value: Any, field: str, *, minimum: int, maximum: int = 10**9) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise _bad(field, f"must be an integer from {minimum} to {maximum}")
-    return value
-
-
-def _number(value: Any, field: str, *, minimum: float, maximum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not minimum <= value <= maximum:
-        raise _bad(field, f"must be a number from {minimum:g} to {maximum:g}")
-    return float(value)
+_check = fields.Fields("invalid_alert")
+_bad, _obj, _known, _int, _number = _check.bad, _check.obj, _check.known, _check.int, _check.number
 
 
 def _name(value: Any, field: str) -> str:

@@ -165,16 +165,22 @@ class JPushProvider(push.ConfirmedByApp):
         shown["options"] = options
         return shown
 
-    async def _post(self, body: dict[str, Any]) -> str:
-        headers = {"Authorization": self._authorization, "Content-Type": "application/json"}
+    async def _call(self, method: str, url: str, **request: Any) -> tuple[httpx.Response, Any]:
+        """One authorised request to JPush: the response and its JSON (None when it is not JSON)."""
+        headers = {"Authorization": self._authorization, **request.pop("headers", {})}
         try:
-            response = await self._client.post(self._url, content=orjson.dumps(body), headers=headers)
+            response = await self._client.request(method, url, headers=headers, **request)
         except httpx.HTTPError as exc:
             raise transport_error(exc) from None
         try:
-            answer = response.json()
+            return response, response.json()
         except ValueError:
-            answer = None
+            return response, None
+
+    async def _post(self, body: dict[str, Any]) -> str:
+        response, answer = await self._call(
+            "POST", self._url, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+        )
         if response.status_code == 200 and isinstance(answer, dict) and "error" not in answer:
             return str(answer.get("msg_id") or "")
         raise self.error(response, answer)
@@ -215,15 +221,7 @@ class JPushProvider(push.ConfirmedByApp):
         return found
 
     async def _report(self, msg_ids: list[str]) -> list[Any]:
-        headers = {"Authorization": self._authorization}
-        try:
-            response = await self._client.get(self._report_url, params={"msg_ids": ",".join(msg_ids)}, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from None
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
+        response, answer = await self._call("GET", self._report_url, params={"msg_ids": ",".join(msg_ids)})
         if response.status_code == 200 and isinstance(answer, list):
             return answer
         if response.status_code in (401, 403):  # the report API refuses the app key or master secret

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ import sqlalchemy.exc
 
 from clarion import bootstrap
 from clarion.api import fastlane, problems
+from clarion.consume.config import ConsumeSettings
 from clarion.domain import approval, errors
 from clarion.pipeline import intake
 
@@ -104,6 +105,26 @@ def kind_of(inbound: Inbound) -> str | None:
     if name.endswith("messages"):
         return "message"
     return None
+
+
+class InFlight:
+    """What a consumer of ``handler`` keeps of the messages it is handling: at most ``concurrency`` at once
+    (``slots``), each a task of its own, all of them awaited when it stops."""
+
+    def __init__(self, handler: Handler, settings: ConsumeSettings) -> None:
+        self.handler = handler
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, handling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(handling)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_in_flight(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class Handler:

@@ -22,7 +22,6 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from clarion.consume import handling
-from clarion.consume.config import ConsumeSettings
 
 log = logging.getLogger(__name__)
 BROKER = "nats"
@@ -44,13 +43,7 @@ def inbound(subject: str, msg: Msg) -> handling.Inbound:
     return handling.Inbound(subject, msg.data, headers, broker_id)
 
 
-class Consumer:
-    def __init__(self, handler: handling.Handler, settings: ConsumeSettings) -> None:
-        self.handler = handler
-        self.settings = settings
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-
+class Consumer(handling.InFlight):
     async def run(self, stop: asyncio.Event) -> None:
         """Consume every source until ``stop`` is set, then finish the messages in hand and disconnect."""
         connection = await nats.connect(self.settings.broker_url(), error_cb=_broker_error)
@@ -74,8 +67,7 @@ class Consumer:
             ]
             loops.append(asyncio.create_task(self._watch_lag(subscriptions, stop)))
             await asyncio.gather(*loops)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._finish_in_flight()
         finally:  # the acknowledgements sent, then closed (a drain would wait out its timeout on pull consumers)
             with contextlib.suppress(nats.errors.Error):
                 await connection.flush()
@@ -101,9 +93,7 @@ class Consumer:
             except TimeoutError:
                 continue
             for msg in messages:
-                task = asyncio.create_task(self._handle(js, subject, msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._handle(js, subject, msg))
 
     async def _handle(self, js: JetStreamContext, subject: str, msg: Msg) -> None:
         item = inbound(subject, msg)

@@ -16,7 +16,6 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from clarion.consume import handling
-from clarion.consume.config import ConsumeSettings
 
 log = logging.getLogger(__name__)
 BROKER = "rabbitmq"
@@ -28,13 +27,7 @@ def inbound(queue: str, message: AbstractIncomingMessage) -> handling.Inbound:
     return handling.Inbound(queue, message.body, headers, broker_id)
 
 
-class Consumer:
-    def __init__(self, handler: handling.Handler, settings: ConsumeSettings) -> None:
-        self.handler = handler
-        self.settings = settings
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-
+class Consumer(handling.InFlight):
     async def run(self, stop: asyncio.Event) -> None:
         """Consume every source until ``stop`` is set, then finish the messages in hand and disconnect."""
         connection = await aio_pika.connect_robust(self.settings.broker_url())
@@ -50,13 +43,10 @@ class Consumer:
             await self._watch_lag([q for q, _ in queues], stop)  # until stopped
             for queue, tag in queues:
                 await queue.cancel(tag)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._finish_in_flight()
 
     async def _received(self, channel: AbstractChannel, source: str, message: AbstractIncomingMessage) -> None:
-        task = asyncio.create_task(self._handle(channel, source, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._handle(channel, source, message))
 
     async def _handle(self, channel: AbstractChannel, source: str, message: AbstractIncomingMessage) -> None:
         item = inbound(source, message)

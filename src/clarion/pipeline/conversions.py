@@ -108,14 +108,15 @@ async def _conversions(conn: Conn, events: Sequence[Event]) -> tuple[list[dict[s
 async def _goals(conn: Conn, names: set[str]) -> dict[str, list[Goal]]:
     """The templates and campaigns whose goal is one of ``names``, by event name."""
     out: dict[str, list[Goal]] = {}
-    for row in await fetch(conn, sa.select(_T.c.key, _T.c.goal).where(_T.c.goal.is_not(None))):
+    wanted = sorted(names)
+    templates = sa.select(_T.c.key, _T.c.goal).where(_T.c.goal["event"].as_string().in_(wanted))
+    for row in await fetch(conn, templates):
         goal = Goal.of(row.key, row.goal)
         if goal is not None and goal.event in names:
             out.setdefault(goal.event, []).append(goal)
-    for row in await fetch(conn, sa.select(_C.c.key, _C.c.definition)):  # operators' campaigns: dozens of rows
-        event = (row.definition or {}).get("goal")
-        if event in names:
-            out.setdefault(event, []).append(Goal(row.key, event, CAMPAIGN_WINDOW, "click", "campaign"))
+    event = _C.c.definition["goal"].as_string()
+    for row in await fetch(conn, sa.select(_C.c.key, event.label("event")).where(event.in_(wanted))):
+        out.setdefault(row.event, []).append(Goal(row.key, row.event, CAMPAIGN_WINDOW, "click", "campaign"))
     return out
 
 

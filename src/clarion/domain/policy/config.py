@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from clarion.domain import errors, model, timewindows
+from clarion.domain import errors, fields, model, timewindows
 from clarion.domain import fallback as fallback_rules
 
 POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
@@ -32,32 +32,8 @@ QuietBehaviour = Literal["defer", "drop", "ignore"]
 CAP_KEY_MAX = 128
 
 
-def _bad(field: str, message: str, **details: Any) -> errors.InvalidInput:
-    return errors.InvalidInput(f"{field}: {message}", code="invalid_policy", details={"field": field, **details})
-
-
-def _obj(value: Any, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _bad(field, "must be an object")
-    return value
-
-
-def _known(value: Mapping[str, Any], field: str, allowed: set[str]) -> None:
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise _bad(field, f"unknown field(s) {', '.join(unknown)}", allowed=sorted(allowed))
-
-
-def _int(value: Any, field: str, *, minimum: int, maximum: int = 10**9) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise _bad(field, f"must be an integer from {minimum} to {maximum}")
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(field, "must be true or false")
-    return value
+_check = fields.Fields("invalid_policy")
+_bad, _obj, _known, _int, _bool = _check.bad, _check.obj, _check.known, _check.int, _check.bool
 
 
 def _enum(kind: type[model.Category] | type[model.Channel], value: Any, field: str) -> Any:
