@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from babel.messages import extract, pofile
+from babel.messages import extract
 
 from clarion import bootstrap
 from clarion.console import i18n
@@ -58,8 +58,7 @@ def test_every_string_the_console_uses_is_in_both_catalogues_and_translated_to_c
     used = _used()
     assert len(used) > 50
     for locale in i18n.LOCALES:
-        with (CONSOLE / "locale" / locale / "LC_MESSAGES" / "console.po").open("rb") as po:
-            catalog = pofile.read_po(po)
+        catalog = i18n.read(locale)
         ids = {m.id for m in catalog if m.id}
         assert used - ids == set(), locale
         if locale == "zh_CN":

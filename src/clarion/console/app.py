@@ -16,7 +16,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion import bootstrap
-from clarion.console import i18n, operators, pages, sessions, throttle
+from clarion.console import (
+    access,
+    i18n,
+    operators,
+    pages,
+    sessions,
+    throttle,
+)
 from clarion.domain import errors
 
 HERE = Path(__file__).parent
@@ -100,10 +107,10 @@ def create(services: Callable[[], bootstrap.Clarion]) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
-    @app.exception_handler(pages.LoginRequired)
-    async def _login(request: Request, _: pages.LoginRequired) -> Response:
+    @app.exception_handler(access.LoginRequired)
+    async def _login(request: Request, _: access.LoginRequired) -> Response:
         back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/console/login?{pages.next_query(back)}", status_code=303)
+        return RedirectResponse(f"/console/login?{access.next_query(back)}", status_code=303)
 
     @app.exception_handler(errors.InvalidInput)
     async def _refused(request: Request, exc: errors.InvalidInput) -> Response:

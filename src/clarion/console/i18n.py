@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from babel.messages import mofile, pofile
+from babel.messages.catalog import Catalog
 
 LOCALES = ("zh_CN", "en")
 DEFAULT = "zh_CN"
@@ -22,12 +23,24 @@ DOMAIN = "console"
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 
-def catalogue(locale: str) -> gettext.GNUTranslations:
-    """The compiled catalogue of ``locale`` (one of ``LOCALES``)."""
-    with (LOCALE_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po:
+def read(locale: str) -> Catalog:
+    """The messages of ``locale`` (one of ``LOCALES``): ``console.po``, and the entries of any
+    ``console-<area>.po`` beside it (a page area's strings before ``make catalogue`` folds them in)."""
+    folder = LOCALE_DIR / locale / "LC_MESSAGES"
+    with (folder / f"{DOMAIN}.po").open("rb") as po:
         catalog = pofile.read_po(po, locale=locale, domain=DOMAIN)
+    for part in sorted(folder.glob(f"{DOMAIN}-*.po")):
+        with part.open("rb") as po:
+            for message in pofile.read_po(po, locale=locale, domain=DOMAIN):
+                if message.id and message.id not in catalog:
+                    catalog[message.id] = message
+    return catalog
+
+
+def catalogue(locale: str) -> gettext.GNUTranslations:
+    """The compiled catalogue of ``locale``."""
     compiled = io.BytesIO()
-    mofile.write_mo(compiled, catalog, use_fuzzy=False)
+    mofile.write_mo(compiled, read(locale), use_fuzzy=False)
     compiled.seek(0)
     return gettext.GNUTranslations(compiled)
 

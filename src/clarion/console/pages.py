@@ -5,24 +5,23 @@ audited by the use case under ``operator:<name>``."""
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import schemas
-from clarion.console import explain, i18n, operators, overview, queries, roles, sessions
+from clarion.console import access, explain, i18n, overview, queries, roles, sessions
 from clarion.domain import approval, errors, model
 from clarion.domain import resend as resend_rules
 from clarion.pipeline import resend
 from clarion.store import audit, history, policies, records
 
 if TYPE_CHECKING:
-    from clarion.console.app import Console
+    pass
 
 router = APIRouter(include_in_schema=False)
 #: a message in one of these may be re-sent from its page (if it is not marketing, or the operator is an admin)
@@ -31,87 +30,24 @@ STATUSES = tuple(s.value for s in model.MessageStatus)
 CHANNELS = tuple(c.value for c in model.Channel)
 
 
-class LoginRequired(Exception):
-    """No valid session: the browser is sent to the login page, to come back after."""
-
-
-@dataclass(frozen=True, slots=True)
-class Visit:
-    """The signed-in operator on this request."""
-
-    operator: operators.Operator
-    session: sessions.Session
-
-    def may(self, page: str) -> bool:
-        return roles.may_open(self.operator.role, page)
-
-
-def _console(request: Request) -> Console:
-    return request.app.state.console
-
-
-def next_query(path: str) -> str:
-    return urllib.parse.urlencode({"next": path})
-
-
-def _local(path: str | None) -> str | None:
-    """A ``next`` that stays in the console (never an open redirect to another site)."""
-    if path and path.startswith("/console") and not path.startswith("//") and "\\" not in path:
-        return path
-    return None
-
-
-async def _visit(request: Request, page: str) -> Visit:
-    console = _console(request)
-    session = console.sessions.read(request)
-    if session is None:
-        raise LoginRequired
-    operator = await console.operators.get(session.operator)
-    if operator is None or operator.disabled:
-        raise LoginRequired
-    visit = Visit(operator, session)
-    if not visit.may(page):
-        raise approval.Forbidden(
-            f"the role {operator.role!r} may not open this page", code="forbidden", details={"role": operator.role}
-        )
-    return visit
-
-
-async def _form(request: Request, session: sessions.Session | None) -> dict[str, str]:
-    """The posted form, refused with 403 unless it carries the CSRF token of this browser (and session)."""
-    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    if not _console(request).sessions.csrf_valid(request, form.get("csrf"), session):
-        raise approval.Forbidden("the form's CSRF token is missing or wrong; reload the page", code="csrf_failed")
-    return form
-
-
-def _render(request: Request, template: str, visit: Visit | None, code: int = 200, **context: Any) -> Response:
-    navigation = [(page, path) for page, path in roles.NAVIGATION if visit and visit.may(page)]
-    return _console(request).render(request, template, code, visit=visit, navigation=navigation, **context)
-
-
-def _see_other(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
-
-
 # -- login, logout, language ---------------------------------------------------------------------------------
 
 
 @router.get("/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
-    return _render(request, "login.html", None, next=_local(next) or "", error=None, name="")
+    return access.render(request, "login.html", None, next=access.local(next) or "", error=None, name="")
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    console = _console(request)
-    form = await _form(request, None)
-    name, password, back = form.get("name", "").strip(), form.get("password", ""), _local(form.get("next"))
+    console = access.console(request)
+    form = await access.form(request, None)
+    name, password, back = form.get("name", "").strip(), form.get("password", ""), access.local(form.get("next"))
     address = request.client.host if request.client else "-"
     _ = console.gettext(request)
 
     def refused(error: str, status: int) -> Response:
-        return _render(request, "login.html", None, status, next=back or "", error=error, name=name)
+        return access.render(request, "login.html", None, status, next=back or "", error=error, name=name)
 
     wait = console.throttle.retry_after(name, address)
     if wait > 0:
@@ -124,28 +60,28 @@ async def login(request: Request) -> Response:
         console.throttle.failed(name, address)
         return refused(_("Wrong name or password, or the account is disabled."), 401)
     console.throttle.succeeded(name)
-    response = _see_other(back or roles.home(operator.role))
+    response = access.see_other(back or roles.home(operator.role))
     console.sessions.start(response, operator.name, form["csrf"])
     return response
 
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    console = _console(request)
-    await _form(request, console.sessions.read(request))
-    response = _see_other("/console/login")
+    console = access.console(request)
+    await access.form(request, console.sessions.read(request))
+    response = access.see_other("/console/login")
     console.sessions.end(response)
     return response
 
 
 @router.post("/language")
 async def language(request: Request) -> Response:
-    console = _console(request)
-    form = await _form(request, console.sessions.read(request))
+    console = access.console(request)
+    form = await access.form(request, console.sessions.read(request))
     chosen = form.get("language", "")
     if chosen not in i18n.LOCALES:
         raise errors.InvalidInput(f"language: one of {', '.join(i18n.LOCALES)}", details={"field": "language"})
-    response = _see_other(_local(form.get("next")) or "/console/")
+    response = access.see_other(access.local(form.get("next")) or "/console/")
     response.set_cookie(sessions.LANGUAGE, chosen, max_age=365 * 86400, path="/console", samesite="lax")
     return response
 
@@ -155,15 +91,15 @@ async def language(request: Request) -> Response:
 
 @router.get("/")
 async def overview_page(request: Request) -> Response:
-    visit = await _visit(request, roles.OVERVIEW)
-    figures = await overview.figures(_console(request).clarion, datetime.now(UTC))
-    return _render(request, "overview.html", visit, figures=figures)
+    visit = await access.visit(request, roles.OVERVIEW)
+    figures = await overview.figures(access.console(request).clarion, datetime.now(UTC))
+    return access.render(request, "overview.html", visit, figures=figures)
 
 
 # -- send record ---------------------------------------------------------------------------------------------
 
 
-def _address(visit: Visit, address: Any) -> str:
+def _address(visit: access.Visit, address: Any) -> str:
     if roles.sees_addresses(visit.operator.role):
         return ", ".join(map(str, address)) if isinstance(address, list) else str(address)
     return explain.masked(address)
@@ -178,8 +114,8 @@ async def record_page(
     channel: str = "",
     cursor: str | None = None,
 ) -> Response:
-    visit = await _visit(request, roles.RECORD)
-    clarion = _console(request).clarion
+    visit = await access.visit(request, roles.RECORD)
+    clarion = access.console(request).clarion
     q = q.strip()[:320]
     if status and status not in STATUSES:
         raise errors.InvalidInput(f"status: one of {', '.join(STATUSES)}", details={"field": "status"})
@@ -194,7 +130,7 @@ async def record_page(
                 addresses = {k: _address(visit, v) for k, v in row.addresses.items()}
             flt = history.RecordFilter(status or None, channel or None)
             record = await history.send_record(conn, chosen, flt, limit=50, before=cursor)
-    return _render(
+    return access.render(
         request,
         "record.html",
         visit,
@@ -213,7 +149,7 @@ async def record_page(
     )
 
 
-def _may_resend(visit: Visit, message: dict[str, Any]) -> bool:
+def _may_resend(visit: access.Visit, message: dict[str, Any]) -> bool:
     category = model.Category(message["category"])
     permitted = approval.may(roles.api_roles(visit.operator.role), resend_rules.permission(category))
     return permitted and message["status"] in RESENDABLE and category is not model.Category.MARKETING
@@ -221,13 +157,13 @@ def _may_resend(visit: Visit, message: dict[str, Any]) -> bool:
 
 @router.get("/messages/{message_id}")
 async def message_page(request: Request, message_id: str) -> Response:
-    visit = await _visit(request, roles.RECORD)
-    clarion = _console(request).clarion
+    visit = await access.visit(request, roles.RECORD)
+    clarion = access.console(request).clarion
     async with clarion.db.read() as conn:
         message = await history.message_detail(conn, message_id[:32])
     if message is None:
         raise errors.NotFound("message", message_id)
-    _ = _console(request).gettext(request)
+    _ = access.console(request).gettext(request)
     deliveries = [
         {
             **d,
@@ -235,7 +171,7 @@ async def message_page(request: Request, message_id: str) -> Response:
         }
         for d in message["deliveries"]
     ]
-    return _render(
+    return access.render(
         request,
         "message.html",
         visit,
@@ -248,18 +184,18 @@ async def message_page(request: Request, message_id: str) -> Response:
 
 @router.post("/messages/{message_id}/resend")
 async def resend_page(request: Request, message_id: str) -> Response:
-    visit = await _visit(request, roles.RECORD)
-    form = await _form(request, visit.session)
+    visit = await access.visit(request, roles.RECORD)
+    form = await access.form(request, visit.session)
     reason = form.get("reason", "").strip()
     if not reason or len(reason) > 500:
         raise errors.InvalidInput("reason: between 1 and 500 characters", details={"field": "reason"})
-    clarion = _console(request).clarion
+    clarion = access.console(request).clarion
     command = resend.Command(message_id[:32], reason, visit.operator.actor, roles.api_roles(visit.operator.role))
     answer = await resend.resend_message(
         clarion.db, clarion.policies, command, now=datetime.now(UTC), on_queued=clarion.dispatcher.notify
     )
     statuses = ",".join(d["status"] for d in answer["deliveries"])
-    return _see_other(f"/console/messages/{message_id}?" + urllib.parse.urlencode({"resent": statuses}))
+    return access.see_other(f"/console/messages/{message_id}?" + urllib.parse.urlencode({"resent": statuses}))
 
 
 @router.post("/record/{user_id}/suppressions")
@@ -267,8 +203,8 @@ async def suppress_user(request: Request, user_id: str) -> Response:
     """Stop sending to the user (on one channel or category, or on all), as ``POST /v1/suppressions`` records
     it, with the same validation and role (``sender``'s, which a ``support`` operator acts with); audited as
     ``suppression.add`` under the operator."""
-    visit = await _visit(request, roles.RECORD)
-    form = await _form(request, visit.session)
+    visit = await access.visit(request, roles.RECORD)
+    form = await access.form(request, visit.session)
     approval.require(roles.api_roles(visit.operator.role), approval.USER_DATA)
     try:
         body = schemas.SuppressionIn.model_validate(
@@ -283,7 +219,7 @@ async def suppress_user(request: Request, user_id: str) -> Response:
     except pydantic.ValidationError as exc:
         field = ".".join(map(str, exc.errors()[0]["loc"])) or "user_id"
         raise errors.InvalidInput(f"{field}: {exc.errors()[0]['msg']}", details={"field": field}) from None
-    clarion = _console(request).clarion
+    clarion = access.console(request).clarion
     now = datetime.now(UTC)
 
     async def job(conn: AsyncConnection) -> None:
@@ -309,7 +245,7 @@ async def suppress_user(request: Request, user_id: str) -> Response:
 
     await clarion.db.write(job)
     clarion.catalog.invalidate()
-    return _see_other(f"/console/record?{urllib.parse.urlencode({'user': user_id, 'suppressed': '1'})}")
+    return access.see_other(f"/console/record?{urllib.parse.urlencode({'user': user_id, 'suppressed': '1'})}")
 
 
 # -- operators (admin) ---------------------------------------------------------------------------------------
@@ -317,24 +253,24 @@ async def suppress_user(request: Request, user_id: str) -> Response:
 
 @router.get("/operators")
 async def operators_page(request: Request) -> Response:
-    visit = await _visit(request, roles.OPERATORS)
-    listed = await _console(request).operators.listed()
-    return _render(request, "operators.html", visit, operators=listed, roles=roles.ROLES)
+    visit = await access.visit(request, roles.OPERATORS)
+    listed = await access.console(request).operators.listed()
+    return access.render(request, "operators.html", visit, operators=listed, roles=roles.ROLES)
 
 
 @router.post("/operators")
 async def create_operator(request: Request) -> Response:
-    visit = await _visit(request, roles.OPERATORS)
-    form = await _form(request, visit.session)
-    await _console(request).operators.create(
+    visit = await access.visit(request, roles.OPERATORS)
+    form = await access.form(request, visit.session)
+    await access.console(request).operators.create(
         form.get("name", "").strip(), form.get("role", ""), form.get("password", ""), actor=visit.operator.actor
     )
-    return _see_other("/console/operators")
+    return access.see_other("/console/operators")
 
 
 @router.post("/operators/{name}/disable")
 async def disable_operator(request: Request, name: str) -> Response:
-    visit = await _visit(request, roles.OPERATORS)
-    await _form(request, visit.session)
-    await _console(request).operators.disable(name, actor=visit.operator.actor)
-    return _see_other("/console/operators")
+    visit = await access.visit(request, roles.OPERATORS)
+    await access.form(request, visit.session)
+    await access.console(request).operators.disable(name, actor=visit.operator.actor)
+    return access.see_other("/console/operators")

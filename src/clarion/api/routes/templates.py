@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, expr, render
-from clarion.domain.policy import config, decision, keywords
+from clarion.pipeline import authoring
 from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import tables as t
@@ -76,46 +76,10 @@ async def put_template(
     (they go out as ``***``) and listed in the answer's ``warnings``. ``policy`` overrides the policy settings
     for this template: ``exempt_caps``, ``quiet_hours`` (defer|drop|ignore), ``send_window`` ("HH:MM-HH:MM")
     and ``dedup_seconds``."""
-    approval.require(caller.roles, approval.EDIT)
-    values = body.model_dump(mode="json", exclude={"channels", "policy"})
-    values["channels"] = body.channels.model_dump(mode="json", exclude_none=True)
-    for channel, content in values["channels"].items():
-        render.check(content, f"channels.{channel}")
-    values["policy"] = config.TemplatePolicy.from_json(body.policy).to_json() if body.policy is not None else None
-    warnings = await keyword_warnings(clarion, dict(render.contents(values["channels"], values.get("variants"))))
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> template_store.Saved:
-        settings = await template_store.load_settings(conn)
-        saved = await template_store.save(conn, key, values, author=caller.name, settings=settings, now=now)
-        await template_store.audit(
-            conn,
-            actor=caller.name,
-            action="template.save",
-            subject=template_store.subject(key, saved.version),
-            at=now,
-            detail={"status": saved.status.value, "live_version": saved.live_version},
-        )
-        return saved
-
-    saved = await clarion.db.write(job)
-    clarion.invalidate()
+    outcome = await authoring.save_template(clarion, key, body, actor=caller.name, roles=caller.roles)
+    saved, warnings = outcome.saved, outcome.warnings
     response.status_code = 201 if saved.created else 200
     return {**template_json(await _template_row(clarion, key)), "warnings": warnings}
-
-
-async def keyword_warnings(clarion: deps.Services, contents: dict[str, Any]) -> list[dict[str, str]]:
-    """The mask-list words in ``contents`` ({field: content}, each once per field); raises for a block-list word."""
-    verdict, _, masked = keywords.screen(contents, await clarion.catalog.keyword_lists())
-    if isinstance(verdict, decision.Drop):
-        hit = {"list": verdict.detail["list"], "word": verdict.detail["word"], "field": verdict.detail["field"]}
-        raise errors.InvalidInput(
-            f"{hit['field']}: contains {hit['word']!r} from the blocked keyword list {hit['list']!r}",
-            code="blocked_keyword",
-            details=hit,
-        )
-    found = {(m["list"], m["word"], m["field"]): None for m in masked}
-    return [{"list": k, "word": w, "field": f} for k, w, f in found]
 
 
 @router.get("/templates/{key}", response_model=views.Template, responses=problems.answers(404))
