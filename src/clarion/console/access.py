@@ -1,6 +1,6 @@
 """What every console page does before its own work: find the signed-in operator and check the page's role, read
-a posted form with its CSRF token, and render a template inside the navigation the operator may use. The page
-modules (``pages``, ``pages_*``) build on these and on the use cases the API routes call."""
+a posted form with its CSRF token, and render a template inside the navigation the operator may use. Page
+modules build on these and on the use cases the API routes call."""
 
 from __future__ import annotations
 

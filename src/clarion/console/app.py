@@ -16,14 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion import bootstrap
-from clarion.console import (
-    access,
-    i18n,
-    operators,
-    pages,
-    sessions,
-    throttle,
-)
+from clarion.console import access, i18n, operators, pages, sessions, throttle
 from clarion.domain import errors
 
 HERE = Path(__file__).parent

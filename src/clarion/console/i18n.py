@@ -24,17 +24,9 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 
 
 def read(locale: str) -> Catalog:
-    """The messages of ``locale`` (one of ``LOCALES``): ``console.po``, and the entries of any
-    ``console-<area>.po`` beside it (a page area's strings before ``make catalogue`` folds them in)."""
-    folder = LOCALE_DIR / locale / "LC_MESSAGES"
-    with (folder / f"{DOMAIN}.po").open("rb") as po:
-        catalog = pofile.read_po(po, locale=locale, domain=DOMAIN)
-    for part in sorted(folder.glob(f"{DOMAIN}-*.po")):
-        with part.open("rb") as po:
-            for message in pofile.read_po(po, locale=locale, domain=DOMAIN):
-                if message.id and message.id not in catalog:
-                    catalog[message.id] = message
-    return catalog
+    """The messages of ``locale`` (one of ``LOCALES``), as its ``.po`` file holds them."""
+    with (LOCALE_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po:
+        return pofile.read_po(po, locale=locale, domain=DOMAIN)
 
 
 def catalogue(locale: str) -> gettext.GNUTranslations:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import urllib.parse
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 from fastapi import APIRouter, Request
@@ -19,9 +19,6 @@ from clarion.domain import approval, errors, model
 from clarion.domain import resend as resend_rules
 from clarion.pipeline import resend
 from clarion.store import audit, history, policies, records
-
-if TYPE_CHECKING:
-    pass
 
 router = APIRouter(include_in_schema=False)
 #: a message in one of these may be re-sent from its page (if it is not marketing, or the operator is an admin)
@@ -144,14 +141,14 @@ async def record_page(
         statuses=STATUSES,
         channels=CHANNELS,
         categories=tuple(c.value for c in model.Category),
-        may_suppress=approval.may(roles.api_roles(visit.operator.role), approval.USER_DATA),
+        may_suppress=approval.may(visit.api_roles, approval.USER_DATA),
         suppressed=request.query_params.get("suppressed") == "1",
     )
 
 
 def _may_resend(visit: access.Visit, message: dict[str, Any]) -> bool:
     category = model.Category(message["category"])
-    permitted = approval.may(roles.api_roles(visit.operator.role), resend_rules.permission(category))
+    permitted = approval.may(visit.api_roles, resend_rules.permission(category))
     return permitted and message["status"] in RESENDABLE and category is not model.Category.MARKETING
 
 
@@ -190,7 +187,7 @@ async def resend_page(request: Request, message_id: str) -> Response:
     if not reason or len(reason) > 500:
         raise errors.InvalidInput("reason: between 1 and 500 characters", details={"field": "reason"})
     clarion = access.console(request).clarion
-    command = resend.Command(message_id[:32], reason, visit.operator.actor, roles.api_roles(visit.operator.role))
+    command = resend.Command(message_id[:32], reason, visit.operator.actor, visit.api_roles)
     answer = await resend.resend_message(
         clarion.db, clarion.policies, command, now=datetime.now(UTC), on_queued=clarion.dispatcher.notify
     )
@@ -205,7 +202,7 @@ async def suppress_user(request: Request, user_id: str) -> Response:
     ``suppression.add`` under the operator."""
     visit = await access.visit(request, roles.RECORD)
     form = await access.form(request, visit.session)
-    approval.require(roles.api_roles(visit.operator.role), approval.USER_DATA)
+    approval.require(visit.api_roles, approval.USER_DATA)
     try:
         body = schemas.SuppressionIn.model_validate(
             {

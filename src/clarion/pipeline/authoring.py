@@ -1,7 +1,7 @@
-"""Saving a template: the one use case behind ``PUT /v1/templates/{key}`` and every other surface that saves a
-template. It checks every channel's content (syntax, variables), refuses a block-list word, keeps
-the mask-list words as warnings, stores the next version (live at once only where the category needs no
-approval) and audits it."""
+"""Saving a template: the use case behind ``PUT /v1/templates/{key}``, kept out of the route so that every
+surface that saves a template does the same. It checks every channel's content (syntax, variables), refuses a
+block-list word, keeps the mask-list words as warnings, stores the next version (live at once only where the
+category needs no approval) and audits it."""
 
 from __future__ import annotations
 
