@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     campaign_prices: dict[str, float] = Field(default_factory=lambda: {"sms": 0.045, "email": 0.0005})
     campaign_currency: str = "CNY"
 
+    #: AI copy (``POST /v1/copy:generate``): an OpenAI-compatible Chat Completions endpoint (OpenAI, DeepSeek,
+    #: Qwen's compatible mode, Moonshot, a local Ollama or vLLM), e.g. ``https://api.deepseek.com/v1``; unset,
+    #: generation answers 503 saying how to configure one
+    llm_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    llm_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    #: tries of one call on 429/5xx/timeouts, with exponential backoff (the server's Retry-After honoured)
+    llm_max_attempts: int = Field(default=3, ge=1, le=10)
+    #: per department, what differs from the above,
+    #: e.g. '{"growth": {"url": "https://dashscope.aliyuncs.com/compatible-mode/v1", "model": "qwen-plus"}}'
+    llm_departments: dict[str, dict[str, str]] = Field(default_factory=dict)
+
     @field_validator("short_link_utm")
     @classmethod
     def _utm(cls, v: str | None) -> str | None:

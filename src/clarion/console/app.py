@@ -16,7 +16,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clarion import bootstrap
-from clarion.console import access, i18n, operators, pages, sessions, throttle
+from clarion.console import (
+    access,
+    i18n,
+    operators,
+    pages,
+    pages_admin,
+    pages_campaigns,
+    pages_templates,
+    sessions,
+    throttle,
+)
 from clarion.domain import errors
 
 HERE = Path(__file__).parent
@@ -97,7 +107,8 @@ def create(services: Callable[[], bootstrap.Clarion]) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     console = Console(services)
     app.state.console = console
-    app.include_router(pages.router)
+    for area in (pages, pages_templates, pages_campaigns, pages_admin):
+        app.include_router(area.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.exception_handler(access.LoginRequired)

@@ -16,14 +16,42 @@ ROLES = (*approval.ROLES, SUPPORT)
 
 OVERVIEW = "overview"
 RECORD = "record"  # the send record and a message's timeline
+TEMPLATES = "templates"  # the template list, editor, versions and review
+AUDIENCES = "audiences"  # the segment builder and ID lists
+CAMPAIGNS = "campaigns"  # campaigns: create, estimate, approve, run, results
+PROVIDERS = "providers"  # provider accounts, their health and routes (admin)
+POLICIES = "policies"  # windows, caps, the safety valve, keyword lists, suppressions
+AUDIT = "audit"  # the audit log (admin)
+API_KEYS = "api_keys"  # API keys (admin)
 OPERATORS = "operators"  # the operators' accounts (admin)
+ACCOUNT = "account"  # the signed-in operator's own password
 PAGES: Mapping[str, tuple[str, ...]] = {
     OVERVIEW: approval.ROLES,
     RECORD: ROLES,
+    TEMPLATES: ("admin", "editor", "approver"),
+    AUDIENCES: ("admin", "editor", "sender"),
+    CAMPAIGNS: approval.ROLES,
+    PROVIDERS: ("admin",),
+    POLICIES: ("admin", "editor"),
+    AUDIT: ("admin",),
+    API_KEYS: ("admin",),
     OPERATORS: ("admin",),
+    ACCOUNT: ROLES,
 }
-#: the console's pages in the navigation's order, with the route each opens
-NAVIGATION = ((OVERVIEW, "/console/"), (RECORD, "/console/record"), (OPERATORS, "/console/operators"))
+#: the console's pages in the navigation's order, with the route each opens (the account page is linked from the
+#: operator's name instead)
+NAVIGATION = (
+    (OVERVIEW, "/console/"),
+    (RECORD, "/console/record"),
+    (TEMPLATES, "/console/templates"),
+    (AUDIENCES, "/console/audiences"),
+    (CAMPAIGNS, "/console/campaigns"),
+    (PROVIDERS, "/console/providers"),
+    (POLICIES, "/console/policies"),
+    (AUDIT, "/console/audit"),
+    (API_KEYS, "/console/api-keys"),
+    (OPERATORS, "/console/operators"),
+)
 
 
 def check(role: str) -> str:

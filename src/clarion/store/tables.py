@@ -148,6 +148,8 @@ template_versions = sa.Table(
     sa.Column("approvals", JSON, nullable=False),  # [{"level", "by", "at", "comment"}]
     sa.Column("comment", sa.Text),
     *_timestamps(),
+    # where a machine wrote this version: {"kind": "llm", "model", "prompt", "raw", "call"}; None when typed
+    sa.Column("origin", JSON),
 )
 
 audit_log = sa.Table(
@@ -683,4 +685,35 @@ operators = sa.Table(
     sa.Column("disabled", sa.Boolean, nullable=False),
     *_timestamps(),
     sa.Column("last_login_at", UTCDateTime()),
+)
+
+# -- AI copy -------------------------------------------------------------------------------------------------------
+
+# Every call to the language model (``copywriting``): what it cost in tokens, per department, like an SMS bill line.
+llm_calls = sa.Table(
+    "llm_calls",
+    metadata,
+    sa.Column("id", Serial, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("department", sa.String(100)),
+    sa.Column("actor", Key),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # ok | http_error | timeout | invalid
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Index(None, "department", "at"),
+)
+
+# An operator's word on one copy of the knowledge base: pinned (always offered as an example) or banned (never).
+copy_examples = sa.Table(
+    "copy_examples",
+    metadata,
+    sa.Column("template_key", Key, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(10), nullable=False),  # pinned | banned
+    sa.Column("reason", sa.String(500)),
+    sa.Column("actor", Key),
+    *_timestamps(),
 )

@@ -1,0 +1,7 @@
+"""AI copy routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
