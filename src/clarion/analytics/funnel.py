@@ -21,7 +21,6 @@ converted / clicked; plus open rate = opened / delivered and unsubscribe rate = 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 STAGES = (
@@ -61,23 +60,6 @@ GROUPS = {
     "version": "template_version",
     "run": "campaign_run",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Dims:
-    """What a count is filed under: the message's template, version, variant, campaign and run, category and
-    department, and the delivery's channel and provider ('' where there is none: a message-level event, a
-    delivery not yet routed)."""
-
-    template_key: str = ""
-    template_version: int = 0
-    variant: str = ""
-    campaign_key: str = ""
-    campaign_run: str = ""
-    category: str = ""
-    department: str = ""
-    channel: str = ""
-    provider: str = ""
 
 
 def stage_of(event: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -144,15 +126,27 @@ def report(cells: Iterable[Any], group_by: Sequence[str]) -> dict[str, Any]:
     """The funnel answer from a rollup's sums (rows with the group columns, ``stage``, ``policy``, ``n`` and
     ``revenue``): per group and in total, the count at each stage, the filtered and deferred split by the
     policy that decided, the revenue of conversions, and the rates with their numerators and denominators."""
+    # each distinct value of a group column is turned into its answer's form once (an hour-by-week answer reads
+    # thousands of cells but has 168 hours), and the total is summed from the groups, not cell by cell
+    shown: list[dict[Any, Any]] = [{} for _ in group_by]
     groups: dict[tuple[Any, ...], _Tally] = {}
-    total = _Tally()
     for row in cells:
-        key = tuple(_group_value(g, getattr(row, g)) for g in group_by)
+        parts = []
+        for index, group in enumerate(group_by):
+            value = getattr(row, group)
+            known = shown[index]
+            if value in known:
+                parts.append(known[value])
+            else:
+                parts.append(known.setdefault(value, _group_value(group, value)))
+        key = tuple(parts)
         tally = groups.get(key)
         if tally is None:
             tally = groups[key] = _Tally()
-        for each in (tally, total):
-            each.add(row.stage, row.policy, int(row.n), float(row.revenue or 0.0))
+        tally.add(row.stage, row.policy, int(row.n), float(row.revenue or 0.0))
+    total = _Tally()
+    for tally in groups.values():
+        total.merge(tally)
     ordered = sorted(groups.items(), key=lambda item: tuple("" if v is None else str(v) for v in item[0]))
     return {
         "group_by": list(group_by),
@@ -183,6 +177,15 @@ class _Tally:
             split = self.by_policy[stage]
             split[policy or "unknown"] = split.get(policy or "unknown", 0) + n
         self.revenue += revenue
+
+    def merge(self, other: _Tally) -> None:
+        for stage, n in other.counts.items():
+            self.counts[stage] = self.counts.get(stage, 0) + n
+        for stage, split in other.by_policy.items():
+            mine = self.by_policy[stage]
+            for policy, n in split.items():
+                mine[policy] = mine.get(policy, 0) + n
+        self.revenue += other.revenue
 
     def view(self) -> dict[str, Any]:
         return {

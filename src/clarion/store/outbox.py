@@ -197,7 +197,7 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
     book = await costs.prices(conn)
     priced = bool(book) and any(o.provider in book and o.status in _HANDED_OVER for o in outcomes)
     rows = await fetch(conn, (_HOLD_PRICED if priced else _HOLD).on(conn), hold)
-    held = {row.id for row in rows}
+    held = {row.id: row for row in rows}
     mine = [o for o in outcomes if o.delivery_id in held]
     if not mine:
         return 0
@@ -235,7 +235,16 @@ async def complete(conn: AsyncConnection, *, owner: str, now: datetime, outcomes
             events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now))
         else:
             events.append(event_row(o.message_id, o.delivery_id, o.status, o.reason, now, o.detail))
-    await rollups.append(conn, events)
+    # the deliveries' funnel dimensions as the updates leave them (the provider: the outcome's, else the row's)
+    dims = [
+        {
+            "id": o.delivery_id,
+            "channel": held[o.delivery_id].channel,
+            "provider": o.provider or held[o.delivery_id].provider,
+        }
+        for o in mine
+    ]
+    await rollups.append(conn, events, deliveries=dims)
     await refresh_messages(conn, {o.message_id for o in mine}, now)
     await fallbacks.on_status(conn, {o.delivery_id: o.status for o in mine}, now)  # a fallback cancelled or due
     named = [(o.provider, o.provider_message_id) for o in mine if o.status in _HANDED_OVER and o.provider_message_id]
@@ -286,8 +295,8 @@ def _hold(*returning: Any) -> ListStatement:
     )
 
 
-_HOLD = _hold(_d.c.id)
-_HOLD_PRICED = _hold(_d.c.id, _d.c.address, _d.c.segments)
+_HOLD = _hold(_d.c.id, _d.c.channel, _d.c.provider)
+_HOLD_PRICED = _hold(_d.c.id, _d.c.channel, _d.c.provider, _d.c.address, _d.c.segments)
 # each delivery's status and its message's current one, for the messages ``ids``
 _STATUSES = ListStatement(
     lambda in_list: (

@@ -111,6 +111,36 @@ _MESSAGE_DIMS = ListStatement(lambda in_list: sa.select(_M.c.id, *_MESSAGE_COLUM
 # the current department of templates whose messages predate ``messages.department``
 _DEPARTMENTS = ListStatement(lambda in_list: sa.select(_T.c.key, _T.c.department).where(in_list(_T.c.key, "ids")))
 
+KNOWN_MESSAGES = 100_000
+"""Messages whose dimensions this process keeps at hand (``_known``)."""
+
+#: a message's part of a rollup key: template, version, variant, campaign, run, category, department
+MessagePart = tuple[str, int, str, str, str, str, str]
+_NO_MESSAGE: MessagePart = ("", 0, "", "", "", "", "")
+
+
+class _Known:
+    """The funnel dimensions of the messages this process wrote or looked up lately, so the events that follow
+    (a batch's ``sent``, a receipt) need no look-up. A message's dimensions never change once it is written, so
+    what is kept is never stale; the oldest are dropped beyond ``KNOWN_MESSAGES``, and a message not kept (one
+    another process wrote, or an old one) is read from the database as before. Messages that predate
+    ``messages.department`` (filed under their template's current department) are not kept."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: dict[str, MessagePart] = {}
+
+    def keep(self, message_id: str, part: MessagePart) -> None:
+        parts = self.parts
+        if message_id not in parts:
+            if len(parts) >= KNOWN_MESSAGES:
+                del parts[next(iter(parts))]
+            parts[message_id] = part
+
+
+_known = _Known()
+
 
 async def _first_times(
     conn: Conn, staged: list[tuple[Mapping[str, Any], str, str]]
@@ -131,50 +161,54 @@ async def _dims(
     staged: list[tuple[Mapping[str, Any], str, str]],
     messages: Iterable[Row],
     deliveries: Iterable[Row],
-) -> dict[str, funnel.Dims]:
-    """The dimensions of each event's delivery (or message), by the id the event names first: from the rows at
-    hand, else one query for the deliveries (with their messages) and one for messages named alone."""
+) -> dict[str, Key]:
+    """The dimensions (``t.FUNNEL_DIMS``, in order) of each event's delivery (or message), by the id the event
+    names first: from the rows at hand and the messages this process knows, else one query for the deliveries
+    (with their messages) and one for messages named alone."""
     by_delivery: dict[str, Row] = {d["id"]: d for d in deliveries}
-    by_message: dict[str, Row] = {m["id"]: m for m in messages}
+    rows: dict[str, Row] = {m["id"]: m for m in messages}
+    known = _known.parts
     missing_d = {e["delivery_id"] for e, _, _ in staged if e["delivery_id"] and e["delivery_id"] not in by_delivery}
     for chunk in _chunks(missing_d):
         for row in await fetch(conn, _DELIVERY_DIMS.on(conn), {"ids": chunk}):
             by_delivery[row.id] = row._asdict()
-            by_message.setdefault(row.message_id, row._asdict())
-    missing_m = {e["message_id"] for e, _, _ in staged if e["message_id"] not in by_message}
+            rows.setdefault(row.message_id, row._asdict())
+    missing_m = {e["message_id"] for e, _, _ in staged} - rows.keys() - known.keys()
     for chunk in _chunks(missing_m):
-        by_message.update((row.id, row._asdict()) for row in await fetch(conn, _MESSAGE_DIMS.on(conn), {"ids": chunk}))
-    older = {m["template_key"] for m in by_message.values() if m.get("department", "") is None}
+        rows.update((row.id, row._asdict()) for row in await fetch(conn, _MESSAGE_DIMS.on(conn), {"ids": chunk}))
+    older = {m["template_key"] for m in rows.values() if m.get("department", "") is None}
     departments = await _departments(conn, older) if older else {}
-    out: dict[str, funnel.Dims] = {}
+    parts: dict[str, MessagePart] = {}
+    for message_id, message in rows.items():
+        parts[message_id] = part = _part_of(message, departments)
+        if message.get("department", "") is not None:
+            _known.keep(message_id, part)
+    out: dict[str, Key] = {}
     for event, _, _ in staged:
         delivery_id, message_id = event["delivery_id"], event["message_id"]
         ident = delivery_id or message_id
         if ident in out:
             continue
-        message = by_message.get(message_id)
+        part = parts.get(message_id) or known.get(message_id) or _NO_MESSAGE
         delivery = by_delivery.get(delivery_id) if delivery_id else None
-        out[ident] = _dims_of(message, delivery, departments)
+        if delivery is None:
+            out[ident] = (*part, "", "")
+        else:
+            out[ident] = (*part, delivery.get("channel") or "", delivery.get("provider") or "")
     return out
 
 
-def _dims_of(message: Row | None, delivery: Row | None, departments: Mapping[str, str]) -> funnel.Dims:
-    delivery = delivery or {}
-    channel, provider = delivery.get("channel") or "", delivery.get("provider") or ""
-    if message is None:
-        return funnel.Dims(channel=channel, provider=provider)
+def _part_of(message: Row, departments: Mapping[str, str]) -> MessagePart:
     key = message["template_key"]
     department = message.get("department")
-    return funnel.Dims(
-        template_key=key,
-        template_version=message["template_version"] or 0,
-        variant=message.get("variant") or "",
-        campaign_key=message.get("campaign_key") or "",
-        campaign_run=message.get("campaign_run") or "",
-        category=message.get("category") or "",
-        department=departments.get(key, "") if department is None else department,
-        channel=channel,
-        provider=provider,
+    return (
+        key,
+        message["template_version"] or 0,
+        message.get("variant") or "",
+        message.get("campaign_key") or "",
+        message.get("campaign_run") or "",
+        message.get("category") or "",
+        departments.get(key, "") if department is None else department,
     )
 
 
@@ -199,28 +233,11 @@ def _day(at: datetime) -> datetime:
     return at.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-async def _count(
-    conn: Conn, dims: Mapping[str, funnel.Dims], staged: Iterable[tuple[Mapping[str, Any], str, str]]
-) -> None:
+async def _count(conn: Conn, dims: Mapping[str, Key], staged: Iterable[tuple[Mapping[str, Any], str, str]]) -> None:
     """Add the staged events to both rollups: one upsert per distinct key, not per event."""
     hourly: dict[Key, list[float]] = defaultdict(lambda: [0, 0.0])
     for event, stage, policy in staged:
-        d = dims[event["delivery_id"] or event["message_id"]]
-        key = (
-            _hour(event["at"]),
-            d.template_key,
-            d.template_version,
-            d.variant,
-            d.campaign_key,
-            d.campaign_run,
-            d.category,
-            d.department,
-            d.channel,
-            d.provider,
-            stage,
-            policy,
-        )
-        cell = hourly[key]
+        cell = hourly[(_hour(event["at"]), *dims[event["delivery_id"] or event["message_id"]], stage, policy)]
         cell[0] += 1
         cell[1] += funnel.amount_of(event)
     await add_hourly(conn, hourly)
