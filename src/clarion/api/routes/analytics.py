@@ -68,7 +68,7 @@ _FILTERS = {
 async def funnel_report(
     clarion: deps.Services,
     template: str | None = Query(default=None, max_length=128),
-    version: int | None = Query(default=None, ge=1),
+    version: int | None = Query(default=None, ge=1, le=2**31 - 1),
     variant: str | None = Query(default=None, max_length=64),
     campaign: str | None = Query(default=None, max_length=128),
     run: str | None = Query(default=None, max_length=32, description="a campaign run's id"),

@@ -213,7 +213,7 @@ async def user_feedback(
     clarion: deps.Services,
     user_id: str = UserId,
     limit: int = Query(default=50, ge=1, le=500),
-    cursor: int | None = Query(default=None, ge=1, description="next_cursor of the previous page"),
+    cursor: int | None = Query(default=None, ge=1, le=2**63 - 1, description="next_cursor of the previous page"),
 ) -> dict[str, Any]:
     """What the feedback rules did to the user, newest first: which rule, on which fact, with which actions."""
     async with clarion.db.read() as conn:

@@ -67,7 +67,7 @@ async def put_keywords(
 async def list_replies(
     clarion: deps.Services,
     phone: str | None = Query(default=None, min_length=1, max_length=32, description="one phone's replies"),
-    before: int | None = Query(default=None, ge=1, description="``next`` of the previous page"),
+    before: int | None = Query(default=None, ge=1, le=2**63 - 1, description="``next`` of the previous page"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Replies newest first, with what each did."""
