@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean catalogue
+.PHONY: run test lint format bench bench-peers clean catalogue browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/clarion serve
 
-## test: install the dev extras and run the whole suite (SQLite and PostgreSQL), then lint
-test: $(STAMP)
+## browser: Debian's Chromium and CJK fonts for the console's browser tests (Playwright drives /usr/bin/chromium)
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Chromium (the console's browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; }
+
+## test: install the dev extras and Chromium, then lint and run the whole suite (SQLite and PostgreSQL)
+test: $(STAMP) browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
