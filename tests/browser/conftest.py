@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.conftest import IN_CI
 from tests.processes import api_process
 
 CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).parents[2] / "docs"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -78,6 +80,13 @@ class Screen:
 
     async def shoot(self, name: str) -> None:
         await self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def publish(self, name: str, document: str) -> None:
+        """With ``CLARION_DOCS_SCREENSHOTS=1``, copy the screenshot ``name`` to ``docs/{document}`` (the README's
+        pictures are refreshed on purpose, not by every test run)."""
+        if os.environ.get("CLARION_DOCS_SCREENSHOTS") == "1":
+            DOCS.mkdir(exist_ok=True)
+            shutil.copyfile(self.shots / f"{name}.png", DOCS / document)
 
     async def login(self, name: str, password: str) -> None:
         await self.open("/console/login")

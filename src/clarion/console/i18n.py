@@ -24,22 +24,9 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 
 
 def read(locale: str) -> Catalog:
-    """The messages of ``locale`` (one of ``LOCALES``): those of ``console.po``, and of each page area's own
-    ``console-<area>.po`` beside it (an area's strings live with the area; a message id defined twice is an
-    error, so two areas cannot translate one string differently)."""
-    folder = LOCALE_DIR / locale / "LC_MESSAGES"
-    with (folder / f"{DOMAIN}.po").open("rb") as po:
-        catalog = pofile.read_po(po, locale=locale, domain=DOMAIN)
-    for path in sorted(folder.glob(f"{DOMAIN}-*.po")):
-        with path.open("rb") as po:
-            area = pofile.read_po(po, locale=locale, domain=DOMAIN)
-        for message in area:
-            if not message.id:
-                continue
-            if message.id in catalog:
-                raise ValueError(f"{path.name}: {message.id!r} is already translated in another catalogue")
-            catalog[message.id] = message
-    return catalog
+    """The messages of ``locale`` (one of ``LOCALES``), from its ``console.po`` (``make catalogue`` refreshes it)."""
+    with (LOCALE_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po").open("rb") as po:
+        return pofile.read_po(po, locale=locale, domain=DOMAIN)
 
 
 def catalogue(locale: str) -> gettext.GNUTranslations:

@@ -18,8 +18,9 @@ returned.  Filters run left to right; a missing value passes through every filte
 ``truncate:N`` keeps the result within N characters, ending in "…" when it cut.  ``number:N`` prints fixed
 decimals (rounding half away from zero): plain (``1234.50``, as before locales were supported) for a user
 without a known locale, with the locale's separators otherwise (``1,234.50``, de ``1.234,50``).
-A ``{`` that does not open a placeholder (JSON, ``{ x }``, ``{}``) is literal text; a placeholder with a
-malformed or unknown filter is a save-time error; a filter that cannot use its value is a ``RenderError`` naming
+A ``{`` that does not open a placeholder (JSON, ``{ x }``, ``{}``, an unclosed ``{name``) is literal text; a ``${``
+with no ``}`` on its line (``Hi ${user.name, welcome``) and a placeholder with a malformed or unknown filter are
+save-time errors; a filter that cannot use its value is a ``RenderError`` naming
 the placeholder and its line and column.
 
 Locale formats (Babel, CLDR data) follow ``user.locale`` (``zh_CN``, ``zh-CN``, ``de-DE``, ``en``; unknown or
@@ -78,6 +79,8 @@ __all__ = [
     "Template",
     "TemplateSyntaxError",
     "compile_template",
+    "resolves",
+    "unclosed_braces",
 ]
 
 MAX_ITERATIONS = 1000  # per <#list>
@@ -332,6 +335,19 @@ _PATH = re.compile(_NAME + r"(?:\.[A-Za-z0-9_]+)*")
 _LIST = re.compile(r"(.*\S)\s+as\s+(" + _NAME + r")\s*\Z", re.DOTALL)
 
 
+def _unclosed(source: str, after: int) -> bool:
+    """Whether the ``${`` ending at ``after`` has no ``}`` before the line (or the text) ends, or before the next
+    ``{`` opens: ``${`` only ever opens a placeholder, so a forgotten brace is an error rather than text sent
+    verbatim. A bare ``{`` left open stays text, since prose and JSON use braces freely."""
+    for i in range(after, len(source)):
+        c = source[i]
+        if c == "}":
+            return False
+        if c in "{\n":
+            return True
+    return True
+
+
 class _Frame:
     """An open directive while parsing: the nodes of its current branch and what to build when it closes."""
 
@@ -373,6 +389,8 @@ class _Parser:
             if match.group().endswith("{"):
                 placeholder = _PLACEHOLDER.match(source, start)
                 if placeholder is None:
+                    if match.group() == "${" and _unclosed(source, start + 2):
+                        raise self.error("unclosed ${: end the placeholder with }", start)
                     i = start + 1
                     continue
                 self.text(text_start, start)
@@ -780,6 +798,27 @@ class Template:
 
     def __repr__(self) -> str:
         return f"Template({self.source[:40]!r})"
+
+
+_OPEN_BRACE = re.compile(r"(?<!\$)\{(" + _NAME + r"(?:\.[A-Za-z0-9_]+)*)")
+
+
+def unclosed_braces(source: str) -> list[tuple[str, int, int]]:
+    """The bare ``{name`` openings of ``source`` that have no ``}`` on their line, as (path, line, column): they
+    are text to the language (braces are free in prose and JSON), so they are sent as typed, but an editor can
+    warn about what is most likely a forgotten brace (``Hi {user.name, welcome``)."""
+    found = []
+    for match in _OPEN_BRACE.finditer(source):
+        if _PLACEHOLDER.match(source, match.start()) is None and _unclosed(source, match.start() + 1):
+            line, column = expr.line_column(source, match.start())
+            found.append((match.group(1), line, column))
+    return found
+
+
+def resolves(path: str, context: Mapping[str, Any]) -> bool:
+    """Whether ``path`` (one of a template's ``variables``) finds a value in ``context`` the way a placeholder
+    looks it up, so an editor can name the variables a preview's user and data lack before a send fails."""
+    return _getter(path, frozenset())(context) is not _MISSING
 
 
 @functools.lru_cache(maxsize=1024)

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 class Outcome:
     saved: template_store.Saved
     warnings: list[dict[str, str]]
+    #: the version's status and the template's live version after the save (and the submission, when asked)
+    status: approval.Status
+    live_version: int | None
 
 
 async def save_template(
@@ -33,8 +36,15 @@ async def save_template(
     *,
     actor: str,
     roles: tuple[str, ...],
+    origin: dict[str, Any] | None = None,
+    detail: dict[str, Any] | None = None,
+    submit: str | None = None,
 ) -> Outcome:
-    """Store ``body`` as the template's next version. Needs ``editor`` or ``admin``."""
+    """Store ``body`` as the template's next version. Needs ``editor`` or ``admin``.
+
+    ``origin``: where a machine wrote it (kept with the version); ``detail``: added to the audit entry;
+    ``submit``: submit the new version for review in the same transaction, with this comment (a version that
+    needs no review is live at once and is not submitted)."""
     approval.require(roles, approval.EDIT)
     values = body.model_dump(mode="json", exclude={"channels", "policy"})
     values["channels"] = body.channels.model_dump(mode="json", exclude_none=True)
@@ -44,22 +54,35 @@ async def save_template(
     warnings = await keyword_warnings(clarion, dict(render.contents(values["channels"], values.get("variants"))))
     now = datetime.now(UTC)
 
-    async def job(conn: AsyncConnection) -> template_store.Saved:
+    async def job(conn: AsyncConnection) -> Outcome:
         settings = await template_store.load_settings(conn)
-        saved = await template_store.save(conn, key, values, author=actor, settings=settings, now=now)
+        saved = await template_store.save(conn, key, values, author=actor, settings=settings, now=now, origin=origin)
+        subject = template_store.subject(key, saved.version)
         await template_store.audit(
             conn,
             actor=actor,
             action="template.save",
-            subject=template_store.subject(key, saved.version),
+            subject=subject,
             at=now,
-            detail={"status": saved.status.value, "live_version": saved.live_version},
+            detail={"status": saved.status.value, "live_version": saved.live_version, **(detail or {})},
         )
-        return saved
+        status, live = saved.status, saved.live_version
+        if submit is not None and status is approval.Status.DRAFT:
+            row = await template_store.get_version(conn, key, saved.version)
+            decided = approval.submit(template_store.version_of(row), approval.Actor(actor, roles))
+            if isinstance(decided, approval.Refusal):
+                raise decided.error()
+            live = await template_store.record_outcome(conn, key, saved.version, decided, now)
+            submitted = {"status": decided.status.value, "level": None, "comment": submit, "live_version": live}
+            await template_store.audit(
+                conn, actor=actor, action="template.submit", subject=subject, at=now, detail=submitted
+            )
+            status = decided.status
+        return Outcome(saved, warnings, status, live)
 
-    saved = await clarion.db.write(job)
+    outcome = await clarion.db.write(job)
     clarion.invalidate()
-    return Outcome(saved, warnings)
+    return outcome
 
 
 async def keyword_warnings(clarion: bootstrap.Clarion, contents: dict[str, Any]) -> list[dict[str, str]]:

@@ -80,11 +80,14 @@ async def save(
     author: str,
     settings: approval.Settings,
     now: datetime,
+    origin: Mapping[str, Any] | None = None,
 ) -> Saved:
     """Store ``values`` (the template's columns as a PUT gives them) as the template's next version, and as the
     template's latest content. The version is live at once where its category needs no approval; otherwise the
     live version stays where it is until this one is approved. Numbers continue after a deleted template's
-    versions, so what old messages recorded still names the text they were rendered from."""
+    versions, so what old messages recorded still names the text they were rendered from. ``origin`` says where
+    the version's words came from when no person typed them (AI copy: the model, the prompt, its raw answer and
+    the ``llm_calls`` row)."""
     row = (await conn.execute(sa.select(T.c.version, T.c.live_version).where(T.c.key == key).with_for_update())).first()
     last = (await conn.execute(sa.select(sa.func.max(V.c.version)).where(V.c.template_key == key))).scalar()
     number = max(row.version if row else 0, last or 0) + 1
@@ -110,6 +113,7 @@ async def save(
             author=author,
             approvals=approvals,
             comment=None,
+            origin=dict(origin) if origin is not None else None,
             created_at=now,
             updated_at=now,
         )

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
 from clarion.api.responses import JSON
-from clarion.domain import approval, errors, model
-from clarion.pipeline import intake
+from clarion.domain import approval, model
+from clarion.pipeline import reviewing
 from clarion.store import templates as template_store
 
 router = APIRouter(prefix="/v1", tags=["templates"], dependencies=deps.AUTH)
@@ -29,33 +29,6 @@ Comment = Annotated[str, StringConstraints(max_length=2000)]
 
 
 # -- versions and review -------------------------------------------------------------------------------------
-
-
-def version_json(row: Any, settings: approval.Settings, *, body: bool = False) -> dict[str, Any]:
-    """A version's state; ``awaiting`` names the review level a pending version waits for."""
-    awaiting = None
-    if row.status == approval.Status.PENDING_REVIEW:
-        levels = settings.levels_for(model.Category(row.body["category"])) or ("review",)
-        awaiting = levels[min(len(row.approvals), len(levels) - 1)]
-    found = {
-        "template": row.template_key,
-        "version": row.version,
-        "status": row.status,
-        "author": row.author,
-        "approvals": row.approvals,
-        "awaiting": awaiting,
-        "comment": row.comment,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }
-    return {**found, "body": row.body} if body else found
-
-
-async def _version(conn: AsyncConnection, key: str, number: int) -> Any:
-    row = await template_store.get_version(conn, key, number)
-    if row is None:
-        raise errors.NotFound("template version", f"{key}@{number}")
-    return row
 
 
 @router.get("/templates/{key}/versions", response_model=views.Versions, responses=problems.answers(404))
@@ -68,24 +41,13 @@ async def list_versions(
     ),
 ) -> dict[str, Any]:
     """The template's saved versions, newest first (also those of a deleted template)."""
-    async with clarion.db.read() as conn:
-        rows = await template_store.list_versions(conn, key, limit=limit + 1, before=before)
-        settings = await template_store.load_settings(conn)
-        if not rows and before is None:
-            raise errors.NotFound("template", key)
-    page = rows[:limit]
-    return {
-        "versions": [version_json(r, settings) for r in page],
-        "next_cursor": page[-1].version if len(rows) > limit else None,
-    }
+    return await reviewing.versions(clarion, key, limit=limit, before=before)
 
 
 @router.get("/templates/{key}/versions/{number}", response_model=views.Version, responses=problems.answers(404))
 async def get_version(clarion: deps.Services, key: str = KeyPath, number: int = NumberPath) -> dict[str, Any]:
     """One version with its ``body``: the template exactly as that PUT saved it."""
-    async with clarion.db.read() as conn:
-        row = await _version(conn, key, number)
-        return version_json(row, await template_store.load_settings(conn), body=True)
+    return await reviewing.version(clarion, key, number)
 
 
 @router.get("/templates/{key}/versions/{number}/diff", response_model=views.Diff, responses=problems.answers(404))
@@ -99,14 +61,7 @@ async def diff_version(
 ) -> dict[str, Any]:
     """What changed from version ``against`` (default ``number - 1``; 0: nothing) to ``number``: per changed
     field path (``channels.sms.text``) the old and new value, and for texts a unified diff (``text_diff``)."""
-    against = number - 1 if against is None else against
-    async with clarion.db.read() as conn:
-        new = await _version(conn, key, number)
-        old = await _version(conn, key, against) if against else None
-    changes = approval.diff(
-        old.body if old is not None else {}, new.body, old_label=f"{key}@{against}", new_label=f"{key}@{number}"
-    )
-    return {"template": key, "version": number, "against": against, "changes": changes}
+    return await reviewing.diff(clarion, key, number, against)
 
 
 class ReviewIn(schemas.Strict):
@@ -119,51 +74,7 @@ NoReview = Body(default=None)
 async def _review(
     clarion: deps.Services, caller: deps.Caller, key: str, number: int, action: str, comment: str | None
 ) -> dict[str, Any]:
-    """Apply ``action`` to a version as the domain decides, and log it — a refusal too, with its reason."""
-    actor = approval.Actor(caller.name, caller.roles)
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> approval.Outcome | approval.Refusal:
-        template = await template_store.template_rows(conn, key=key)
-        if not template:
-            raise errors.NotFound("template", key)
-        row = await template_store.get_version(conn, key, number, lock=True)
-        if row is None:
-            raise errors.NotFound("template version", f"{key}@{number}")
-        version = template_store.version_of(row)
-        settings = await template_store.load_settings(conn)
-        decided: approval.Outcome | approval.Refusal
-        if action == "submit":
-            decided = approval.submit(version, actor)
-        elif action == "approve":
-            decided = approval.approve(
-                version, actor, settings, at=now, comment=comment, live_version=template[0].live_version
-            )
-        else:
-            decided = approval.reject(version, actor, comment=comment)
-        subject = template_store.subject(key, number)
-        if isinstance(decided, approval.Refusal):
-            refused = {"refused": decided.code, "message": decided.message, "comment": comment}
-            await template_store.audit(
-                conn, actor=caller.name, action=f"template.{action}.refused", subject=subject, at=now, detail=refused
-            )
-            return decided
-        live = await template_store.record_outcome(conn, key, number, decided, now)
-        detail = {"status": decided.status.value, "level": decided.level, "comment": comment, "live_version": live}
-        await template_store.audit(
-            conn, actor=caller.name, action=f"template.{action}", subject=subject, at=now, detail=detail
-        )
-        return decided
-
-    decided = await clarion.db.write(job)
-    if isinstance(decided, approval.Refusal):
-        raise decided.error()
-    clarion.invalidate()
-    async with clarion.db.read() as conn:
-        row = await _version(conn, key, number)
-        found = version_json(row, await template_store.load_settings(conn))
-        live = (await template_store.template_rows(conn, key=key))[0].live_version
-    return {**found, "live_version": live}
+    return await reviewing.review(clarion, approval.Actor(caller.name, caller.roles), key, number, action, comment)
 
 
 @router.post(
@@ -284,36 +195,13 @@ async def test_send(body: TestSendIn, clarion: deps.Services, caller: deps.Calle
     text prefixed with the approval settings' ``test_prefix`` (``"[TEST] "``). Any recipient not on the whitelist
     refuses the whole request (403 ``not_a_test_recipient`` naming them): nothing is sent. Policies apply as to
     any send. Needs ``editor``, ``approver`` or ``admin``."""
-    approval.require(caller.roles, approval.TEST)
-    recipients = body.recipients()
-    if not recipients:
-        raise errors.InvalidInput("to: at least one recipient", details={"field": "to"})
-    async with clarion.db.read() as conn:
-        template = await template_store.template_rows(conn, key=key)
-        if not template:
-            raise errors.NotFound("template", key)
-        version = await _version(conn, key, body.version or template[0].version)
-        outsiders = await template_store.not_test_recipients(conn, recipients)
-        settings = await template_store.load_settings(conn)
-    if outsiders:
-        raise approval.Forbidden(
-            f"not on the test whitelist: {', '.join(outsiders)} (PUT /v1/test-recipients)",
-            code="not_a_test_recipient",
-            details={"field": "to", "user_ids": outsiders},
-        )
-    accepted = await clarion.intake.send(
-        intake.SendCommand(template=key, to=recipients, data=body.data, channels=body.channels),
-        template=template_store.template_at(template[0], version.body, version.version),
-        prefix=settings.test_prefix,
+    answer = await reviewing.test_send(
+        clarion,
+        approval.Actor(caller.name, caller.roles),
+        key,
+        to=body.recipients(),
+        version=body.version,
+        data=body.data,
+        channels=body.channels,
     )
-    now = datetime.now(UTC)
-    detail = {"to": recipients, "request_id": accepted.response.get("request_id"), "status": version.status}
-
-    async def job(conn: AsyncConnection) -> None:
-        subject = template_store.subject(key, version.version)
-        await template_store.audit(
-            conn, actor=caller.name, action="template.test", subject=subject, at=now, detail=detail
-        )
-
-    await clarion.db.write(job)
-    return JSON({**accepted.response, "version": version.version, "prefix": settings.test_prefix}, status_code=202)
+    return JSON(answer, status_code=202)
