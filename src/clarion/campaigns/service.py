@@ -1,4 +1,5 @@
-"""The campaign use cases the API and the CLI share: save, the lifecycle actions, and what a campaign shows.
+"""The campaign use cases the API, the CLI and the console share: save, the lifecycle actions, the estimate, and
+what a campaign shows (its runs' progress and its funnel).
 
 Each write reads the campaign, asks ``lifecycle`` and writes the answer with its audit entry in one
 transaction, so two operators acting at once cannot both move it."""
@@ -8,10 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from clarion.analytics import funnel as funnels
 from clarion.campaigns import definition as spec
+from clarion.campaigns import estimate as estimates
 from clarion.campaigns import lifecycle
 from clarion.domain import approval, errors, model
 from clarion.store import campaigns as store
+from clarion.store import rollups
 from clarion.store import tables as t
 from clarion.store import templates as template_store
 
@@ -140,6 +144,30 @@ async def act(clarion: Clarion, key: str, action: str, actor: approval.Actor, *,
     return await clarion.db.write(job)
 
 
+async def estimate(clarion: Clarion, key: str, at: datetime | None = None) -> dict[str, Any]:
+    """The dry run of ``campaigns.estimate`` at ``at`` (aware), by default when the campaign would next run (or
+    first run, were it started now), with the configured sampling and prices."""
+    async with clarion.db.read() as conn:
+        row = await store.get(conn, key)
+    if row is None:
+        raise errors.NotFound("campaign", key)
+    definition = spec.Definition.from_json(row.definition)
+    if at is not None and at.tzinfo is None:
+        raise errors.InvalidInput("at needs a time zone (e.g. 2026-01-01T21:00:00+08:00)", details={"field": "at"})
+    when = at.astimezone(UTC) if at is not None else row.next_run_at or definition.schedule.first_due(datetime.now(UTC))
+    settings = clarion.settings
+    return await estimates.estimate(
+        clarion,
+        key,
+        definition,
+        at=when,
+        exact_max=settings.campaign_estimate_exact,
+        sample_size=settings.campaign_estimate_sample,
+        prices=settings.campaign_prices,
+        currency=settings.campaign_currency,
+    )
+
+
 # -- what a campaign shows -----------------------------------------------------------------------------------
 
 
@@ -213,3 +241,13 @@ async def page(clarion: Clarion, *, limit: int, after: str | None) -> dict[str, 
         "campaigns": [campaign_json(r) for r in shown],
         "next_cursor": shown[-1].key if len(rows) > limit else None,
     }
+
+
+async def funnel(clarion: Clarion, key: str) -> dict[str, Any]:
+    """The campaign's funnel over all its runs (``analytics.funnel.report``'s total: stages, who filtered or
+    deferred, rates), read from the daily rollups as ``GET /v1/analytics/funnel?campaign=KEY`` reads it."""
+    async with clarion.db.read() as conn:
+        cells = await rollups.cells(
+            conn, table=t.funnel_daily, since=None, until=None, filters={"campaign_key": key}, group_by=[]
+        )
+    return dict(funnels.report(cells, [])["total"])

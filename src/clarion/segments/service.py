@@ -22,6 +22,10 @@ never changes under an evaluation. Rebuilding (``rebuild()``) loads a fresh inde
 Attribute kinds: an attribute's kind is fixed by the first value the index sees (``schema`` may declare some).
 Timestamps are not declared: an ISO 8601 date or date-time string (``2026-03-01``, ``2026-03-01T08:00:00Z``) is
 a timestamp when it is the first value of its attribute (see :func:`clarion.segments.bulk.prepared`).
+
+Beside the index live the audience use cases the segments API and the console's audiences page share: saving a
+segment (:func:`save_segment`), sampling the users of a definition (:func:`sample_users`) and storing an uploaded
+ID list (:func:`save_list`), each checking the role and writing with its audit entry.
 """
 
 from __future__ import annotations
@@ -32,16 +36,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pyroaring import BitMap
 
-from clarion.domain import errors
-from clarion.segments import bulk, query
+from clarion.domain import approval, errors
+from clarion.segments import bulk, idlists, query
 from clarion.segments import evaluate as ev
 from clarion.segments import index as ix
+from clarion.store import audit as audit_log
 from clarion.store import segments as store
 from clarion.store.db import Database
+
+if TYPE_CHECKING:
+    from clarion.bootstrap import Clarion
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +62,16 @@ _AUDIENCE_FIELDS = {"segment", "list", "exclude"}
 
 def _bad_audience(field: str, message: str) -> errors.InvalidInput:
     return errors.InvalidInput(f"{field}: {message}", code="invalid_audience", details={"field": field})
+
+
+async def saved_conditions(db: Database, key: str) -> query.Node:
+    """The parsed conditions of the saved segment ``key`` (NotFound when there is none): read from the store, so
+    a process that asks a segment holder (``segments.remote``) reads them as one that holds the index does."""
+    async with db.read() as conn:
+        row = await store.get_segment(conn, key)
+    if row is None:
+        raise errors.NotFound("segment", key)
+    return query.parse(row.definition)
 
 
 class SegmentService:
@@ -280,11 +298,7 @@ class SegmentService:
 
     async def segment(self, key: str) -> query.Node:
         """The parsed conditions of a saved segment (NotFound when there is none)."""
-        async with self.db.read() as conn:
-            row = await store.get_segment(conn, key)
-        if row is None:
-            raise errors.NotFound("segment", key)
-        return query.parse(row.definition)
+        return await saved_conditions(self.db, key)
 
     async def audience(self, spec: Any) -> list[str]:
         """The user ids of an audience, sorted: ``{"segment": K}``, ``{"list": L}`` or both (the segment's users
@@ -331,3 +345,112 @@ class SegmentService:
         if depth >= MAX_EXCLUDE_DEPTH:
             raise _bad_audience(f"{path}.exclude", f"nested at most {MAX_EXCLUDE_DEPTH} deep")
         return query.And((node, query.Not(await self._audience(spec["exclude"], f"{path}.exclude", depth + 1))))
+
+
+# -- the audience use cases the API and the console share ---------------------------------------------------
+
+_SEGMENT_FIELDS = {"name", "conditions"}
+
+
+def _bad_segment(field: str, message: str) -> errors.InvalidInput:
+    return errors.InvalidInput(f"{field}: {message}", code="invalid_segment", details={"path": field})
+
+
+def conditions_of(body: Mapping[str, Any]) -> query.Node:
+    """The parsed condition tree of a segment document ``{"name": ..., "conditions": ...}`` (422 naming the
+    field or the node that is wrong)."""
+    for field in body:
+        if field not in _SEGMENT_FIELDS:
+            raise _bad_segment(field, "unknown field")
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or len(name) > 200):
+        raise _bad_segment("name", "must be text of at most 200 characters")
+    return query.parse(body.get("conditions"))
+
+
+def segment_summary(row: Any) -> dict[str, Any] | None:
+    """A stored segment as its audit entry shows it."""
+    return {"name": row.name, "conditions": row.definition} if row is not None else None
+
+
+def list_summary(row: Any) -> dict[str, Any] | None:
+    """A stored list as its audit entry shows it: what it is and how big, never its members."""
+    return {"name": row.name, "kind": row.kind, "size": row.size, "unknown": row.unknown} if row is not None else None
+
+
+async def save_segment(
+    clarion: Clarion, key: str, body: Mapping[str, Any], *, actor: str, roles: Sequence[str]
+) -> tuple[bool, int]:
+    """Create or replace the segment ``key`` (``editor``/``admin``); returns (created, its count now). Conditions
+    that cannot apply to the index (an unknown list, a value of the wrong kind) are refused before anything is
+    written."""
+    approval.require(roles, approval.EDIT)
+    node = conditions_of(body)
+    count = await clarion.segments.count(node)
+    conditions = query.to_json(node)
+    now = datetime.now(UTC)
+
+    async def job(conn: Any) -> bool:
+        before = await store.get_segment(conn, key)
+        created = await store.put_segment(conn, key, body.get("name"), conditions, now)
+        after = {"name": body.get("name"), "conditions": conditions}
+        detail = {"key": key, "before": segment_summary(before), "after": after}
+        await audit_log.record(conn, actor=actor, action="segment.put", subject=f"segment:{key}", at=now, detail=detail)
+        return created
+
+    return await clarion.db.write(job), count
+
+
+async def sample_users(clarion: Clarion, node: query.Node, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``n`` users the conditions select, with their attributes and tags (spread evenly, or at random with
+    ``seed``)."""
+    user_ids = await clarion.segments.sample(node, n, seed)
+    found = {u.user_id: u for u in await store.users(clarion.db, user_ids)}
+    return [{"user_id": u, "attributes": found[u].attributes, "tags": found[u].tags} for u in user_ids if u in found]
+
+
+async def save_list(
+    clarion: Clarion,
+    key: str,
+    upload: idlists.Upload,
+    *,
+    name: str | None,
+    actor: str,
+    roles: Sequence[str],
+) -> dict[str, Any]:
+    """Store an uploaded ID list under ``key`` (``editor``/``admin``), matched to users: user ids as given (an
+    unknown id stays a member, for a user created later), phones and e-mails by the users' addresses. Returns
+    ``created`` and what the upload held: ``lines``, ``matched``, ``invalid`` and the first unknown or invalid
+    values as written (``unknown_values``)."""
+    approval.require(roles, approval.EDIT)
+    values = list(upload.values)
+    if upload.kind == "user_id":
+        known = await store.existing_user_ids(clarion.db, values)
+        members = values
+        unknown = [v for v in values if v not in known]
+    else:
+        found = await store.users_by_address(clarion.db, "sms" if upload.kind == "phone" else "email", set(values))
+        members = [u for v in values for u in found.get(v, ())]
+        unknown = [v for v in values if v not in found]
+    now = datetime.now(UTC)
+    missing = len(unknown) + upload.invalid
+
+    async def job(conn: Any) -> bool:
+        before = await store.get_id_list(conn, key)
+        created = await store.put_id_list(
+            conn, key, name=name, kind=upload.kind, members=members, unknown=missing, now=now
+        )
+        after = await store.get_id_list(conn, key)
+        detail = {"key": key, "before": list_summary(before), "after": list_summary(after)}
+        await audit_log.record(conn, actor=actor, action="id_list.put", subject=f"id_list:{key}", at=now, detail=detail)
+        return created
+
+    created = await clarion.db.write(job)
+    await clarion.segments.lists_changed()
+    return {
+        "created": created,
+        "lines": upload.lines,
+        "matched": len(values) - len(unknown),
+        "invalid": upload.invalid,
+        "unknown_values": (upload.invalid_values + unknown)[: idlists.REPORTED],
+    }

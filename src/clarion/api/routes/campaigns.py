@@ -16,7 +16,7 @@ and cancel need sender or admin (pause and cancel also editor). Every action is 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
@@ -24,11 +24,8 @@ from pydantic import Field, StringConstraints
 
 from clarion.api import deps, problems, schemas, views
 from clarion.api.schemas import Strict
-from clarion.campaigns import definition as spec
-from clarion.campaigns import estimate as estimates
 from clarion.campaigns import service
-from clarion.domain import approval, errors
-from clarion.store import campaigns as store
+from clarion.domain import approval
 
 router = APIRouter(prefix="/v1", tags=["campaigns"], dependencies=deps.AUTH)
 KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
@@ -89,24 +86,7 @@ async def estimate_campaign(
     """What the campaign would do if it ran at ``at``: nothing is sent, counted or marked. Exact for audiences
     up to ``CLARION_CAMPAIGN_ESTIMATE_EXACT`` users; above, from a random sample, with 95% ``intervals``.
     Costs use ``CLARION_CAMPAIGN_PRICES`` (per delivery; per segment for SMS)."""
-    row = await deps.read_or_404(clarion, store.get, "campaign", key)
-    definition = spec.Definition.from_json(row.definition)
-    now = datetime.now(UTC)
-    at = body.at if body is not None and body.at is not None else None
-    if at is not None and at.tzinfo is None:
-        raise errors.InvalidInput("at needs a time zone (e.g. 2026-01-01T21:00:00+08:00)", details={"field": "at"})
-    when = at.astimezone(UTC) if at is not None else row.next_run_at or definition.schedule.first_due(now)
-    settings = clarion.settings
-    return await estimates.estimate(
-        clarion,
-        key,
-        definition,
-        at=when,
-        exact_max=settings.campaign_estimate_exact,
-        sample_size=settings.campaign_estimate_sample,
-        prices=settings.campaign_prices,
-        currency=settings.campaign_currency,
-    )
+    return await service.estimate(clarion, key, body.at if body is not None else None)
 
 
 @router.post("/campaigns/{key}/{action}", response_model=views.Campaign, responses=problems.answers(403, 404, 409))

@@ -23,18 +23,14 @@ from starlette.datastructures import UploadFile
 
 from clarion.api import deps, openapi, problems, schemas, views
 from clarion.domain import approval, errors
-from clarion.segments import idlists, query
+from clarion.segments import idlists
+from clarion.segments import service as audiences
 from clarion.store import audit as audit_log
 from clarion.store import segments as store
 
 router = APIRouter(prefix="/v1", tags=["segments"], dependencies=deps.AUTH)
 KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
 Definition = Body(..., description='{"name": optional text, "conditions": the condition tree}')
-_FIELDS = {"name", "conditions"}
-
-
-def _bad(field: str, message: str) -> errors.InvalidInput:
-    return errors.InvalidInput(f"{field}: {message}", code="invalid_segment", details={"path": field})
 
 
 def _iso(value: datetime) -> str:
@@ -49,16 +45,6 @@ def segment_json(row: Any) -> dict[str, Any]:
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
     }
-
-
-def _conditions(body: dict[str, Any]) -> query.Node:
-    for field in body:
-        if field not in _FIELDS:
-            raise _bad(field, "unknown field")
-    name = body.get("name")
-    if name is not None and (not isinstance(name, str) or len(name) > 200):
-        raise _bad("name", "must be text of at most 200 characters")
-    return query.parse(body.get("conditions"))
 
 
 def _ms(began: float) -> float:
@@ -82,23 +68,7 @@ async def put_segment(
 ) -> dict[str, Any]:
     """Create or replace a segment: ``{"name": "...", "conditions": {...}}`` (``admin``/``editor``) — 403
     ``forbidden`` otherwise. Answers with the stored segment and its current ``count``."""
-    approval.require(caller.roles, approval.EDIT)
-    node = _conditions(body)
-    count = await clarion.segments.count(node)  # refuses conditions that cannot apply (unknown list, kinds)
-    conditions = query.to_json(node)
-    now = datetime.now(UTC)
-
-    async def job(conn: Any) -> bool:
-        before = await store.get_segment(conn, key)
-        created = await store.put_segment(conn, key, body.get("name"), conditions, now)
-        after = {"name": body.get("name"), "conditions": conditions}
-        detail = {"key": key, "before": _segment_summary(before), "after": after}
-        await audit_log.record(
-            conn, actor=caller.name, action="segment.put", subject=f"segment:{key}", at=now, detail=detail
-        )
-        return created
-
-    created = await clarion.db.write(job)
+    created, count = await audiences.save_segment(clarion, key, body, actor=caller.name, roles=caller.roles)
     response.status_code = 201 if created else 200
     async with clarion.db.read() as conn:
         row = await store.get_segment(conn, key)
@@ -115,7 +85,7 @@ async def list_segments(clarion: deps.Services) -> dict[str, Any]:
 @router.post("/segments:count", response_model=views.Count)
 async def count_conditions(clarion: deps.Services, body: schemas.Document = Definition) -> dict[str, Any]:
     """Count an unsaved definition (what the editor calls while an operator types); same body as the PUT."""
-    node = _conditions(body)
+    node = audiences.conditions_of(body)
     began = time.perf_counter()
     count = await clarion.segments.count(node)
     return {"count": count, "took_ms": _ms(began)}
@@ -138,7 +108,7 @@ async def delete_segment(clarion: deps.Services, caller: deps.Caller, key: str =
             key,
             read=store.get_segment,
             delete=store.delete_segment,
-            summary=_segment_summary,
+            summary=audiences.segment_summary,
             kind="segment",
             actor=caller.name,
             at=now,
@@ -147,11 +117,6 @@ async def delete_segment(clarion: deps.Services, caller: deps.Caller, key: str =
     if not await clarion.db.write(job):
         raise errors.NotFound("segment", key)
     return Response(status_code=204)
-
-
-def _segment_summary(row: Any) -> dict[str, Any] | None:
-    """A stored segment as its audit entry shows it."""
-    return {"name": row.name, "conditions": row.definition} if row is not None else None
 
 
 @router.get("/segments/{key}/count", response_model=views.SegmentCount, responses=problems.answers(404))
@@ -173,10 +138,7 @@ async def sample_segment(
     """Up to ``n`` users of the segment with their attributes and tags: spread evenly over the result (the same
     while nothing changes) or, with ``seed``, at random."""
     node = await clarion.segments.segment(key)
-    user_ids = await clarion.segments.sample(node, n, seed)
-    found = {u.user_id: u for u in await store.users(clarion.db, user_ids)}
-    users = [{"user_id": u, "attributes": found[u].attributes, "tags": found[u].tags} for u in user_ids if u in found]
-    return {"key": key, "users": users}
+    return {"key": key, "users": await audiences.sample_users(clarion, node, n, seed)}
 
 
 # -- ID lists ------------------------------------------------------------------------------------------------
@@ -250,40 +212,11 @@ async def upload_list(
     Needs ``admin``/``editor`` — 403 ``forbidden`` otherwise, before the upload is read."""
     approval.require(caller.roles, approval.EDIT)
     upload = await _upload(request, kind, region)
-    values = list(upload.values)
-    if kind == "user_id":
-        known = await store.existing_user_ids(clarion.db, values)
-        members = values
-        unknown = [v for v in values if v not in known]
-    else:
-        found = await store.users_by_address(clarion.db, "sms" if kind == "phone" else "email", set(values))
-        members = [u for v in values for u in found.get(v, ())]
-        unknown = [v for v in values if v not in found]
-    now = datetime.now(UTC)
-    missing = len(unknown) + upload.invalid
-
-    async def job(conn: Any) -> bool:
-        before = await store.get_id_list(conn, key)
-        created = await store.put_id_list(conn, key, name=name, kind=kind, members=members, unknown=missing, now=now)
-        after = await store.get_id_list(conn, key)
-        detail = {"key": key, "before": _list_summary(before), "after": _list_summary(after)}
-        await audit_log.record(
-            conn, actor=caller.name, action="id_list.put", subject=f"id_list:{key}", at=now, detail=detail
-        )
-        return created
-
-    created = await clarion.db.write(job)
-    await clarion.segments.lists_changed()
-    response.status_code = 201 if created else 200
+    report = await audiences.save_list(clarion, key, upload, name=name, actor=caller.name, roles=caller.roles)
+    response.status_code = 201 if report.pop("created") else 200
     async with clarion.db.read() as conn:
         row = await store.get_id_list(conn, key)
-    return {
-        **list_json(row),
-        "lines": upload.lines,
-        "matched": len(values) - len(unknown),
-        "invalid": upload.invalid,
-        "unknown_values": (upload.invalid_values + unknown)[: idlists.REPORTED],
-    }
+    return {**list_json(row), **report}
 
 
 @router.get("/lists", tags=["lists"], response_model=views.IdLists)
@@ -314,7 +247,7 @@ async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = Ke
             key,
             read=store.get_id_list,
             delete=store.delete_id_list,
-            summary=_list_summary,
+            summary=audiences.list_summary,
             kind="id_list",
             actor=caller.name,
             at=now,
@@ -324,11 +257,6 @@ async def delete_list(clarion: deps.Services, caller: deps.Caller, key: str = Ke
         raise errors.NotFound("ID list", key)
     await clarion.segments.lists_changed()
     return Response(status_code=204)
-
-
-def _list_summary(row: Any) -> dict[str, Any] | None:
-    """A stored list as its audit entry shows it: what it is and how big, never its members."""
-    return {"name": row.name, "kind": row.kind, "size": row.size, "unknown": row.unknown} if row is not None else None
 
 
 def _lists_in(conditions: Any) -> set[str]:
