@@ -25,6 +25,7 @@ from clarion.store.db import Database
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 10
+MAX_PASSWORD = 1000
 OPS = t.operators
 
 
@@ -59,9 +60,9 @@ def check_name(name: str) -> str:
 
 
 def check_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD or len(password) > 1000:
+    if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
         raise errors.InvalidInput(
-            f"password: between {MIN_PASSWORD} and 1000 characters", details={"field": "password"}
+            f"password: between {MIN_PASSWORD} and {MAX_PASSWORD} characters", details={"field": "password"}
         )
     return password
 
@@ -113,6 +114,31 @@ class Operators:
             return Operator(row.name, row.role, True, row.created_at, row.last_login_at)
 
         return await self.db.write(job)
+
+    async def change_password(self, name: str, old: str, new: str) -> None:
+        """Replace the operator's own password, proven by the current one: ``InvalidInput`` naming
+        ``old_password`` when it is wrong (or the account is disabled or gone), naming ``password`` when the new
+        one is too short or too long. Audited as ``operator.password`` by the operator, never with a password."""
+        try:
+            check_password(new)
+        except errors.InvalidInput as exc:
+            raise errors.InvalidInput(exc.message, code="weak_password", details={"field": "password"}) from None
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(OPS).where(OPS.c.name == name))).first()
+        if row is None or row.disabled or not await asyncio.to_thread(self._verify, row.password_hash, old):
+            raise errors.InvalidInput(
+                "old_password: the current password is wrong", code="wrong_password", details={"field": "old_password"}
+            )
+        digest = await asyncio.to_thread(self._hasher.hash, new)
+        now = datetime.now(UTC)
+
+        async def job(conn: AsyncConnection) -> None:
+            await conn.execute(OPS.update().where(OPS.c.name == name).values(password_hash=digest, updated_at=now))
+            await audit.record(
+                conn, actor=actor(name), action="operator.password", subject=f"operator:{name}", at=now, detail=None
+            )
+
+        await self.db.write(job)
 
     async def get(self, name: str) -> Operator | None:
         async with self.db.read() as conn:

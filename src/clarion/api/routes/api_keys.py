@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Response
@@ -12,7 +11,8 @@ from pydantic import AwareDatetime, Field, StringConstraints
 
 from clarion.api import deps, problems, schemas, views
 from clarion.api.responses import JSON
-from clarion.domain import approval, errors
+from clarion.domain import approval
+from clarion.pipeline import configuring
 
 router = APIRouter(prefix="/v1", tags=["api-keys"], dependencies=deps.AUTH)
 
@@ -62,14 +62,14 @@ async def create_key(body: KeyIn, clarion: deps.Services, caller: deps.Caller) -
     expiring (``expires_at``, or ``expires_in_days``; not both). The key is in this answer only; it is stored
     hashed. Use its ``id`` to revoke it."""
     approval.require(caller.roles, approval.ADMINISTER)
-    expires_at = body.expires_at
-    if body.expires_in_days is not None:
-        if expires_at is not None:
-            raise errors.InvalidInput(
-                "give expires_at or expires_in_days, not both", details={"fields": ["expires_at", "expires_in_days"]}
-            )
-        expires_at = datetime.now(UTC) + timedelta(days=body.expires_in_days)
-    issued = await clarion.keys.issue(body.name, body.roles, expires_at=expires_at, actor=caller.name)
+    issued = await configuring.issue_key(
+        clarion,
+        body.name,
+        body.roles,
+        expires_at=body.expires_at,
+        expires_in_days=body.expires_in_days,
+        actor=caller.name,
+    )
     return JSON(
         {
             "id": issued.id,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval
+from clarion.pipeline import configuring
 from clarion.store import audit as audit_log
 from clarion.store import templates as template_store
 
@@ -35,25 +36,7 @@ async def list_audit(
 ) -> dict[str, Any]:
     """The audit log, newest first: template saves, deletions, submissions, approvals, rejections (and refused
     attempts, as ``<action>.refused``), test sends, whitelist, key and settings changes."""
-    async with clarion.db.read() as conn:
-        rows = await template_store.audit_entries(
-            conn, subject=subject, actor=actor, action=action, limit=limit + 1, before=after
-        )
-    page = rows[:limit]
-    return {
-        "entries": [
-            {
-                "id": r.id,
-                "at": r.at.isoformat(),
-                "actor": r.actor,
-                "action": r.action,
-                "subject": r.subject,
-                "detail": r.detail,
-            }
-            for r in page
-        ],
-        "next_cursor": page[-1].id if len(rows) > limit else None,
-    }
+    return await configuring.audit_page(clarion, subject=subject, actor=actor, action=action, limit=limit, after=after)
 
 
 # -- approval settings ---------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, phones
 from clarion.domain.policy import config
+from clarion.pipeline import configuring
 from clarion.store import audit as audit_log
 from clarion.store import policies
-from clarion.store import tables as t
 
 router = APIRouter(prefix="/v1", tags=["policies"], dependencies=deps.AUTH)
 KeyPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
@@ -53,33 +53,7 @@ async def put_settings(
     ``dedup_seconds``, ``safety_valve`` ({limit, window: {unit: day|week} or {seconds}} or null) and
     ``enabled`` ({policy: bool})."""
     approval.require(caller.roles, approval.ADMINISTER)
-    async with clarion.db.read() as conn:
-        _merge(await policies.load_settings(conn), body)  # refused here, before queueing behind other writes
-
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> config.PolicySettings:
-        stored = await policies.load_settings(conn)
-        settings = _merge(stored, body)  # onto what is stored at write time
-        await policies.save_settings(conn, settings, now)
-        detail = audit_log.changes(stored.to_json(), settings.to_json())
-        await audit_log.record(
-            conn, actor=caller.name, action="policy_settings.update", subject="policy_settings", at=now, detail=detail
-        )
-        return settings
-
-    settings = await clarion.db.write(job)
-    clarion.catalog.invalidate()
-    return settings.to_json()
-
-
-def _merge(current: config.PolicySettings, change: dict[str, Any]) -> config.PolicySettings:
-    """``change``'s top-level fields over ``current``; ``enabled`` switch by switch."""
-    stored = current.to_json()
-    merged = {**stored, **change}
-    if isinstance(change.get("enabled"), dict):
-        merged["enabled"] = {**stored["enabled"], **change["enabled"]}
-    return config.PolicySettings.from_json(merged)
+    return (await configuring.update_settings(clarion, body, actor=caller.name)).to_json()
 
 
 # -- frequency caps ------------------------------------------------------------------------------------------
@@ -101,17 +75,7 @@ async def put_cap(
     ``enabled`` (default true), ``description``. Needs ``admin`` — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
     cap = config.Cap.from_json(key, body)
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> bool:
-        before = await policies.get_cap(conn, key)
-        created = await policies.put_cap(conn, cap, now)
-        detail = {"key": key, "before": _cap_json(before), "after": _cap_json(cap)}
-        await audit_log.record(conn, actor=caller.name, action="cap.put", subject=f"cap:{key}", at=now, detail=detail)
-        return created
-
-    created = await clarion.db.write(job)
-    clarion.catalog.invalidate()
+    created = await configuring.save_cap(clarion, cap, actor=caller.name)
     response.status_code = 201 if created else 200
     return cap.to_json()
 
@@ -141,7 +105,7 @@ async def delete_cap(clarion: deps.Services, caller: deps.Caller, key: str = Key
             key,
             read=policies.get_cap,
             delete=policies.delete_cap,
-            summary=_cap_json,
+            summary=configuring.cap_summary,
             kind="cap",
             actor=caller.name,
             at=now,
@@ -153,20 +117,7 @@ async def delete_cap(clarion: deps.Services, caller: deps.Caller, key: str = Key
     return Response(status_code=204)
 
 
-def _cap_json(cap: config.Cap | None) -> dict[str, Any] | None:
-    """A cap as its audit entry shows it: the stored definition, without the key the subject names."""
-    return {k: v for k, v in cap.to_json().items() if k != "key"} if cap is not None else None
-
-
 # -- keyword lists -------------------------------------------------------------------------------------------
-
-
-def keyword_list_json(spec: policies.KeywordListSpec, *, words: bool = True) -> dict[str, Any]:
-    shown = spec.to_json()
-    shown["word_count"] = len(spec.words)
-    if not words:
-        del shown["words"]
-    return shown
 
 
 @router.put(
@@ -188,35 +139,18 @@ async def put_keyword_list(
     Needs ``admin`` — 403 ``forbidden`` otherwise."""
     approval.require(caller.roles, approval.ADMINISTER)
     spec = policies.KeywordListSpec.from_json(key, body)
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> policies.KeywordListSpec:
-        before = await policies.get_keyword_list(conn, key)
-        stored = await policies.put_keyword_list(conn, spec, now)
-        old = set(before.words) if before is not None else set()
-        detail = {
-            "key": key,
-            "before": _keyword_list_summary(before),
-            "after": _keyword_list_summary(stored),
-            "words_added": len(set(stored.words) - old),
-            "words_removed": len(old - set(stored.words)),
-        }
-        await audit_log.record(
-            conn, actor=caller.name, action="keyword_list.put", subject=f"keyword_list:{key}", at=now, detail=detail
-        )
-        return stored
-
-    stored = await clarion.db.write(job)
-    clarion.catalog.invalidate()
+    stored = await configuring.save_keyword_list(clarion, spec, actor=caller.name)
     response.status_code = 201 if stored.version == 1 else 200
-    return keyword_list_json(stored)
+    return configuring.keyword_list_json(stored)
 
 
 @router.get(
     "/keyword-lists/{key}", tags=["keywords"], response_model=views.KeywordList, responses=problems.answers(404)
 )
 async def get_keyword_list(clarion: deps.Services, key: str = KeyPath) -> dict[str, Any]:
-    return keyword_list_json(await deps.read_or_404(clarion, policies.get_keyword_list, "keyword list", key))
+    return configuring.keyword_list_json(
+        await deps.read_or_404(clarion, policies.get_keyword_list, "keyword list", key)
+    )
 
 
 @router.get("/keyword-lists", tags=["keywords"], response_model=views.KeywordLists)
@@ -225,7 +159,7 @@ async def list_keyword_lists(clarion: deps.Services) -> dict[str, Any]:
     for them."""
     async with clarion.db.read() as conn:
         specs = await policies.keyword_list_specs(conn)
-    return {"keyword_lists": [keyword_list_json(spec, words=False) for spec in specs]}
+    return {"keyword_lists": [configuring.keyword_list_json(spec, words=False) for spec in specs]}
 
 
 @router.delete("/keyword-lists/{key}", status_code=204, tags=["keywords"], responses=problems.answers(403, 404))
@@ -240,7 +174,7 @@ async def delete_keyword_list(clarion: deps.Services, caller: deps.Caller, key: 
             key,
             read=policies.get_keyword_list,
             delete=policies.delete_keyword_list,
-            summary=_keyword_list_summary,
+            summary=configuring.keyword_list_summary,
             kind="keyword_list",
             actor=caller.name,
             at=now,
@@ -250,11 +184,6 @@ async def delete_keyword_list(clarion: deps.Services, caller: deps.Caller, key: 
         raise errors.NotFound("keyword list", key)
     clarion.catalog.invalidate()
     return Response(status_code=204)
-
-
-def _keyword_list_summary(spec: policies.KeywordListSpec | None) -> dict[str, Any] | None:
-    """A list as its audit entry shows it: everything but the words (a list can hold 100,000), which it counts."""
-    return keyword_list_json(spec, words=False) if spec is not None else None
 
 
 # -- suppressions --------------------------------------------------------------------------------------------
@@ -331,26 +260,5 @@ async def delete_suppression(
     otherwise. The audit log keeps what was lifted (its target, channel, category, reason and source) and
     ``reason``, why."""
     approval.require(caller.roles, approval.ADMINISTER)
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> bool:
-        table = t.suppressions
-        row = (await conn.execute(table.select().where(table.c.id == suppression_id))).first()
-        if row is None or not await policies.delete_suppression(conn, suppression_id):
-            return False
-        lifted = {c: getattr(row, c) for c in ("user_id", "address", "channel", "category", "reason", "source")}
-        detail = {"suppression": {**lifted, "created_at": row.created_at.isoformat()}, "reason": reason}
-        await audit_log.record(
-            conn,
-            actor=caller.name,
-            action="suppression.lift",
-            subject=f"suppression:{suppression_id}",
-            at=now,
-            detail=detail,
-        )
-        return True
-
-    if not await clarion.db.write(job):
-        raise errors.NotFound("suppression", suppression_id)
-    clarion.catalog.invalidate()
+    await configuring.lift_suppression(clarion, suppression_id, reason=reason, actor=caller.name)
     return Response(status_code=204)

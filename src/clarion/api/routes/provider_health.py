@@ -15,9 +15,8 @@ from pydantic import Field
 
 from clarion.api import deps, problems, views
 from clarion.api.routes.providers import Name
-from clarion.domain import approval, breaker, errors
-from clarion.store import records
-from clarion.store import tables as t
+from clarion.domain import approval
+from clarion.pipeline import configuring
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=deps.AUTH)
 
@@ -68,25 +67,4 @@ class ProviderHealth(views.View):
 async def provider_health(clarion: deps.Services, caller: deps.Caller, name: str = Name) -> dict[str, Any]:
     """The health of one provider account, configured or built-in (``admin``)."""
     approval.require(caller.roles, approval.ADMINISTER)
-    row = await records.get_one(clarion.db, t.providers, name)
-    if name not in clarion.providers.builtins and row is None:
-        raise errors.NotFound("provider", name)
-    breakers = clarion.providers.breakers
-    thresholds, rate = await clarion.providers.limits(name)
-    view = (
-        await breakers.health(name, clarion.providers.clock())
-        if breakers is not None
-        else breaker.health(breaker.State(), 0.0)
-    )
-    view["breaker"] = {
-        **view["breaker"],  # type: ignore[dict-item]
-        "shared": bool(getattr(breakers, "shared", False)),
-        "consecutive": thresholds.consecutive,
-        "error_rate": thresholds.error_rate,
-        "min_attempts": thresholds.min_attempts,
-        "cool_down": thresholds.cool_down,
-    }
-    own = row is not None and (row.config or {}).get("rate_limit") is not None
-    source = "none" if rate.unlimited else "account" if own else "kind"
-    view["rate_limit"] = {"per_second": rate.per_second, "per_minute": rate.per_minute, "source": source}
-    return {"provider": name, **view}
+    return await configuring.provider_health(clarion, name)

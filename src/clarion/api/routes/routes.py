@@ -22,10 +22,9 @@ from fastapi import APIRouter, Path, Response
 from pydantic import Field, StringConstraints, field_validator
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion import bootstrap
 from clarion.api import deps, problems, schemas, views
-from clarion.channels import registry
 from clarion.domain import approval, errors, model, routing
+from clarion.pipeline import configuring
 from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import routes as store_routes
@@ -94,55 +93,15 @@ class RouteList(views.View):
     routes: list[Route]
 
 
-def _refuse(field: str, message: str, code: str = "invalid_input", **extra: Any) -> errors.InvalidInput:
-    return errors.InvalidInput(
-        f"{field}: {message}", code=code, details=[{"field": field, "message": message, **extra}]
+def change_of(body: RouteIn) -> configuring.RouteChange:
+    """The route a validated ``RouteIn`` describes, as the use case takes it (the console posts the same)."""
+    return configuring.RouteChange(
+        channel=body.channel,
+        match={f: str(v) for f, v in body.match.model_dump(mode="json", exclude_none=True).items()},
+        providers=[(p.name, p.weight) for p in body.providers],
+        failover=list(body.failover),
+        enabled=body.enabled,
     )
-
-
-async def _check(conn: AsyncConnection, clarion: bootstrap.Clarion, key: str, body: RouteIn) -> routing.Route:
-    """The route ``body`` describes, once every account it names can send on its channel and it ties with no
-    other enabled route; otherwise 422 naming the field (and, for a tie, the other route)."""
-    channel = body.channel
-    if body.match.signature is not None and channel not in routing.SIGNED_CHANNELS:
-        raise _refuse("match.signature", f"{channel.value} content has no signature")
-    if body.match.country_code is not None and channel not in routing.PHONE_CHANNELS:
-        raise _refuse("match.country_code", f"a {channel.value} address is not a phone number")
-    rows = (await conn.execute(sa.select(t.providers.c.name, t.providers.c.channel))).all()
-    channels = {r.name: r.channel for r in rows}
-    for name, account in clarion.providers.builtins.items():  # a built-in serves every channel its kind supports
-        supported = registry.KINDS[account.kind].channels
-        channels.setdefault(name, channel.value if channel in supported else "/".join(sorted(supported)))
-    named = [(f"providers.{i}.name", p.name) for i, p in enumerate(body.providers)]
-    named += [(f"failover.{i}", name) for i, name in enumerate(body.failover)]
-    seen: set[str] = set()
-    for field, name in named:
-        if name not in channels:
-            raise _refuse(field, f"no provider account is named {name!r}", "unknown_provider")
-        if channels[name] != channel.value:
-            raise _refuse(field, f"{name!r} sends on {channels[name]}, not {channel.value}", "wrong_channel")
-        if name in seen:
-            raise _refuse(field, f"{name!r} is listed twice")
-        seen.add(name)
-    match = {f: str(v) for f, v in body.match.model_dump(mode="json", exclude_none=True).items()}
-    route = routing.Route(
-        key,
-        channel,
-        {f: match[f] for f in routing.MATCH_FIELDS if f in match},
-        tuple(routing.Weighted(p.name, p.weight) for p in body.providers),
-        tuple(body.failover),
-        body.enabled,
-    )
-    other = routing.tie(route, [r for r in await store_routes.load(conn) if r.key != key])
-    if other is not None:
-        raise _refuse(
-            "match",
-            f"ties with route {other.key!r}: as specific ({route.specificity} fields) and able to match the same "
-            "deliveries; set another field on one of them, or disable one",
-            "route_tie",
-            route=other.key,
-        )
-    return route
 
 
 @router.put("/{key}", response_model=Route, responses={**views.created(Route), **problems.answers(403)})
@@ -154,26 +113,9 @@ async def put_route(
     ``providers``, or a ``match`` that ties with another enabled route (``route_tie``, naming it in
     ``details[0].route``). Applies to deliveries sent from now on, queued ones included."""
     approval.require(caller.roles, approval.ADMINISTER)
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> bool:
-        route = await _check(conn, clarion, key, body)
-        values = {
-            "channel": route.channel.value,
-            "match": dict(route.match),
-            "providers": [{"name": p.name, "weight": int(p.weight)} for p in route.providers],
-            "failover": list(route.failover),
-            "enabled": route.enabled,
-        }
-        created = await records.upsert(clarion.db, conn, t.routes, key, values, now)
-        action = "route.create" if created else "route.update"
-        await audit_log.record(conn, actor=caller.name, action=action, subject=f"route:{key}", at=now, detail=values)
-        return created
-
-    created = await clarion.db.write(job)
-    clarion.invalidate()
+    shown, created = await configuring.save_route(clarion, key, change_of(body), actor=caller.name)
     response.status_code = 201 if created else 200
-    return store_routes.route_json(await records.get_one(clarion.db, t.routes, key))
+    return shown
 
 
 @router.get("/{key}", response_model=Route, responses=problems.answers(403, 404))
