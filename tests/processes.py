@@ -1,9 +1,10 @@
-"""``clarion api`` as a real process of its own, for the tests that need a second process or a real server's
-event loop (not a test module)."""
+"""``clarion api`` and ``clarion worker`` as real processes of their own, for the tests that need a second process
+or a real server's event loop (not a test module)."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -45,6 +46,34 @@ def api_process(env: Mapping[str, str], log: Path, *, start_timeout: float = 60)
         process.terminate()
         try:
             process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def worker_process(
+    env: Mapping[str, str], log: Path, *, loops: int = 2, start_timeout: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``clarion worker`` with ``loops`` dispatch loops and ``env``, wait until every loop has logged that it
+    started, yield the process (its ``pid`` is what a test kills), and stop it afterwards with SIGTERM, the
+    graceful stop that records its last outcomes. Its output goes to ``log``, shown if it exits before it is
+    ready."""
+    clarion = Path(sys.executable).parent / "clarion"
+    command = [str(clarion), "worker", "--workers", str(loops), "--log-level", "info"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=dict(env), stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while len(re.findall(r"worker \S+ started", log.read_text(errors="replace"))) < loops:
+            assert process.poll() is None, f"clarion worker exited: {log.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, f"clarion worker did not start: {log.read_text(errors='replace')}"
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()  # nothing to do if the test killed it
+        try:
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.domain import errors, expr, ids, model, render, sms, variants
 from clarion.domain import fallback as fallback_rules
@@ -33,7 +32,7 @@ from clarion.pipeline import fallback
 from clarion.pipeline.catalog import Catalog
 from clarion.pipeline.policies import PolicyStage, Verdict
 from clarion.store import campaigns as campaign_store
-from clarion.store import outbox
+from clarion.store import idempotency, outbox
 from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
 
@@ -177,6 +176,7 @@ class Intake:
         policies: PolicyStage,
         finishers: Sequence[Finisher] = (),
         idempotency_window: timedelta = timedelta(hours=24),
+        claim_lease: timedelta = timedelta(seconds=30),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_queued: Callable[[int], None] = lambda n: None,
     ) -> None:
@@ -186,6 +186,7 @@ class Intake:
         self.policies = policies
         self.finishers = list(finishers)
         self.idempotency_window = idempotency_window
+        self.claim_lease = claim_lease  # how long a key's claim waits for its answer before it may be taken over
         self.clock = clock
         self.on_queued = on_queued
         self._keys: dict[str, list[Any]] = {}  # idempotency key → [its lock, requests holding or awaiting it]
@@ -198,23 +199,24 @@ class Intake:
         """Send ``command``; ``template`` sends that exact template (a version under review, for a test send)
         instead of the one the catalog serves for ``command.template``; ``prefix`` (e.g. ``"[TEST] "``) goes in
         front of every rendered subject, title and text."""
-        if not command.idempotency_key:  # the common case, kept free of the lock's machinery
-            return await self._send(command, template, prefix)
+        if not command.idempotency_key:  # the common case, kept free of the claim's machinery
+            return await self._send(command, template, prefix, ids.new_id())
         async with self._keyed(command.idempotency_key):
-            return await self._send(command, template, prefix)
+            return await self._once(
+                command, "message", lambda request_id: self._send(command, template, prefix, request_id)
+            )
 
     async def event(self, command: EventCommand) -> Accepted:
         if not command.idempotency_key:
-            return await self._event(command)
+            return await self._event(command, ids.new_id())
         async with self._keyed(command.idempotency_key):
-            return await self._event(command)
+            return await self._once(command, "event", lambda request_id: self._event(command, request_id))
 
     @contextlib.asynccontextmanager
     async def _keyed(self, key: str) -> AsyncIterator[None]:
         """Requests with the same idempotency key, one at a time in this process: a retry sent while the first
-        is still being composed waits for its answer and replays it. (Without this, both would pass the policies
-        — the first's dedup mark filtering the other, or the other's the first — and the database's unique key
-        would keep whichever committed first.) Across processes the unique key still decides."""
+        is still being composed waits here for its answer, not in a loop polling the database (``_claim``, which
+        is what makes the key once-only across processes)."""
         held = self._keys.get(key)
         if held is None:
             held = self._keys[key] = [asyncio.Lock(), 0]
@@ -227,37 +229,89 @@ class Intake:
             if not held[1]:
                 del self._keys[key]
 
-    async def _send(self, command: SendCommand, template: model.Template | None, prefix: str | None) -> Accepted:
-        stored = await self._stored(command.idempotency_key)
-        replay = await self._replay(command, stored) if stored else None
-        if replay is not None:
-            return replay
+    async def _once(
+        self, command: SendCommand | EventCommand, kind: str, run: Callable[[str], Awaitable[Accepted]]
+    ) -> Accepted:
+        """``run`` the request (given its new id) under a claim on its idempotency key, or replay the key's
+        answer. The claim goes when the request is answered or fails; a request whose answer lost to another
+        claimant's (it outlived its lease) wrote nothing, and replays that answer."""
+        while True:
+            claimed = await self._claim(command, kind)
+            if isinstance(claimed, Accepted):
+                return claimed
+            try:
+                return await run(ids.new_id())
+            except _Answered:
+                continue
+            finally:
+                await idempotency.release(self.db, claimed)
+
+    async def _claim(self, command: SendCommand | EventCommand, kind: str) -> Accepted | str:
+        """Claim ``command``'s idempotency key (``store.idempotency``) and return the claim's id, or the stored
+        answer of the key's earlier use, waiting (polling) while another process composes it. A claim without an
+        answer after ``claim_lease`` is taken over; an answer past the idempotency window frees the key."""
+        key = command.idempotency_key
+        assert key
+        fingerprint = _fingerprint(command)
+        give_up = time.monotonic() + 2 * self.claim_lease.total_seconds()
+        pause = 0.005
+        while True:
+            now = self.clock()
+            found = await idempotency.find(self.db, key)
+            expired = None
+            if found.answer is not None:
+                if found.answer.created_at >= now - self.idempotency_window:
+                    if found.answer.fingerprint != fingerprint:
+                        raise errors.Conflict(
+                            "this idempotency_key was used with a different request",
+                            details={"idempotency_key": key, "request_id": found.answer.id},
+                        )
+                    return Accepted(found.answer.response, replayed=True)
+                expired = found.answer.id
+            claim = idempotency.Claim(ids.new_id(), kind, key, fingerprint, now)
+            held = found.claim
+            if held is None:
+                if await idempotency.claim(self.db, claim, expired=expired):
+                    return claim.id
+            elif held.created_at < now - self.claim_lease:  # its holder died
+                if await idempotency.take_over(self.db, held.id, claim, expired=expired):
+                    return claim.id
+            elif held.fingerprint != fingerprint:
+                raise errors.Conflict(
+                    "this idempotency_key is in use by a different request", details={"idempotency_key": key}
+                )
+            elif time.monotonic() > give_up:
+                raise errors.Conflict(
+                    "a request with this idempotency_key is still being processed; retry later",
+                    details={"idempotency_key": key},
+                )
+            else:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    async def _send(
+        self, command: SendCommand, template: model.Template | None, prefix: str | None, request_id: str
+    ) -> Accepted:
         template = template or await self.catalog.template(command.template)
         if template is None:
             raise errors.NotFound("template", command.template)
         channels = template.channels_for(command.channels)
         recipients = list(dict.fromkeys(command.to))
         users = await self.users.load_many(recipients)
-        plan = _Plan(ids.new_id(), self.clock(), prefix=prefix)
+        plan = _Plan(request_id, self.clock(), prefix=prefix)
         for user_id in recipients:
             self._plan_message(
                 plan, template, channels, user_id, users.get(user_id), command.data, SOURCE.get(), command.dedup_key
             )
         await self._compose(plan)
-        return await self._commit(
-            command, "message", plan, {"request_id": plan.request_id}, stale_key=stored is not None
-        )
+        return await self._commit(command, "message", plan, {"request_id": plan.request_id})
 
-    async def _event(self, command: EventCommand) -> Accepted:
-        stored = await self._stored(command.idempotency_key)
-        replay = await self._replay(command, stored) if stored else None
-        if replay is not None:
-            return replay
+    async def _event(self, command: EventCommand, request_id: str) -> Accepted:
         rules = await self.catalog.rules(command.name)
         user = (await self.users.load_many([command.user_id])).get(command.user_id)
         templates = await self.catalog.templates([r.template for r in rules])
         context = {**render.context_for(user, command.data), "event": {"name": command.name}}
-        plan = _Plan(ids.new_id(), self.clock())
+        plan = _Plan(request_id, self.clock())
         outcomes = []
         since = time.perf_counter()
         for rule in rules:
@@ -286,7 +340,7 @@ class Intake:
             outcomes.append(outcome)
         await self._compose(plan)
         extra = {"request_id": plan.request_id, "event": command.name, "rules": outcomes}
-        return await self._commit(command, "event", plan, extra, stale_key=stored is not None)
+        return await self._commit(command, "event", plan, extra)
 
     async def prepare_campaign_batch(self, batch: CampaignBatch) -> PreparedBatch:
         """Messages for a campaign batch — plan, policies, rendering and routing for all of it at once — built in
@@ -521,34 +575,17 @@ class Intake:
         plan.extra.setdefault(t.fallback_steps, []).extend(steps)
         return rows
 
-    async def _replay(self, command: SendCommand | EventCommand, row: Any = None) -> Accepted | None:
-        """The stored answer for a repeated idempotency key (within the window), else None."""
-        row = row or await self._stored(command.idempotency_key)
-        if row is None or row.created_at < self.clock() - self.idempotency_window:
-            return None
-        if row.fingerprint != _fingerprint(command):
-            raise errors.Conflict(
-                "this idempotency_key was used with a different request",
-                details={"idempotency_key": command.idempotency_key, "request_id": row.id},
-            )
-        return Accepted(row.response, replayed=True)
-
-    async def _stored(self, key: str | None) -> Any:
-        if not key:
-            return None
-        async with self.db.read() as conn:
-            query = sa.select(t.send_requests).where(t.send_requests.c.idempotency_key == key)
-            return (await conn.execute(query)).first()
-
-    async def _commit(
-        self, command: Any, kind: str, plan: _Plan, extra: dict[str, Any], *, stale_key: bool
-    ) -> Accepted:
+    async def _commit(self, command: Any, kind: str, plan: _Plan, extra: dict[str, Any]) -> Accepted:
+        """The request's rows, its ``send_requests`` row with them, in one transaction. With an idempotency key
+        the request holds the key's claim, so the key's unique index refuses this answer only if another claimant
+        answered first (``_Answered``)."""
         response = {**extra, "messages": plan.answers}
         key = command.idempotency_key
         request = {
             "id": plan.request_id,
             "kind": kind,
             "idempotency_key": key,
+            "claimed_key": None,
             "fingerprint": _fingerprint(command) if key else "",  # compared only when a key comes again
             "response": response,
             "created_at": plan.now,
@@ -562,25 +599,21 @@ class Intake:
                 **plan.extra,
             }
         )
-        job: Any = inserts
-        if key and stale_key:
-            # the key's earlier use is past the window: it is free again
-            async def job(conn: AsyncConnection) -> None:
-                await conn.execute(t.send_requests.delete().where(t.send_requests.c.idempotency_key == key))
-                await inserts(conn)
-
         try:
-            await self.db.write(job)
+            await self.db.write(inserts)
         except IntegrityError:
-            # a concurrent request with the same idempotency key won the race: answer as it did
-            replay = await self._replay(command)
-            if replay is None:
-                raise
-            return replay
+            if key and (await idempotency.find(self.db, key)).answer is not None:
+                raise _Answered(key) from None
+            raise
         queued = sum(1 for d in plan.deliveries if d["status"] == S.QUEUED)
         if queued:
             self.on_queued(queued)
         return Accepted(response)
+
+
+class _Answered(Exception):
+    """The request's idempotency key was answered by another request while this one was composed (its claim
+    outlived the lease and was taken over): this one wrote nothing, and replays that answer."""
 
 
 def _chain(template: model.Template, settings: config.PolicySettings) -> tuple[fallback_rules.Step, ...]:

@@ -252,9 +252,11 @@ send_requests = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("kind", sa.String(10), nullable=False),
-    sa.Column("idempotency_key", sa.String(200), unique=True),
+    sa.Column("idempotency_key", sa.String(200), unique=True),  # an answered request's key
+    # a claim's key: the row that holds it while its request is composed, with no response (``store.idempotency``)
+    sa.Column("claimed_key", sa.String(200), unique=True),
     sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("response", JSON, nullable=False),
+    sa.Column("response", JSON),
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
