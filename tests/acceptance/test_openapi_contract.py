@@ -34,6 +34,9 @@ from tests.conftest import API_KEY
 EXAMPLES = int(os.environ.get("CLARION_CONTRACT_EXAMPLES", "25"))
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.response_schema_conformance]
+#: operations whose documented answer, on this suite's settings, is a 5xx: generation with no model configured
+#: answers 503 saying how to configure one
+SERVER_ERRORS_DOCUMENTED = {"POST /v1/copy:generate"}
 
 
 def _settings(root: Path) -> Settings:
@@ -131,7 +134,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> I
     suppress_health_check=list(HealthCheck),
 )
 def test_every_answer_matches_the_document(case: Any, served: ASGIApp) -> None:
-    case.call_and_validate(headers=AUTH, checks=CHECKS)
+    documented = case.operation.label in SERVER_ERRORS_DOCUMENTED
+    chosen = [c for c in CHECKS if not documented or c is not checks.not_a_server_error]
+    case.call_and_validate(headers=AUTH, checks=chosen)
 
 
 # -- the document itself -------------------------------------------------------------------------------------
@@ -174,7 +179,12 @@ def test_every_success_answer_is_a_declared_model(document: dict[str, Any]) -> N
             for media_type, body in content.items():
                 if media_type == "application/json" and "$ref" not in body.get("schema", {}):
                     wrong.append(f"{name} {status}: {body.get('schema')}")
-                elif media_type != "application/json" and media_type not in ("text/html", "text/plain", "image/gif"):
+                elif media_type != "application/json" and media_type not in (
+                    "text/html",
+                    "text/plain",
+                    "image/gif",
+                    "application/x-ndjson",
+                ):
                     wrong.append(f"{name} {status}: {media_type}")
     assert not wrong, "\n".join(wrong)
 
