@@ -50,5 +50,10 @@ catalogue: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/triggered.py
 
+## bench-peers: the Celery baseline and Clarion's campaign side by side in one run (installs the peers extra)
+bench-peers: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,peers]'
+	$(BIN)/python bench/peers/celery_campaign.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
