@@ -327,11 +327,13 @@ async def test_a_users_preferences_are_shown_and_changed_from_their_page(
     del form["channel.sms"], form["category.marketing"], form["pair.notification.email"]
     form.update(marketing_consent="no", do_not_disturb="22:00-08:00")
     async with signed_in(clarion, "ada", "admin") as ada:
+        record = await page(ada, "/console/record?user=u1")
         shown = await page(ada, path)
         assert "checked" in _switch(shown, "channel.sms")
         saved = await post(ada, path, form, from_page=path)
         bad = await post(ada, path, {**form, "do_not_disturb": "late"}, from_page=path)
         after = await page(ada, path + "?saved=1")
+    assert f'href="{path}"' in record  # the user's send record leads to their preferences
     assert (saved.status_code, saved.headers["location"]) == (303, path + "?saved=1")
     assert bad.status_code == 422 and "do_not_disturb" in bad.text
     assert "checked" not in _switch(after, "channel.sms") and "checked" in _switch(after, "channel.email")

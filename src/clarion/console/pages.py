@@ -11,14 +11,13 @@ from typing import Any
 import pydantic
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import schemas
 from clarion.console import access, explain, i18n, overview, queries, roles, sessions
 from clarion.domain import approval, errors, model
 from clarion.domain import resend as resend_rules
-from clarion.pipeline import resend
-from clarion.store import audit, history, policies, records
+from clarion.pipeline import configuring, resend
+from clarion.store import history, records
 
 router = APIRouter(include_in_schema=False)
 #: a message in one of these may be re-sent from its page (if it is not marketing, or the operator is an admin)
@@ -216,32 +215,16 @@ async def suppress_user(request: Request, user_id: str) -> Response:
     except pydantic.ValidationError as exc:
         field = ".".join(map(str, exc.errors()[0]["loc"])) or "user_id"
         raise errors.InvalidInput(f"{field}: {exc.errors()[0]['msg']}", details={"field": field}) from None
-    clarion = access.console(request).clarion
-    now = datetime.now(UTC)
-
-    async def job(conn: AsyncConnection) -> None:
-        found, created = await policies.add_suppression(
-            conn,
-            user_id=body.user_id,
-            address=None,
-            channel=body.channel,
-            category=body.category,
-            reason=body.reason,
-            source=body.source,
-            now=now,
-        )
-        if created:
-            await audit.record(
-                conn,
-                actor=visit.operator.actor,
-                action="suppression.add",
-                subject=f"user:{user_id}",
-                at=now,
-                detail=found.to_json(),
-            )
-
-    await clarion.db.write(job)
-    clarion.catalog.invalidate()
+    await configuring.add_suppression(
+        access.console(request).clarion,
+        user_id=body.user_id,
+        address=None,
+        channel=body.channel,
+        category=body.category,
+        reason=body.reason,
+        source=body.source,
+        actor=visit.operator.actor,
+    )
     return access.see_other(f"/console/record?{urllib.parse.urlencode({'user': user_id, 'suppressed': '1'})}")
 
 
