@@ -15,13 +15,21 @@ import httpx
 import pytest
 
 from clarion import bootstrap
+from clarion.console import roles
 from tests.acceptance.console_client import PASSWORD, make_operator
 from tests.acceptance.test_console_record import PHONE, ZONE, closed_window
 from tests.browser.conftest import Screen
 from tests.conftest import API_KEY, drain
 from tests.integration.loopback import LoopbackServer, Reply
 
-PAGES = ["/console/", "/console/record", "/console/messages/m1", "/console/operators"]
+#: every page of the navigation, and pages reached from them
+PAGES = [path for _, path in roles.NAVIGATION] + [
+    "/console/messages/m1",
+    "/console/account",
+    "/console/templates/t1",
+    "/console/campaigns/c1",
+    "/console/users/u1/preferences",
+]
 
 
 async def test_security_sessions_csrf_roles_and_throttling(clarion: bootstrap.Clarion, screen: Screen) -> None:
