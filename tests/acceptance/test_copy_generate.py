@@ -225,6 +225,8 @@ async def test_a_timeout_is_a_504_and_nothing_is_saved(
     assert (await api.get("/v1/templates/festival")).status_code == 404
     [call] = await _calls(clarion)
     assert (call.status, call.attempts) == ("timeout", 2)
+    [used] = (await api.get("/v1/copy/usage")).json()["usage"]
+    assert (used["calls"], used["failed"]) == (1, 1)  # a failed call is counted too
 
 
 async def test_an_injection_in_the_brief_stays_data(api: httpx.AsyncClient, fake: FakeOpenAI, shoppers: None) -> None:
@@ -304,6 +306,18 @@ async def test_token_usage_is_recorded_per_department(
                      "completion_tokens": calls[1].completion_tokens}  # fmt: skip
     assert sum(c.prompt_tokens for c in calls) == fake.prompt_tokens > 0
     assert sum(c.completion_tokens for c in calls) == fake.completion_tokens > 0
+    month = calls[0].at.strftime("%Y-%m")
+    report = (await api.get("/v1/copy/usage", params={"month": month})).json()
+    assert report == {
+        "month": month,
+        "usage": [
+            {"department": d, "model": m, "calls": 1, "failed": 0, "prompt_tokens": c.prompt_tokens,
+             "completion_tokens": c.completion_tokens}
+            for d, m, c in ((None, MODEL, calls[0]), ("growth", GROWTH_MODEL, calls[1]))
+        ],
+    }  # fmt: skip
+    assert (await api.get("/v1/copy/usage", params={"month": "2000-01"})).json()["usage"] == []
+    assert (await api.get("/v1/copy/usage", params={"month": "2026-13"})).status_code == 422
 
 
 async def test_a_key_without_the_editor_role_is_refused_before_the_model_is_called(

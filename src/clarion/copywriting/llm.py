@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pydantic
+import sqlalchemy as sa
 
 from clarion.channels import outbound
 from clarion.domain import errors
@@ -359,3 +360,38 @@ def _parse(raw: str, shape: type[pydantic.BaseModel]) -> pydantic.BaseModel:
             first = exc.errors()[0]
             problem = f"{'.'.join(str(p) for p in first['loc']) or 'answer'}: {first['msg']}"
     raise ValueError(problem)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """The calls to one model for one department in a period, and the tokens its server reported."""
+
+    department: str | None
+    model: str
+    calls: int
+    failed: int  # calls that did not give a usable answer (http_error, timeout, invalid)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+async def usage(conn: Any, start: datetime, end: datetime) -> list[UsageRow]:
+    """The model calls made in ``[start, end)`` summed per department and model, departments in order (none
+    first)."""
+    c = t.llm_calls.c
+    failed = sa.func.sum(sa.case((c.status != "ok", 1), else_=0))
+    query = (
+        sa.select(
+            c.department,
+            c.model,
+            sa.func.count(),
+            failed,
+            sa.func.sum(c.prompt_tokens),
+            sa.func.sum(c.completion_tokens),
+        )
+        .where(c.at >= start, c.at < end)
+        .group_by(c.department, c.model)
+        .order_by(c.department.is_not(None), c.department, c.model)
+    )
+    return [
+        UsageRow(d, m, int(n), int(f or 0), int(p or 0), int(k or 0)) for d, m, n, f, p, k in await conn.execute(query)
+    ]

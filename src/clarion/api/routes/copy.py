@@ -7,6 +7,8 @@ is a 504, one that is unavailable (429/5xx on every attempt, no connection) a 50
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
@@ -14,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from clarion.api import deps, problems
 from clarion.api.responses import JSON
+from clarion.api.routes import costs
 from clarion.api.schemas import Key, Stored, Strict
 from clarion.copywriting import generate, llm
-from clarion.domain import model
+from clarion.domain import model, pricing
 
 router = APIRouter(prefix="/v1", tags=["copy"], dependencies=deps.AUTH)
 Line = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -152,3 +155,27 @@ async def generate_copy(body: GenerateIn, clarion: deps.Services, caller: deps.C
     except llm.ModelError as exc:
         return JSON(problems.error_body(exc.code, exc.message, exc.details), status_code=exc.status)
     return result.to_json()
+
+
+class ModelUsage(_View):
+    department: str | None = Field(description="null: calls made for no department")
+    model: str
+    calls: int = Field(description="calls to the model, failed ones included")
+    failed: int = Field(description="calls that gave no usable answer (an HTTP error, a timeout, not the schema)")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class UsageReport(_View):
+    month: str
+    usage: list[ModelUsage] = Field(description="per department and model, as the model's server reported it")
+
+
+@router.get("/copy/usage", response_model=UsageReport, responses=problems.answers(422))
+async def copy_usage(clarion: deps.Services, month: str | None = costs.Month) -> Any:
+    """What AI copy cost in the month: the calls to each model per department and the tokens they used (a cost
+    like SMS; the price per token is the model vendor's)."""
+    start, end = pricing.month_bounds(month or pricing.month_of(datetime.now(UTC)).strftime("%Y-%m"))
+    async with clarion.db.read() as conn:
+        rows = await llm.usage(conn, start, end)
+    return {"month": start.strftime("%Y-%m"), "usage": [dataclasses.asdict(r) for r in rows]}
