@@ -15,7 +15,17 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from clarion import apikeys, bootstrap, cli_campaigns, cli_consume, cli_copy, cli_operators, cli_secrets, cli_users
+from clarion import (
+    apikeys,
+    bootstrap,
+    cli_campaigns,
+    cli_consume,
+    cli_copy,
+    cli_operators,
+    cli_reconcile,
+    cli_secrets,
+    cli_users,
+)
 from clarion.domain import errors, model
 from clarion.pipeline import intake
 from clarion.settings import Settings
@@ -29,6 +39,7 @@ app.add_typer(cli_users.app, name="users")
 app.add_typer(cli_operators.app, name="operator")
 app.add_typer(cli_campaigns.app, name="campaign")
 app.add_typer(cli_copy.app, name="copy")
+app.add_typer(cli_reconcile.app, name="reconcile")
 app.command("consume")(cli_consume.consume)
 app.add_typer(cli_secrets.app, name="secrets")
 providers_cli = typer.Typer(help="Provider kinds.", no_args_is_help=True)

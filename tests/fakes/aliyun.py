@@ -1,5 +1,5 @@
-"""Aliyun's SMS API (Dysmsapi 2017-05-25) on loopback: ``SendSms`` and ``QuerySendDetails`` over the RPC
-protocol, and the ``SmsReport`` batch push as Aliyun posts it.
+"""Aliyun's SMS API (Dysmsapi 2017-05-25) on loopback: ``SendSms``, ``QuerySendDetails`` and
+``QuerySendStatistics`` over the RPC protocol, and the ``SmsReport`` batch push as Aliyun posts it.
 
 It checks what Aliyun's gateway checks: the common parameters, a known ``AccessKeyId`` (404
 ``InvalidAccessKeyId.NotFound``), the ``Signature`` recomputed here from the test AccessKey secret over the form
@@ -7,7 +7,8 @@ as received (400 ``SignatureDoesNotMatch``), a fresh ``Timestamp`` and an unused
 the SMS product checks: a registered sign name (``isv.SMS_SIGNATURE_ILLEGAL``) and template
 (``isv.SMS_TEMPLATE_ILLEGAL``), the template's variables present in ``TemplateParam``
 (``isv.TEMPLATE_MISSING_PARAMETERS``), a phone number as Aliyun takes it (``isv.MOBILE_NUMBER_ILLEGAL``). Codes
-can be scripted (``fail_next``), and each message's outcome set (``report``) for the query to tell.
+can be scripted (``fail_next``), and each message's outcome set (``report``) for the query to tell. The daily
+statistics answer what the test sets (``set_statistics``), paged as ``PageIndex``/``PageSize`` ask.
 """
 
 from __future__ import annotations
@@ -62,8 +63,22 @@ class FakeAliyunSms:
     nonces: set[str] = field(default_factory=set)
     #: the BizId of each accepted SendBatchSms
     batches: list[str] = field(default_factory=list)
+    #: QuerySendStatistics' TargetList entries by (IsGlobe, SendDate yyyyMMdd)
+    statistics: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(900619746936498))
     server: LoopbackServer | None = None
+
+    def set_statistics(
+        self, send_date: str, *, total: int, success: int, fail: int, waiting: int = 0, globe: str = "1"
+    ) -> None:
+        """What QuerySendStatistics answers for ``send_date`` (yyyyMMdd) of ``globe`` (1 mainland, 2 abroad)."""
+        self.statistics[(globe, send_date)] = {
+            "SendDate": send_date,
+            "TotalCount": total,
+            "RespondedSuccessCount": success,
+            "RespondedFailCount": fail,
+            "NoRespondedCount": waiting,
+        }
 
     def fail_next(self, code: str, message: str = "scripted", status: int = 200) -> None:
         self.scripted.append((code, message, status))
@@ -114,6 +129,8 @@ class FakeAliyunSms:
             return self._send_batch(form)
         if form["Action"] == "QuerySendDetails":
             return self._details(form)
+        if form["Action"] == "QuerySendStatistics":
+            return self._statistics(form)
         return self._answer("InvalidAction.NotFound", "Specified api is not found", 404)
 
     def _authenticate(self, form: dict[str, str]) -> Reply | None:
@@ -220,6 +237,25 @@ class FakeAliyunSms:
             for s in found
         ]
         return self._answer("OK", "OK", TotalCount=len(dtos), SmsSendDetailDTOs={"SmsSendDetailDTO": dtos})
+
+    def _statistics(self, form: dict[str, str]) -> Reply:
+        """QuerySendStatistics: IsGlobe 1 or 2, StartDate ≤ EndDate as yyyyMMdd, PageIndex ≥ 1, PageSize 1-50."""
+        start, end = form.get("StartDate", ""), form.get("EndDate", "")
+        if form.get("IsGlobe") not in ("1", "2"):
+            return self._answer("isv.INVALID_PARAMETERS", "IsGlobe must be 1 or 2")
+        if not (re.fullmatch(r"\d{8}", start) and re.fullmatch(r"\d{8}", end)) or start > end:
+            return self._answer("isv.INVALID_PARAMETERS", "StartDate and EndDate are yyyyMMdd, StartDate first")
+        page, size = form.get("PageIndex", ""), form.get("PageSize", "")
+        if not (page.isdigit() and int(page) >= 1 and size.isdigit() and 1 <= int(size) <= 50):
+            return self._answer("isv.INVALID_PARAMETERS", "PageIndex from 1, PageSize 1-50")
+        found = [
+            entry
+            for (globe, day), entry in sorted(self.statistics.items())
+            if globe == form["IsGlobe"] and start <= day <= end
+        ]
+        first = (int(page) - 1) * int(size)
+        data = {"TotalSize": len(found), "TargetList": found[first : first + int(size)]}
+        return self._answer("OK", "OK", Data=data)
 
 
 def _encode(value: str) -> str:

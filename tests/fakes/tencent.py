@@ -7,6 +7,10 @@ signed, which must include ``content-type`` and ``host`` (``AuthFailure.Signatur
 answered HTTP 200 with ``Response.Error``, as Tencent does. Then what the SMS product checks: the SdkAppId, an
 approved template with the right number of parameters, an approved sign name for mainland numbers, and each
 number (a ``SendStatusSet`` entry each, ``InvalidParameterValue.IncorrectPhoneNumber`` for a bad one).
+
+``SendStatusStatistics`` and ``CallbackStatusStatistics`` (signed alike) answer the counts the test sets per day
+(``set_statistics``), summed over the days whose every hour the ``BeginTime``–``EndTime`` window (yyyymmddhh)
+covers; the SdkAppId must be the account's, ``Limit`` and ``Offset`` 0 as documented.
 """
 
 from __future__ import annotations
@@ -36,6 +40,21 @@ _AUTH = re.compile(
     r"SignedHeaders=(?P<headers>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})$"
 )
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+#: the statistics actions and the counts each answers
+STATISTICS: dict[str, tuple[str, ...]] = {
+    "SendStatusStatistics": ("FeeCount", "RequestCount", "RequestSuccessCount"),
+    "CallbackStatusStatistics": (
+        "CallbackCount",
+        "RequestSuccessCount",
+        "CallbackFailCount",
+        "CallbackSuccessCount",
+        "InternalErrorCount",
+        "InvalidNumberCount",
+        "ShutdownErrorCount",
+        "BlackListCount",
+        "FrequencyLimitCount",
+    ),
+}
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -68,8 +87,32 @@ class FakeTencentSms:
     scripted: list[tuple[str, str]] = field(default_factory=list)
     #: per-number codes: phone → (Code, Message) instead of "Ok"
     number_codes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: the daily counts of each statistics action: action → yyyymmdd → counts
+    statistics: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1045710669157053657))
     server: LoopbackServer | None = None
+
+    def set_statistics(
+        self, day: str, *, requested: int, taken: int, fee_count: int, delivered: int, failed: int
+    ) -> None:
+        """What the statistics actions count for ``day`` (yyyymmdd): requests, those taken, segments billed,
+        receipts of success and of failure."""
+        self.statistics.setdefault("SendStatusStatistics", {})[day] = {
+            "FeeCount": fee_count,
+            "RequestCount": requested,
+            "RequestSuccessCount": taken,
+        }
+        self.statistics.setdefault("CallbackStatusStatistics", {})[day] = {
+            "CallbackCount": delivered + failed,
+            "RequestSuccessCount": taken,
+            "CallbackFailCount": failed,
+            "CallbackSuccessCount": delivered,
+            "InternalErrorCount": 0,
+            "InvalidNumberCount": 0,
+            "ShutdownErrorCount": failed,
+            "BlackListCount": 0,
+            "FrequencyLimitCount": 0,
+        }
 
     def fail_next(self, code: str, message: str = "scripted") -> None:
         self.scripted.append((code, message))
@@ -98,13 +141,31 @@ class FakeTencentSms:
         refused = self._authenticate(request)
         if refused is not None:
             return refused
-        if request.headers.get("X-TC-Action") != "SendSms" or request.headers.get("X-TC-Version") != "2021-01-11":
-            return self._error("InvalidAction", "the action or version is not SendSms 2021-01-11")
+        action = request.headers.get("X-TC-Action")
+        if action not in (*STATISTICS, "SendSms") or request.headers.get("X-TC-Version") != "2021-01-11":
+            return self._error("InvalidAction", "the action or version is not one of SMS 2021-01-11")
         if not request.headers.get("X-TC-Region"):
             return self._error("MissingParameter", "X-TC-Region")
         if self.scripted:
             return self._error(*self.scripted.pop(0))
+        if action in STATISTICS:
+            return self._statistics(action, request.json())
         return self._send(request.json())
+
+    def _statistics(self, action: str, body: dict[str, Any]) -> Reply:
+        begin, end = str(body.get("BeginTime", "")), str(body.get("EndTime", ""))
+        if not (re.fullmatch(r"\d{10}", begin) and re.fullmatch(r"\d{10}", end)) or begin > end:
+            return self._error("InvalidParameterValue.StartTimeOrEndTimeError", "BeginTime/EndTime: yyyymmddhh")
+        if body.get("SmsSdkAppId") != SDK_APP_ID:
+            return self._error("UnauthorizedOperation.SmsSdkAppIdVerifyFail", "SmsSdkAppId verify fail")
+        if body.get("Limit") != 0 or body.get("Offset") != 0:
+            return self._error("InvalidParameterValue", "Limit and Offset are 0")
+        totals: dict[str, int] = dict.fromkeys(STATISTICS[action], 0)
+        for day, counts in self.statistics.get(action, {}).items():
+            if begin <= f"{day}00" and f"{day}23" <= end:
+                for name in totals:
+                    totals[name] += counts[name]
+        return Reply(200, {"Response": {action: totals, "RequestId": "fake-req-3"}})
 
     def _authenticate(self, request: Recorded) -> Reply | None:
         found = _AUTH.match(request.headers.get("Authorization", ""))

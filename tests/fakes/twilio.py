@@ -5,6 +5,10 @@ It checks what Twilio checks: HTTP Basic credentials — the account SID and aut
 secret of that account (401 with code 20003 otherwise) — the account in the path (20404), a form body with
 ``To`` (21211 when not a phone number), ``Body`` (21602), and ``From`` owned by the account (21606) or a known
 ``MessagingServiceSid``. Codes can be scripted per ``To`` (``refuse``) or for the next request (``fail_next``).
+
+``GET …/Usage/Records/Daily.json`` (the same credentials) answers one usage record per day of the test's
+``set_usage`` within ``StartDate``–``EndDate`` (YYYY-MM-DD, GMT) for the ``Category`` asked, paged like Twilio's
+lists; the numbers are strings, as Twilio writes them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ API_KEY_SECRET = "clarion-twilio-test-api-key-secret"
 FROM_NUMBER = "+15005550006"
 MESSAGING_SERVICE_SID = "MG" + "0bad" * 8
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+_USAGE = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Usage/Records/Daily\.json$")
+_DAY = re.compile(r"^\d{4}-\d\d-\d\d$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -49,8 +55,22 @@ class FakeTwilio:
     received: list[Recorded] = field(default_factory=list)
     #: (HTTP status, code, message) for the next requests, in order
     scripted: list[tuple[int, int, str]] = field(default_factory=list)
+    #: daily usage records by (category, YYYY-MM-DD)
+    usage: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(0x5A1E0000))
     server: LoopbackServer | None = None
+
+    def set_usage(self, day: str, *, count: int, segments: int, price: str, category: str = "sms-outbound") -> None:
+        """The daily usage record of ``category`` for ``day``: messages, segments billed, price in USD."""
+        self.usage[(category, day)] = {
+            "category": category,
+            "count": str(count),
+            "count_unit": "messages",
+            "usage": str(segments),
+            "usage_unit": "segments",
+            "price": price,
+            "price_unit": "usd",
+        }
 
     def fail_next(self, status: int, code: int, message: str = "scripted") -> None:
         self.scripted.append((status, code, message))
@@ -94,6 +114,9 @@ class FakeTwilio:
         self.received.append(request)
         if not self._authenticated(request):
             return self._error(401, 20003, "Authenticate")
+        usage = _USAGE.match(request.path)
+        if request.method == "GET" and usage is not None:
+            return self._usage(usage["sid"], request.query)
         path = _PATH.match(request.path)
         if request.method != "POST" or path is None:
             return self._error(404, 20404, "The requested resource was not found")
@@ -116,6 +139,32 @@ class FakeTwilio:
         sid = f"SM{next(self._ids):032x}"
         self.messages[sid] = form
         return Reply(201, self._resource(sid, form))
+
+    def _usage(self, sid: str, query: dict[str, str]) -> Reply:
+        if sid != ACCOUNT_SID:
+            return self._error(404, 20404, "The requested resource was not found")
+        start, end, category = query.get("StartDate", ""), query.get("EndDate", ""), query.get("Category", "")
+        if not (_DAY.match(start) and _DAY.match(end)) or start > end:
+            return self._error(400, 20001, "StartDate and EndDate are YYYY-MM-DD, StartDate first")
+        if self.scripted:
+            return self._error(*self.scripted.pop(0))
+        base = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Usage/Records/Daily.json"
+        records = [
+            {
+                **record,
+                "account_sid": ACCOUNT_SID,
+                "api_version": "2010-04-01",
+                "as_of": f"{day}T23:59:59+00:00",
+                "description": "SMS Outbound",
+                "start_date": day,
+                "end_date": day,
+                "uri": f"{base}?Category={record['category']}&StartDate={day}&EndDate={day}",
+            }
+            for (kind, day), record in sorted(self.usage.items())
+            if kind == category and start <= day <= end
+        ]
+        page = {"first_page_uri": base, "next_page_uri": None, "page": 0, "page_size": 50, "uri": base}
+        return Reply(200, {**page, "usage_records": records})
 
     @staticmethod
     def _resource(sid: str, form: dict[str, str]) -> dict[str, Any]:

@@ -21,6 +21,12 @@ provider message id is ``"{BizId}:{phone}:{yyyymmdd}"`` (the phone as Aliyun tak
 time) and ``poll_receipts`` asks for each. Aliyun's HTTP batch push of ``SmsReport`` to ``POST /r/{name}``
 is not signed by Aliyun: the account's ``receipt_token`` goes in the callback URL registered there
 (``?token=…``) and is compared in constant time.
+
+Statistics (``daily_statistics``): ``QuerySendStatistics`` for the day in Beijing time (``StartDate`` =
+``EndDate`` = ``yyyyMMdd``), once for mainland messages (``IsGlobe`` 1) and once for international ones (2),
+page by page (``PageIndex``, ``PageSize`` 50); each ``Data.TargetList`` entry of that ``SendDate`` adds its
+``TotalCount`` (sent), ``RespondedSuccessCount`` (delivered) and ``RespondedFailCount`` (failed);
+``NoRespondedCount`` is kept as reported. Aliyun's statistics name no fee and no billed segments.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 import orjson
@@ -37,13 +43,16 @@ from pydantic import Field, field_validator
 
 from clarion.channels import aliyun_rpc, base, outbound, vendor
 from clarion.channels.webhook import send_bounded
-from clarion.domain import receipts
+from clarion.domain import pricing, receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
 API_VERSION = "2017-05-25"
 #: numbers one SendBatchSms takes
 MAX_BATCH = 100
+#: QuerySendStatistics' largest page, and the counts each of its TargetList entries has
+STATISTICS_PAGE = 50
+_COUNTS = ("TotalCount", "RespondedSuccessCount", "RespondedFailCount", "NoRespondedCount")
 BEIJING = timezone(timedelta(hours=8))
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -242,6 +251,36 @@ class AliyunSmsProvider:
         found = await asyncio.gather(*(one(pmid) for pmid in dict.fromkeys(provider_message_ids)))
         return [r for r in found if r is not None]
 
+    # -- statistics ---------------------------------------------------------------------------------------
+
+    async def daily_statistics(self, day: date) -> pricing.VendorDay:
+        """``day`` (in Beijing time) as ``QuerySendStatistics`` counts it, mainland and international summed."""
+        counts = dict.fromkeys(_COUNTS, 0)
+        for globe in ("1", "2"):
+            for entry in await self._statistics_entries(globe, day.strftime("%Y%m%d")):
+                for name in _COUNTS:
+                    counts[name] += _count(entry.get(name), name)
+        sent, delivered, failed = counts["TotalCount"], counts["RespondedSuccessCount"], counts["RespondedFailCount"]
+        return pricing.VendorDay(
+            day, BEIJING, sent, delivered, failed, None, None, None, {"QuerySendStatistics": counts}
+        )
+
+    async def _statistics_entries(self, globe: str, yyyymmdd: str) -> list[dict[str, Any]]:
+        """Every ``TargetList`` entry of ``SendDate`` ``yyyymmdd``, read page by page up to ``TotalSize``."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, 1000):
+            params = {"IsGlobe": globe, "StartDate": yyyymmdd, "EndDate": yyyymmdd}
+            answer = await self.call(
+                "QuerySendStatistics", {**params, "PageIndex": str(page), "PageSize": str(STATISTICS_PAGE)}
+            )
+            data = answer.get("Data")
+            data = data if isinstance(data, dict) else {}
+            entries = [e for e in data.get("TargetList") or [] if isinstance(e, dict)]
+            found.extend(e for e in entries if str(e.get("SendDate")) == yyyymmdd)
+            if len(entries) < STATISTICS_PAGE or page * STATISTICS_PAGE >= _count(data.get("TotalSize"), "TotalSize"):
+                break
+        return found
+
     # -- receipts: pushed -----------------------------------------------------------------------------------
 
     @property
@@ -338,3 +377,14 @@ def _receipt(pmid: str, event: receipts.Event, err_code: str, err_msg: str) -> r
         detail["vendor_reason"] = err_msg
     reason = f"vendor status {status}" + (f" {err_msg}" if err_msg else "")
     return receipts.Receipt(pmid[:300], event, reason[:500], detail)
+
+
+def _count(value: Any, name: str) -> int:
+    """A count in Aliyun's answer (a number, or its digits); a vendor that answers something else is refused."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise PermanentSendError(f"aliyun answered {name} {value!r}, not a count", code="invalid_response")

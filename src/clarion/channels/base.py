@@ -16,11 +16,12 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clarion.domain import model, receipts
+from clarion.domain import model, pricing, receipts
 
 
 class BreakerConfig(BaseModel):
@@ -144,6 +145,19 @@ class PollsReceipts(Protocol):
     through ``pipeline.feedback.receive``, exactly like a callback's."""
 
     async def poll_receipts(self, provider_message_ids: Sequence[str]) -> list[receipts.Receipt]: ...
+
+
+@runtime_checkable
+class HasStatistics(Protocol):
+    """A provider kind whose vendor answers daily statistics over its API (Aliyun ``QuerySendStatistics``,
+    Tencent ``SendStatusStatistics`` + ``CallbackStatusStatistics``, Twilio's daily usage records), so a day can
+    be reconciled without uploading the bill (``POST /v1/reconciliation/{provider}:fetch``).
+
+    ``daily_statistics`` asks for ``day`` as the vendor reckons it, in its reporting zone (``VendorDay.zone``),
+    and returns what the vendor says of it, None for each count it does not report; a vendor error is raised as
+    a ``SendError`` with the vendor's code and message."""
+
+    async def daily_statistics(self, day: date) -> pricing.VendorDay: ...
 
 
 @dataclass(frozen=True, slots=True)

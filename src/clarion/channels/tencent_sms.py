@@ -17,6 +17,12 @@ from ``"TC3" + SecretKey`` over the UTC date, the service and ``tc3_request``.
 Receipts: Tencent's status callback (a JSON array of reports, each naming the ``sid`` that ``SendSms`` gave)
 is not signed by Tencent: the account's ``receipt_token`` goes in the callback URL registered in the console
 (``?token=…``) and is compared in constant time.
+
+Statistics (``daily_statistics``): ``SendStatusStatistics`` and ``CallbackStatusStatistics`` over the day's
+hours in Beijing time (``BeginTime`` ``yyyymmdd00`` to ``EndTime`` ``yyyymmdd23``, the SdkAppId, ``Limit`` and
+``Offset`` 0 as documented): ``RequestSuccessCount`` is what Tencent took (sent), ``FeeCount`` the segments it
+bills, ``CallbackSuccessCount`` / ``CallbackFailCount`` the receipts' outcomes. Tencent bills SMS packages by
+the segment, so no money amount is reported.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import hmac
 import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 import httpx
@@ -36,7 +42,7 @@ from pydantic import Field, field_validator
 
 from clarion.channels import base, outbound, vendor
 from clarion.channels.webhook import http_status_error, transport_error
-from clarion.domain import receipts
+from clarion.domain import pricing, receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
@@ -45,6 +51,8 @@ SERVICE = "sms"
 CONTENT_TYPE = "application/json; charset=utf-8"
 #: numbers one SendSms takes
 MAX_NUMBERS = 200
+#: the zone Tencent's statistics reckon hours in
+BEIJING = timezone(timedelta(hours=8))
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 T, P, M = "transient", "permanent", "misconfigured"
@@ -275,6 +283,27 @@ class TencentSmsProvider:
             raise vendor_error(str(failure.get("Code") or "unknown"), str(failure.get("Message") or ""))
         return answer
 
+    # -- statistics ---------------------------------------------------------------------------------------
+
+    async def daily_statistics(self, day: date) -> pricing.VendorDay:
+        """``day`` (in Beijing time) as Tencent's send and receipt statistics count it."""
+        text = day.strftime("%Y%m%d")
+        body: dict[str, Any] = {"BeginTime": f"{text}00", "EndTime": f"{text}23"}
+        body |= {"SmsSdkAppId": self.config.sdk_app_id, "Limit": 0, "Offset": 0}
+        sent = _statistics(await self.call("SendStatusStatistics", body), "SendStatusStatistics")
+        receipts_ = _statistics(await self.call("CallbackStatusStatistics", body), "CallbackStatusStatistics")
+        return pricing.VendorDay(
+            day,
+            BEIJING,
+            sent=sent.get("RequestSuccessCount"),
+            delivered=receipts_.get("CallbackSuccessCount"),
+            failed=receipts_.get("CallbackFailCount"),
+            billed_segments=sent.get("FeeCount"),
+            fee=None,
+            currency=None,
+            reported={"SendStatusStatistics": sent, "CallbackStatusStatistics": receipts_},
+        )
+
     # -- receipts -------------------------------------------------------------------------------------------
 
     @property
@@ -349,3 +378,16 @@ class TencentSmsProvider:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _statistics(answer: dict[str, Any], name: str) -> dict[str, int]:
+    """The counts of an answer's ``name`` object; a count that is not a whole number ≥ 0 is refused."""
+    found = answer.get(name)
+    if not isinstance(found, dict):
+        raise PermanentSendError(f"tencent answered no {name}", code="invalid_response")
+    counts = {}
+    for key, value in found.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PermanentSendError(f"tencent answered {name}.{key} {value!r}, not a count", code="invalid_response")
+        counts[str(key)] = value
+    return counts

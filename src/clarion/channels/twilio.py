@@ -9,6 +9,12 @@ Status callbacks: each message asks Twilio to report to ``status_callback`` (the
 token: ``X-Twilio-Signature`` is the base64 HMAC-SHA1 of the full URL it called followed by every POST
 parameter, sorted by name, each name then its value. The URL checked is ``status_callback`` when configured,
 else the one Clarion's public URL gives the callback (``base.Callback.url``); compared in constant time.
+
+Statistics (``daily_statistics``): the daily usage record of category ``sms-outbound``
+(``GET /2010-04-01/Accounts/{AccountSid}/Usage/Records/Daily.json?Category=sms-outbound&StartDate=&EndDate=``,
+the day in GMT, as Twilio reckons usage): ``count`` is the messages sent, ``usage`` the segments billed (when
+``usage_unit`` is ``segments``), ``price`` in ``price_unit`` the fee. Usage records say nothing of delivery:
+delivered and failed are not reported, and are not compared.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, date
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -28,11 +35,13 @@ from pydantic import Field, field_validator, model_validator
 
 from clarion.channels import base, outbound
 from clarion.channels.webhook import http_status_error, parse_retry_after, send_bounded, transport_error
-from clarion.domain import receipts
+from clarion.domain import pricing, receipts
 from clarion.domain.errors import PermanentSendError, SendError, TransientSendError
 from clarion.domain.model import Channel, Outgoing, SendResult
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+#: the usage category of outgoing SMS
+SMS_OUTBOUND = "sms-outbound"
 
 T, P, M = "transient", "permanent", "misconfigured"
 #: Twilio's error ``code`` → what it means for the delivery (an unknown code goes by the HTTP status)
@@ -177,6 +186,43 @@ class TwilioProvider:
             raise PermanentSendError(f"twilio answered no sid: {response.text[:200]}", code="invalid_response")
         return SendResult(item.delivery_id, provider_message_id=str(sid))
 
+    # -- statistics ---------------------------------------------------------------------------------------
+
+    async def daily_statistics(self, day: date) -> pricing.VendorDay:
+        """``day`` (GMT) as Twilio's daily ``sms-outbound`` usage record counts it; no record: nothing sent."""
+        config = self.config
+        url = f"{config.endpoint.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Usage/Records/Daily.json"
+        refused = outbound.refusal(url, allow_private_networks=config.allow_private_networks)
+        if refused is not None:
+            raise refused
+        query = {"Category": SMS_OUTBOUND, "StartDate": day.isoformat(), "EndDate": day.isoformat()}
+        try:
+            async with asyncio.timeout(config.timeout):
+                response = await self._client.get(
+                    url, params=query, auth=self._auth, headers={"Accept": "application/json"}
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise transport_error(exc) from None
+        try:
+            document: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            document = None
+        if response.status_code >= 300 or not isinstance(document, dict):
+            if not isinstance(document, dict):
+                raise http_status_error(response) or PermanentSendError(f"twilio answered: {response.text[:200]}")
+            code = document.get("code")
+            raise vendor_error(
+                response.status_code, code if isinstance(code, int) else None, str(document.get("message") or "")
+            )
+        records = [
+            r
+            for r in document.get("usage_records") or []
+            if isinstance(r, dict) and r.get("category") == SMS_OUTBOUND and r.get("start_date") == day.isoformat()
+        ]
+        if not records:
+            return pricing.VendorDay(day, UTC, 0, None, None, 0, None, None, {"usage_records": []})
+        return _usage_day(day, records[0])
+
     # -- receipts -------------------------------------------------------------------------------------------
 
     @property
@@ -226,3 +272,18 @@ class TwilioProvider:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _usage_day(day: date, record: dict[str, Any]) -> pricing.VendorDay:
+    """A daily usage record as the day's statistics: its count, segments and price (strings in Twilio's JSON)."""
+    try:
+        sent = int(str(record.get("count") or 0))
+        segments = int(str(record.get("usage") or 0)) if record.get("usage_unit") == "segments" else None
+        fee = pricing.vendor_amount(record["price"]) if record.get("price") not in (None, "") else None
+    except ValueError:
+        message = f"twilio answered an unreadable usage record: {record}"[:300]
+        raise PermanentSendError(message, code="invalid_response") from None
+    currency = str(record.get("price_unit") or "").upper() or None
+    kept = ("count", "count_unit", "usage", "usage_unit", "price", "price_unit")
+    reported = {"usage_records": [{name: record.get(name) for name in kept}]}
+    return pricing.VendorDay(day, UTC, sent, None, None, segments, fee if currency else None, currency, reported)

@@ -16,8 +16,8 @@ import io
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from clarion.domain import errors, routing
@@ -392,3 +392,106 @@ def _their_totals(theirs: Sequence[BillLine]) -> dict[str, Any]:
         "segments": sum(line.segments or 1 for line in theirs),
         "fee": {c: amount(v) for c, v in sorted(fee.items())},
     }
+
+
+# -- vendors' daily statistics (their statistics APIs) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VendorDay:
+    """One account's day as the vendor's statistics API counts it (``channels.base.HasStatistics``): how many
+    messages it took, delivered and failed by their receipts, the segments it billed and the fee, each None where
+    the vendor does not say. ``zone`` is where the vendor's day is reckoned (Aliyun and Tencent: China time,
+    UTC+8; Twilio: UTC): the day runs from midnight there. ``reported`` keeps the vendor's own counts by its own
+    names, so what was read can be checked against the vendor's console."""
+
+    day: date
+    zone: timezone
+    sent: int | None
+    delivered: int | None
+    failed: int | None
+    billed_segments: int | None
+    fee: int | None  # micro-units of ``currency``
+    currency: str | None
+    reported: Mapping[str, Any] = field(default_factory=dict)
+
+
+def zone_bounds(day: date, zone: timezone) -> tuple[datetime, datetime]:
+    """The UTC instants at which ``day`` starts and ends in ``zone``."""
+    start, end = day_bounds(day)
+    return start.replace(tzinfo=zone).astimezone(UTC), end.replace(tzinfo=zone).astimezone(UTC)
+
+
+def offset_text(zone: timezone) -> str:
+    """``+08:00``, ``+00:00``: a fixed zone as it is shown."""
+    minutes = int((zone.utcoffset(None) or timedelta()).total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def vendor_amount(text: Any) -> int:
+    """A money amount as a vendor's API writes it (``"3.52"``, ``0.0079``, Twilio's signed prices) in micro-units
+    of its size, rounded half-even to six decimals; ``ValueError`` when it is not a number."""
+    try:
+        exact = abs(Decimal(str(text).strip()))
+    except InvalidOperation:
+        raise ValueError(f"not an amount: {text!r}") from None
+    if not exact.is_finite():
+        raise ValueError(f"not an amount: {text!r}")
+    return int((exact * MICROS).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+#: the counts compared, as (the field the answer names, the vendor's count, ours)
+COMPARED = (
+    ("sent", "sent", "sent"),
+    ("delivered", "delivered", "delivered"),
+    ("failed", "failed", "failed"),
+    ("billed_segments", "billed_segments", "segments"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DayComparison:
+    """Our deliveries of the vendor's day beside its statistics: what differs, and what could not be compared."""
+
+    ours: dict[str, Any]
+    theirs: VendorDay
+    differences: list[dict[str, Any]]
+    not_compared: list[dict[str, str]]
+
+
+def compare_day(ours: Sequence[SentDelivery], theirs: VendorDay) -> DayComparison:
+    """``ours`` (our deliveries handed to the account within the vendor's day, ``zone_bounds``) against the
+    vendor's counts of it: each count that differs is one difference ``{field, ours, theirs, difference,
+    currency}`` (difference = theirs − ours). A count the vendor does not report is not compared, nor a fee
+    while some of ours are unpriced or priced in another currency than the vendor's."""
+    totals = _our_totals(ours)
+    differences: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for name, vendor_field, our_field in COMPARED:
+        vendor_count = getattr(theirs, vendor_field)
+        if vendor_count is None:
+            skipped.append({"field": name, "reason": "the vendor's statistics do not report it"})
+        elif vendor_count != totals[our_field]:
+            mine = totals[our_field]
+            difference = vendor_count - mine
+            differences.append(
+                {"field": name, "ours": mine, "theirs": vendor_count, "difference": difference, "currency": None}
+            )
+    if theirs.fee is None or theirs.currency is None:
+        skipped.append({"field": "fee", "reason": "the vendor's statistics do not report it"})
+    elif any(o.cost is None or o.currency != theirs.currency for o in ours):
+        skipped.append({"field": "fee", "reason": f"some of our deliveries are not priced in {theirs.currency}"})
+    else:
+        cost = sum(o.cost or 0 for o in ours)
+        if cost != theirs.fee:
+            differences.append(
+                {
+                    "field": "fee",
+                    "ours": amount(cost),
+                    "theirs": amount(theirs.fee),
+                    "difference": amount(theirs.fee - cost),
+                    "currency": theirs.currency,
+                }
+            )
+    return DayComparison(totals, theirs, differences, skipped)

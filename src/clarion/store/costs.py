@@ -1,5 +1,6 @@
 """Costs in the store: the providers' price tables as the outbox prices with them, the monthly cost report,
-department budgets and what they have spent, and the vendors' bill lines reconciled against deliveries.
+department budgets and what they have spent, the vendors' bill lines reconciled against deliveries, and the
+vendors' own daily counts from their statistics APIs (``vendor_statistics``, one row per account and vendor day).
 
 A delivery's cost is written by ``outbox.complete`` when it is handed over, priced from ``prices(conn)``: the
 accounts' tables read at most once per ``PRICE_TTL`` seconds per database, so the hot path adds no query per
@@ -17,7 +18,7 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -290,3 +291,55 @@ def _sent(row: Any) -> pricing.SentDelivery:
     return pricing.SentDelivery(
         row.id, row.provider_message_id, row.address, row.status, row.segments, row.cost, row.cost_currency
     )
+
+
+# -- vendors' statistics ---------------------------------------------------------------------------------------
+
+
+async def store_statistics(conn: Any, provider: str, found: pricing.VendorDay, now: datetime) -> None:
+    """Keep what the vendor's statistics say of ``provider``'s day, replacing any fetched before for that day."""
+    v = t.vendor_statistics
+    await conn.execute(v.delete().where(v.c.provider == provider, v.c.day == found.day))
+    offset = found.zone.utcoffset(None) or timedelta()
+    await conn.execute(
+        v.insert().values(
+            provider=provider,
+            day=found.day,
+            utc_offset=int(offset.total_seconds() // 60),
+            sent=found.sent,
+            delivered=found.delivered,
+            failed=found.failed,
+            billed_segments=found.billed_segments,
+            fee=found.fee,
+            currency=found.currency,
+            reported=dict(found.reported),
+            fetched_at=now,
+        )
+    )
+
+
+async def statistics(conn: Any, provider: str, day: date) -> tuple[pricing.VendorDay, datetime] | None:
+    """The vendor's statistics of ``provider``'s ``day`` as last fetched, with when; None if never fetched."""
+    v = t.vendor_statistics
+    row = (await conn.execute(sa.select(v).where(v.c.provider == provider, v.c.day == day))).first()
+    if row is None:
+        return None
+    zone = timezone(timedelta(minutes=row.utc_offset))
+    found = pricing.VendorDay(
+        row.day,
+        zone,
+        row.sent,
+        row.delivered,
+        row.failed,
+        row.billed_segments,
+        row.fee,
+        row.currency,
+        dict(row.reported or {}),
+    )
+    return found, row.fetched_at
+
+
+async def handed_over(conn: Any, provider: str, start: datetime, end: datetime) -> list[pricing.SentDelivery]:
+    """Our deliveries handed to ``provider`` in [start, end): what a vendor's day is compared with."""
+    query = sa.select(*_SENT).where(_d.c.provider == provider, _d.c.sent_at >= start, _d.c.sent_at < end)
+    return [_sent(r) for r in (await conn.execute(query)).all()]

@@ -674,6 +674,25 @@ bill_lines = sa.Table(
     sa.Index(None, "provider", "vendor_message_id"),
 )
 
+# A vendor's own count of an account's day, from its statistics API (POST /v1/reconciliation/{provider}:fetch):
+# one row per account and day as the vendor reckons it (``utc_offset``: its zone, minutes east of UTC); a fetch
+# again replaces it. A count the vendor does not report is null.
+vendor_statistics = sa.Table(
+    "vendor_statistics",
+    metadata,
+    sa.Column("provider", Key, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("utc_offset", sa.Integer, nullable=False),
+    sa.Column("sent", sa.Integer),
+    sa.Column("delivered", sa.Integer),
+    sa.Column("failed", sa.Integer),
+    sa.Column("billed_segments", sa.Integer),
+    sa.Column("fee", sa.BigInteger),  # micro-units of ``currency``
+    sa.Column("currency", sa.String(3)),
+    sa.Column("reported", JSON, nullable=False),  # the vendor's counts under its own names
+    sa.Column("fetched_at", UTCDateTime(), nullable=False),
+)
+
 # -- operators -----------------------------------------------------------------------------------------------------
 
 # The console's accounts (``console.operators``): a person with a password (argon2) and one role; disabled, never

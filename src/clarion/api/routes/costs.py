@@ -8,9 +8,14 @@ removing a budget and uploading a bill need ``admin``, and each is in the audit 
 ``provider:<name>``).
 
 Reconciliation (对账) compares one account's day both ways: what we handed over, what receipts said and what we
-recorded as its cost, against the vendor's bill uploaded as CSV. Only uploads are read: Aliyun (QuerySendDetails),
-Tencent (PullSmsSendStatus) and Twilio (the Messages list) also answer per-message statistics over their APIs,
-which could fill the vendor's side without an upload; that source is not built."""
+recorded as its cost, against the vendor's bill uploaded as CSV, message by message; and, for the kinds whose
+vendor has a statistics API (``channels.base.HasStatistics``: Aliyun, Tencent, Twilio), against the vendor's own
+daily counts, fetched with ``POST /v1/reconciliation/{provider}:fetch`` (``admin``; audited as
+``statistics.fetch`` with ``provider:<name>``). A vendor's day is its own: Aliyun and Tencent count in China time
+(UTC+8), Twilio in GMT, so the statistics are compared with our deliveries handed over between that day's
+midnights in the vendor's zone, while a bill's lines are compared with the UTC day.
+
+The statistics' use cases (``pipeline.reconciling``) are shared with ``clarion reconcile fetch``."""
 
 from __future__ import annotations
 
@@ -22,9 +27,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from clarion import bootstrap
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, pricing
+from clarion.pipeline import reconciling
 from clarion.store import audit as audit_log
 from clarion.store import costs as store
 from clarion.store import records
@@ -107,6 +112,41 @@ class Discrepancy(views.View):
     theirs: Any = Field(description="the bill's value")
 
 
+class VendorCounts(views.View):
+    sent: int | None = Field(description="messages the vendor took; null: not reported (so for each count)")
+    delivered: int | None
+    failed: int | None
+    billed_segments: int | None
+    fee: float | None = Field(description="in ``currency``")
+    currency: str | None
+    reported: dict[str, Any] = Field(description="the vendor's own counts, under its own names")
+
+
+class CountDifference(views.View):
+    field: Literal["sent", "delivered", "failed", "billed_segments", "fee"]
+    ours: float
+    theirs: float
+    difference: float = Field(description="theirs − ours")
+    currency: str | None = Field(description="the fee's; null for a count")
+
+
+class NotCompared(views.View):
+    field: str
+    reason: str
+
+
+class VendorStatistics(views.View):
+    day: str = Field(description="the day as the vendor reckons it, in ``zone``")
+    zone: str = Field(description="the vendor's reporting zone as an offset: +08:00 (Aliyun, Tencent), +00:00")
+    start: views.Timestamp = Field(description="our deliveries counted were handed over from here (UTC) …")
+    end: views.Timestamp = Field(description="… to here, excluded")
+    fetched_at: views.Timestamp
+    ours: OurSide
+    theirs: VendorCounts
+    differences: list[CountDifference] = Field(description="each count that differs; none: they agree")
+    not_compared: list[NotCompared] = Field(description="what the vendor does not report, or cannot be compared")
+
+
 class Reconciliation(views.View):
     provider: str
     day: str
@@ -114,6 +154,9 @@ class Reconciliation(views.View):
     theirs: TheirSide
     discrepancies: list[Discrepancy]
     counts: dict[str, int] = Field(description="discrepancies by kind")
+    statistics: VendorStatistics | None = Field(
+        description="the vendor's statistics of the day (its own day, in its zone) beside ours; null: not fetched"
+    )
 
 
 def _month(month: str | None) -> tuple[datetime, datetime]:
@@ -256,18 +299,37 @@ _BILL = {
 }
 
 
-async def _account(clarion: bootstrap.Clarion, name: str) -> dict[str, Any]:
-    """The stored config of account ``name`` (a built-in's: {}); 404 when there is none."""
-    if name in clarion.providers.builtins:
-        return {}
-    row = await records.get_one(clarion.db, t.providers, name)
-    if row is None:
-        raise errors.NotFound("provider", name)
-    return dict(row.config or {})
-
-
 class NotCsv(errors.InvalidInput):
     status = 415
+
+
+_VENDOR_FAILED: dict[int | str, dict[str, Any]] = {
+    502: {"model": problems.ErrorBody, "description": "the vendor refused or failed the call"}
+}
+
+
+@router.post(
+    "/reconciliation/{provider}:fetch",
+    response_model=VendorStatistics,
+    responses={**problems.answers(403, 404, 422), **_VENDOR_FAILED},
+)
+async def fetch_vendor_statistics(
+    clarion: deps.Services,
+    caller: deps.Caller,
+    day: date = Query(
+        description="the day as the vendor reckons it: China time for Aliyun and Tencent, GMT for Twilio"
+    ),
+    provider: str = ProviderName,
+) -> Any:
+    """Ask the account's vendor for its statistics of ``day`` and keep them (``admin``), replacing any fetched
+    before for that day; answered beside our deliveries of the same day in the vendor's zone, as ``GET
+    /v1/reconciliation/{provider}`` then shows them. Aliyun: ``QuerySendStatistics`` (sent, delivered, failed);
+    Tencent: ``SendStatusStatistics`` and ``CallbackStatusStatistics`` (sent, delivered, failed, billed
+    segments); Twilio: the daily ``sms-outbound`` usage record (sent, billed segments, fee; nothing of delivery).
+    404 for an unknown account, 422 ``no_statistics`` for a kind without a statistics API, 502 ``vendor_error``
+    with the vendor's message when it refuses or fails. Written to the audit log as ``statistics.fetch``."""
+    approval.require(caller.roles, approval.ADMINISTER)
+    return await reconciling.fetch_statistics(clarion, provider, day, actor=caller.name)
 
 
 @router.post(
@@ -296,7 +358,7 @@ async def upload_bill(
     content_type = request.headers.get("content-type", "").lower()
     if not content_type.startswith(("text/csv", "text/plain")):
         raise NotCsv("body: send the bill as text/csv", code="unsupported_media_type", details={"field": "body"})
-    config = await _account(clarion, provider)
+    config = await reconciling.account(clarion, provider)
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
@@ -324,8 +386,10 @@ async def reconciliation(clarion: deps.Services, day: date, provider: str = Prov
     receipts, segments, recorded cost) against the uploaded bill's lines, and every delivery that differs:
     ``billed_not_sent``, ``sent_not_billed``, ``status_differs`` (delivered against failed; no receipt yet is
     not a difference), ``segments_differ``, ``fee_differs`` (against the cost we recorded). Messages matched
-    by the vendor's message id; one the other side has on the day before or after is not a discrepancy."""
-    await _account(clarion, provider)
+    by the vendor's message id; one the other side has on the day before or after is not a discrepancy.
+    ``statistics``: the vendor's counts of ``day`` as last fetched (``POST …:fetch``), beside our deliveries of
+    that day in the vendor's zone, with each count that differs (sent, delivered, failed, billed segments, fee)."""
+    await reconciling.account(clarion, provider)
     async with clarion.db.read() as conn:
         ours, theirs, elsewhere, billed_elsewhere = await store.reconciliation_sides(conn, provider, day)
     done = pricing.reconcile(ours, theirs, elsewhere=elsewhere, billed_elsewhere=billed_elsewhere)
@@ -339,4 +403,5 @@ async def reconciliation(clarion: deps.Services, day: date, provider: str = Prov
         "theirs": done.theirs,
         "discrepancies": [dataclasses.asdict(d) for d in done.discrepancies],
         "counts": counts,
+        "statistics": await reconciling.statistics_view(clarion, provider, day),
     }
