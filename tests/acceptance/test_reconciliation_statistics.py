@@ -12,7 +12,7 @@ import getpass
 import json
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,14 @@ from tests.fakes.twilio import FakeTwilio
 
 BEIJING = timezone(timedelta(hours=8))
 #: the vendor's day of a delivery sent now: China time for Aliyun and Tencent, GMT for Twilio
-CHINA_DAY = datetime.now(BEIJING).date()
-UTC_DAY = datetime.now(UTC).date()
+
+
+def _today(zone: tzinfo) -> date:
+    """Today in ``zone``, taken when a test starts (a module-level value would be yesterday for a test run after
+    that zone's midnight)."""
+    return datetime.now(zone).date()
+
+
 CNY = {"currency": "CNY", "unit": "segment", "default": 0.045}
 USD = {"currency": "USD", "unit": "segment", "default": 0.0083}
 runner = CliRunner()
@@ -85,6 +91,7 @@ def fields(statistics: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
 async def test_aliyun_statistics_of_the_china_day_show_exactly_the_three_differences(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, vendor_side: httpx.AsyncClient
 ) -> None:
+    china_day = _today(BEIJING)
     phones = ["+8613800138001", "+8613800138002", "+8613800138003"]
     async with FakeAliyunSms() as fake:
         await put_provider(api, "aliyun-a", "sms", "aliyun_sms", aliyun_config(fake.url, prices=CNY))
@@ -95,23 +102,23 @@ async def test_aliyun_statistics_of_the_china_day_show_exactly_the_three_differe
             assert taken.json()["accepted"] == 1, taken.text
         # ours: 3 sent, 2 delivered, 1 failed. Aliyun: one more sent (one of them abroad), one fewer delivered,
         # one more failed; counts of other days are not the day's
-        day = CHINA_DAY.strftime("%Y%m%d")
+        day = china_day.strftime("%Y%m%d")
         fake.set_statistics(day, total=3, success=1, fail=2)
         fake.set_statistics(day, total=1, success=0, fail=0, waiting=1, globe="2")
-        fake.set_statistics((CHINA_DAY - timedelta(days=1)).strftime("%Y%m%d"), total=50, success=50, fail=0)
-        fetched = await fetch(api, "aliyun-a", CHINA_DAY)
+        fake.set_statistics((china_day - timedelta(days=1)).strftime("%Y%m%d"), total=50, success=50, fail=0)
+        fetched = await fetch(api, "aliyun-a", china_day)
         asked = [f for f in fake.forms if f["Action"] == "QuerySendStatistics"]
     assert fetched.status_code == 200, fetched.text
     assert [(f["IsGlobe"], f["StartDate"], f["EndDate"], f["PageIndex"]) for f in asked] == [
         ("1", day, day, "1"),
         ("2", day, day, "1"),
     ]
-    statistics = (await reconciled(api, "aliyun-a", CHINA_DAY))["statistics"]
+    statistics = (await reconciled(api, "aliyun-a", china_day))["statistics"]
     assert statistics == fetched.json()
-    assert (statistics["day"], statistics["zone"]) == (CHINA_DAY.isoformat(), "+08:00")
+    assert (statistics["day"], statistics["zone"]) == (china_day.isoformat(), "+08:00")
     assert (
         statistics["start"]
-        == (datetime(CHINA_DAY.year, CHINA_DAY.month, CHINA_DAY.day) - timedelta(hours=8))
+        == (datetime(china_day.year, china_day.month, china_day.day) - timedelta(hours=8))
         .replace(tzinfo=UTC)
         .isoformat()
     )
@@ -125,7 +132,7 @@ async def test_aliyun_statistics_of_the_china_day_show_exactly_the_three_differe
         (
             "provider:aliyun-a",
             {
-                "day": CHINA_DAY.isoformat(),
+                "day": china_day.isoformat(),
                 "zone": "+08:00",
                 "sent": 4,
                 "delivered": 1,
@@ -141,6 +148,7 @@ async def test_aliyun_statistics_of_the_china_day_show_exactly_the_three_differe
 async def test_tencent_statistics_compare_billed_segments_and_a_fetch_again_replaces_the_day(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, vendor_side: httpx.AsyncClient
 ) -> None:
+    china_day = _today(BEIJING)
     phones = ["+8613800138001", "+8613800138002", "+8613800138003"]
     async with FakeTencentSms() as fake:
         await put_provider(api, "tencent-a", "sms", "tencent_sms", tencent_config(fake.url))
@@ -152,18 +160,18 @@ async def test_tencent_statistics_compare_billed_segments_and_a_fetch_again_repl
             assert taken.json()["accepted"] == 1, taken.text
         # ours: 3 sent, 2 delivered, 1 without a receipt, 3 segments. Tencent: one more taken, one fewer
         # delivered, five segments billed
-        day = CHINA_DAY.strftime("%Y%m%d")
+        day = china_day.strftime("%Y%m%d")
         fake.set_statistics(day, requested=5, taken=4, fee_count=5, delivered=1, failed=0)
-        first = await fetch(api, "tencent-a", CHINA_DAY)
+        first = await fetch(api, "tencent-a", china_day)
         assert first.status_code == 200, first.text
         assert fields(first.json()) == [("sent", 3, 4, 1), ("delivered", 2, 1, -1), ("billed_segments", 3, 5, 2)]
         assert [n["field"] for n in first.json()["not_compared"]] == ["fee"]
         assert first.json()["theirs"]["reported"]["SendStatusStatistics"]["RequestCount"] == 5
 
         fake.set_statistics(day, requested=3, taken=3, fee_count=3, delivered=2, failed=0)
-        again = await fetch(api, "tencent-a", CHINA_DAY)
+        again = await fetch(api, "tencent-a", china_day)
     assert again.status_code == 200, again.text
-    answer = await reconciled(api, "tencent-a", CHINA_DAY)
+    answer = await reconciled(api, "tencent-a", china_day)
     assert answer["statistics"]["differences"] == []
     assert answer["statistics"]["theirs"]["sent"] == 3
     assert answer["theirs"]["lines"] == 0  # no bill uploaded: the CSV side stays as it was
@@ -173,18 +181,19 @@ async def test_tencent_statistics_compare_billed_segments_and_a_fetch_again_repl
 async def test_twilio_usage_records_compare_sent_segments_and_fee_not_delivery(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion
 ) -> None:
+    utc_day = _today(UTC)
     phones = ["+14155550101", "+14155550102", "+14155550103"]
     async with FakeTwilio() as fake:
         await put_provider(api, "twilio-a", "sms", "twilio", twilio_config(fake.url, prices=USD))
         await send_three(api, clarion, phones)
         # ours: 3 messages, 3 segments, 0.0249 USD. Twilio: 4 messages, 6 segments, 0.0498 USD
-        fake.set_usage(UTC_DAY.isoformat(), count=4, segments=6, price="0.0498")
-        fake.set_usage(UTC_DAY.isoformat(), count=9, segments=9, price="1.0", category="calls")
-        fetched = await fetch(api, "twilio-a", UTC_DAY)
+        fake.set_usage(utc_day.isoformat(), count=4, segments=6, price="0.0498")
+        fake.set_usage(utc_day.isoformat(), count=9, segments=9, price="1.0", category="calls")
+        fetched = await fetch(api, "twilio-a", utc_day)
     assert fetched.status_code == 200, fetched.text
     [asked] = [r for r in fake.received if r.method == "GET"]
-    assert asked.query == {"Category": "sms-outbound", "StartDate": str(UTC_DAY), "EndDate": str(UTC_DAY)}
-    statistics = (await reconciled(api, "twilio-a", UTC_DAY))["statistics"]
+    assert asked.query == {"Category": "sms-outbound", "StartDate": str(utc_day), "EndDate": str(utc_day)}
+    statistics = (await reconciled(api, "twilio-a", utc_day))["statistics"]
     assert statistics["zone"] == "+00:00"
     assert (statistics["theirs"]["fee"], statistics["theirs"]["currency"]) == (0.0498, "USD")
     assert [
@@ -200,38 +209,41 @@ async def test_twilio_usage_records_compare_sent_segments_and_fee_not_delivery(
 async def test_a_kind_without_statistics_is_422_an_unknown_account_404_and_a_refusing_vendor_502(
     api: httpx.AsyncClient,
 ) -> None:
+    china_day = _today(BEIJING)
+    utc_day = _today(UTC)
     await put_provider(api, "filed", "sms", "file", {})
-    plain = await fetch(api, "filed", UTC_DAY)
+    plain = await fetch(api, "filed", utc_day)
     assert plain.status_code == 422, plain.text
     assert plain.json()["error"]["code"] == "no_statistics"
     assert "'file'" in plain.json()["error"]["message"]
-    assert (await fetch(api, "nobody", UTC_DAY)).status_code == 404
+    assert (await fetch(api, "nobody", utc_day)).status_code == 404
     assert (await fetch(api, "filed", "2026-13-01")).status_code == 422
-    assert (await fetch(api, "filed", UTC_DAY + timedelta(days=3))).json()["error"]["details"][0]["field"] == "day"
+    assert (await fetch(api, "filed", utc_day + timedelta(days=3))).json()["error"]["details"][0]["field"] == "day"
 
     async with FakeAliyunSms() as ali, FakeTencentSms() as ten:
         await put_provider(api, "aliyun-a", "sms", "aliyun_sms", aliyun_config(ali.url))
         await put_provider(api, "tencent-a", "sms", "tencent_sms", tencent_config(ten.url, secret_key="not-the-key"))
         ali.fail_next("Throttling.User", "Request was denied due to user flow control.")
-        throttled = await fetch(api, "aliyun-a", CHINA_DAY)
-        wrongly_signed = await fetch(api, "tencent-a", CHINA_DAY)
+        throttled = await fetch(api, "aliyun-a", china_day)
+        wrongly_signed = await fetch(api, "tencent-a", china_day)
     assert throttled.status_code == 502, throttled.text
     error = throttled.json()["error"]
     assert (error["code"], error["details"]["vendor_code"]) == ("vendor_error", "Throttling.User")
     assert "Request was denied due to user flow control." in error["message"]
     assert wrongly_signed.status_code == 502
     assert wrongly_signed.json()["error"]["details"]["vendor_code"] == "AuthFailure.SignatureFailure"
-    assert (await reconciled(api, "aliyun-a", CHINA_DAY))["statistics"] is None
+    assert (await reconciled(api, "aliyun-a", china_day))["statistics"] is None
     assert await audited(api) == []
 
 
 async def test_fetching_needs_admin(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
+    utc_day = _today(UTC)
     await clarion.keys.create("ed", ("editor",), key="clk_ed_the_editor_000000000000000")
     async with FakeTwilio() as fake:
         await put_provider(api, "twilio-a", "sms", "twilio", twilio_config(fake.url))
         refused = await api.post(
             "/v1/reconciliation/twilio-a:fetch",
-            params={"day": str(UTC_DAY)},
+            params={"day": str(utc_day)},
             headers={"Authorization": "Bearer clk_ed_the_editor_000000000000000"},
         )
     assert refused.status_code == 403, refused.text
@@ -290,12 +302,13 @@ def _put_twilio(url: str) -> None:
 
 
 def test_clarion_reconcile_fetch_prints_the_comparison_and_exits_3_on_differences(cli_env: None) -> None:
+    utc_day = _today(UTC)
     with FakeInThread(FakeTwilio()) as fake:
         _put_twilio(fake.url)
-        fake.set_usage(UTC_DAY.isoformat(), count=2, segments=3, price="0.0249")
-        as_json = runner.invoke(cli.app, ["reconcile", "fetch", "twilio-a", "--day", str(UTC_DAY), "--json"])
-        fake.set_usage(UTC_DAY.isoformat(), count=0, segments=0, price="0")
-        agreed = runner.invoke(cli.app, ["reconcile", "fetch", "twilio-a", "--day", str(UTC_DAY), "--as", "ops"])
+        fake.set_usage(utc_day.isoformat(), count=2, segments=3, price="0.0249")
+        as_json = runner.invoke(cli.app, ["reconcile", "fetch", "twilio-a", "--day", str(utc_day), "--json"])
+        fake.set_usage(utc_day.isoformat(), count=0, segments=0, price="0")
+        agreed = runner.invoke(cli.app, ["reconcile", "fetch", "twilio-a", "--day", str(utc_day), "--as", "ops"])
     assert as_json.exit_code == 3, as_json.output
     shown = json.loads(as_json.stdout)
     assert [(d["field"], d["ours"], d["theirs"]) for d in shown["differences"]] == [
@@ -305,8 +318,8 @@ def test_clarion_reconcile_fetch_prints_the_comparison_and_exits_3_on_difference
     ]
     assert agreed.exit_code == 0, agreed.output
     assert "agrees" in agreed.stdout and "not reported" in agreed.stdout
-    unknown = runner.invoke(cli.app, ["reconcile", "fetch", "nobody", "--day", str(UTC_DAY)])
-    plain = runner.invoke(cli.app, ["reconcile", "fetch", "filed", "--day", str(UTC_DAY)])
+    unknown = runner.invoke(cli.app, ["reconcile", "fetch", "nobody", "--day", str(utc_day)])
+    plain = runner.invoke(cli.app, ["reconcile", "fetch", "filed", "--day", str(utc_day)])
     assert (unknown.exit_code, plain.exit_code) == (2, 2)
     assert "has no statistics API" in plain.output
 
