@@ -23,6 +23,7 @@ from clarion.console import (
     pages,
     pages_admin,
     pages_campaigns,
+    pages_copy,
     pages_templates,
     sessions,
     throttle,
@@ -107,7 +108,7 @@ def create(services: Callable[[], bootstrap.Clarion]) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     console = Console(services)
     app.state.console = console
-    for area in (pages, pages_templates, pages_campaigns, pages_admin):
+    for area in (pages, pages_templates, pages_copy, pages_campaigns, pages_admin):
         app.include_router(area.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

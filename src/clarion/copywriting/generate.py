@@ -7,6 +7,8 @@ push limits as an operator's template. A draft that fails is written again with 
 number of times; one that still fails comes back ``refused`` (a block-list word, named) or ``broken`` (its
 problems listed), never silently. ``save_as`` makes the passing drafts a template's variants, with equal
 weights, saved and submitted for the normal review, the model's prompt and answer kept with the version.
+``keep`` saves drafts an operator chose from an earlier answer (the console's "Draft with AI" panel) the same
+way, as the variants of the template being edited.
 
 The brief is data, never instructions: it travels in the user message as JSON between ``<brief>`` tags (its
 ``<`` escaped, so no text in it can close them) and the system message says so; whatever the model answers
@@ -155,6 +157,8 @@ class Result:
     prompt_tokens: int
     completion_tokens: int
     saved: dict[str, Any] | None
+    #: what a save keeps with the version: the model, the prompt and the raw answers (``keep`` takes it back)
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,6 +227,7 @@ async def generate(
         prompt_tokens=sum(a.prompt_tokens for a in answers),
         completion_tokens=sum(a.completion_tokens for a in answers),
         saved=saved,
+        origin=_origin(messages, answers),
     )
 
 
@@ -320,9 +325,7 @@ async def _save(
     actor: str,
     roles: tuple[str, ...],
 ) -> dict[str, Any]:
-    """The passing drafts as one template (several: its variants, with equal weights), saved as the template's
-    next version and submitted for review, in one transaction with the audit entries naming the model. Nothing
-    is saved when no draft passed."""
+    """The passing drafts saved as ``save_as`` (``keep``). Nothing is saved when no draft passed."""
     key = request.save_as
     assert key is not None
     good = [d for d in drafts if not d.check.problems]
@@ -332,28 +335,22 @@ async def _save(
             code="no_good_draft",
             details={"field": "save_as", "statuses": [d.status for d in drafts]},
         )
-    document: dict[str, Any] = {
-        "name": request.name or key,
-        "category": request.category.value,
-        "department": request.department,
-        "channels": good[0].check.contents,
-    }
-    if len(good) > 1:
-        names = _variant_names(good)
-        document["variants"] = [
-            {"name": name, "weight": 1, "channels": d.check.contents} for name, d in zip(names, good, strict=True)
-        ]
-    try:
-        body = schemas.TemplateIn.model_validate(document)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise errors.InvalidInput(
-            f"save_as: the drafts do not make a valid template: {where}: {first['msg']}",
-            details={"field": f"save_as.{where}"},
-        ) from None
+    return await keep(
+        clarion,
+        key,
+        [(d.name, d.check.contents) for d in good],
+        _origin(messages, answers),
+        name=request.name,
+        category=request.category,
+        department=request.department,
+        actor=actor,
+        roles=roles,
+    )
+
+
+def _origin(messages: list[dict[str, str]], answers: Sequence[llm.Answer]) -> dict[str, Any]:
     main = answers[0]
-    origin = {
+    return {
         "kind": "llm",
         "model": main.model,
         "prompt": messages,
@@ -362,23 +359,87 @@ async def _save(
         "response_format": main.response_format,
         "regenerations": [{"call": a.call, "raw": a.raw} for a in answers[1:]],
     }
-    detail = {"origin": "llm", "model": main.model, "calls": [a.call for a in answers], "variants": len(good)}
+
+
+async def keep(
+    clarion: bootstrap.Clarion,
+    key: str,
+    drafts: Sequence[tuple[str, Mapping[str, Mapping[str, str]]]],
+    origin: Mapping[str, Any],
+    *,
+    name: str | None,
+    category: model.Category,
+    department: str | None,
+    base: Mapping[str, Any] | None = None,
+    field_name: str = "save_as",
+    actor: str,
+    roles: tuple[str, ...],
+) -> dict[str, Any]:
+    """Drafts (``(name, {channel: content})``, that passed their checks) as the template ``key``'s next version:
+    the first as its content and, when there are several, all of them as its variants with equal weights; saved
+    and submitted for review in one transaction, ``origin`` (``Result.origin``) kept with the version and the
+    audit entries naming the model. ``base`` is the template as last saved (None: a new one, made of ``name``,
+    ``category`` and ``department``): the drafts replace the texts of their channels and its variants, and the
+    rest of it is kept. ``field_name`` names the request's field in a refusal."""
+    document = _document(key, drafts, base, name=name, category=category, department=department)
+    try:
+        body = schemas.TemplateIn.model_validate(document)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise errors.InvalidInput(
+            f"{field_name}: the drafts do not make a valid template: {where}: {first['msg']}",
+            details={"field": f"{field_name}.{where}"},
+        ) from None
+    calls = [origin["call"], *(r["call"] for r in origin.get("regenerations", []))]
+    detail = {"origin": "llm", "model": origin["model"], "calls": calls, "variants": len(drafts)}
     outcome = await authoring.save_template(
-        clarion, key, body, actor=actor, roles=roles, origin=origin, detail=detail, submit="drafted with AI"
+        clarion, key, body, actor=actor, roles=roles, origin=dict(origin), detail=detail, submit="drafted with AI"
     )
     return {
         "template": key,
         "version": outcome.saved.version,
         "status": outcome.status.value,
         "live_version": outcome.live_version,
-        "variants": [v["name"] for v in document.get("variants", [])],
+        "variants": [v["name"] for v in document.get("variants") or []],
     }
 
 
-def _variant_names(drafts: Sequence[Draft]) -> list[str]:
+def _document(
+    key: str,
+    drafts: Sequence[tuple[str, Mapping[str, Mapping[str, str]]]],
+    base: Mapping[str, Any] | None,
+    *,
+    name: str | None,
+    category: model.Category,
+    department: str | None,
+) -> dict[str, Any]:
+    """The template body the drafts make, over ``base``: each draft's channel entries over the stored ones (so
+    what a draft does not write, an SMS signature or vendor template, is kept)."""
+    if base is None:
+        document: dict[str, Any] = {"name": name or key, "category": category.value, "department": department}
+    else:
+        document = dict(base)
+    stored = dict(document.get("channels") or {})
+
+    def over(contents: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, Any]]:
+        return {c: {**(stored.get(c) or {}), **content} for c, content in contents.items()}
+
+    document["channels"] = {**stored, **over(drafts[0][1])}
+    if len(drafts) > 1:
+        names = _variant_names([n for n, _ in drafts])
+        document["variants"] = [
+            {"name": n, "weight": 1, "channels": over(contents)} for n, (_, contents) in zip(names, drafts, strict=True)
+        ]
+    elif base is not None:
+        document["variants"] = document["experiment"] = None  # the one draft is the content: no A/B test left
+    return document
+
+
+def _variant_names(written: Sequence[str]) -> list[str]:
     """Variant names from the drafts' own (the model's), made valid and unique: ``a``, ``b``… when not."""
     names: list[str] = []
-    for i, draft in enumerate(drafts):
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", draft.name).strip("-")[:60] or chr(ord("a") + i)
+    for i, draft in enumerate(written):
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", draft).strip("-")[:60] or chr(ord("a") + i)
         names.append(name if name not in names else f"{name}-{i + 1}")
     return names
