@@ -281,6 +281,10 @@ async def test_save_as_makes_a_pending_template_of_the_drafts(
     assert version.origin["kind"] == "llm" and version.origin["model"] == MODEL
     assert version.origin["call"] == call.id and version.origin["raw"] == scripted.content
     assert version.origin["prompt"] == fake.accepted[0]["messages"]
+    [listed] = (await api.get("/v1/templates/festival/versions")).json()["versions"]
+    assert listed["origin"] == {"kind": "llm", "model": MODEL}
+    shown = (await api.get("/v1/templates/festival/versions/1")).json()
+    assert shown["origin"]["raw"] == scripted.content and shown["origin"]["prompt"] == version.origin["prompt"]
     assert [(a.action, a.subject) for a in audit][-2:] == [
         ("template.save", "template:festival@1"),
         ("template.submit", "template:festival@1"),

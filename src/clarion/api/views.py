@@ -306,6 +306,11 @@ class Version(Partial):
     comment: str | None
     created_at: Timestamp
     updated_at: Timestamp
+    origin: dict[str, Any] | None = Field(
+        default=None,
+        description="who wrote it: null, an operator; {kind: llm, model} for AI copy (one version: with the prompt "
+        "and the model's raw answer)",
+    )
     body: Json | None = None
     live_version: int | None = None
 

@@ -26,7 +26,9 @@ ACTIONS = ("submit", "approve", "reject")
 
 
 def version_json(row: Any, settings: approval.Settings, *, body: bool = False) -> dict[str, Any]:
-    """A version's state; ``awaiting`` names the review level a pending version waits for."""
+    """A version's state; ``awaiting`` names the review level a pending version waits for. ``origin`` says who
+    wrote it: null for an operator, ``{"kind": "llm", "model": …}`` for AI copy — with ``body``, the whole record
+    (the prompt, the model's raw answer, the regenerations)."""
     awaiting = None
     if row.status == approval.Status.PENDING_REVIEW:
         levels = settings.levels_for(model.Category(row.body["category"])) or ("review",)
@@ -41,8 +43,15 @@ def version_json(row: Any, settings: approval.Settings, *, body: bool = False) -
         "comment": row.comment,
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
+        "origin": _origin(row.origin, whole=body),
     }
     return {**found, "body": row.body} if body else found
+
+
+def _origin(origin: Any, *, whole: bool) -> dict[str, Any] | None:
+    if not origin:
+        return None
+    return dict(origin) if whole else {"kind": origin.get("kind"), "model": origin.get("model")}
 
 
 @dataclass(frozen=True, slots=True)
