@@ -20,7 +20,7 @@ from clarion.channels import base, registry
 from clarion.console import access, operators, roles
 from clarion.domain import approval, errors, model, phones
 from clarion.domain.policy import config
-from clarion.pipeline import configuring
+from clarion.pipeline import configuring, provisioning
 from clarion.store import policies, records
 from clarion.store import routes as store_routes
 from clarion.store import tables as t
@@ -78,7 +78,7 @@ async def _secrets(clarion: bootstrap.Clarion, kind: str, name: str | None) -> l
     """The secret fields of ``kind``, each with whether account ``name`` (of that kind) has it stored."""
     row = await records.get_one(clarion.db, t.providers, name) if name else None
     shown = registry.public_config(row.kind, row.config) if row is not None and row.kind == kind else {}
-    return [(f, bool(shown.get(f))) for f in configuring.secret_fields(kind)]
+    return [(f, bool(shown.get(f))) for f in provisioning.secret_fields(kind)]
 
 
 @router.get("/providers")
@@ -87,9 +87,9 @@ async def providers_page(request: Request, route: str = "") -> Response:
     route, to change it."""
     visit = await access.visit(request, roles.PROVIDERS)
     clarion = access.console(request).clarion
-    accounts = [configuring.provider_json(r) for r in await records.list_all(clarion.db, t.providers)]
+    accounts = [provisioning.provider_json(r) for r in await records.list_all(clarion.db, t.providers)]
     names = sorted({*clarion.providers.builtins, *(a["name"] for a in accounts)})
-    health = {n: await configuring.provider_health(clarion, n) for n in names}
+    health = {n: await provisioning.provider_health(clarion, n) for n in names}
     routes = [store_routes.route_json(r) for r in await records.list_all(clarion.db, t.routes)]
     editing = next((r for r in routes if r["key"] == route), None)
     kind = sorted(registry.KINDS)[0]
@@ -124,7 +124,7 @@ async def _edit_page(request: Request, visit: access.Visit, name: str, probe: di
     row = await records.get_one(clarion.db, t.providers, name)
     if row is None:
         raise errors.NotFound("provider", name)
-    account = configuring.provider_json(row)
+    account = provisioning.provider_json(row)
     secrets = await _secrets(clarion, row.kind, name)
     public = {k: v for k, v in account["config"].items() if k not in dict(secrets)}
     return access.render(
@@ -164,7 +164,7 @@ async def save_provider(request: Request) -> Response:
             provider_config[field] = given
         elif stored and field not in provider_config:
             provider_config[field] = base.MASK
-    await configuring.save_provider(
+    await provisioning.save_provider(
         clarion,
         name,
         kind=kind,
@@ -186,7 +186,7 @@ async def test_provider(request: Request, name: str) -> Response:
     if not address:
         raise errors.InvalidInput("address: a probe needs an address", details={"field": "address"})
     clarion = access.console(request).clarion
-    answer = await configuring.probe_provider(
+    answer = await provisioning.probe_provider(
         clarion, name, address=address, content=None, channel=None, actor=visit.operator.actor
     )
     return await _edit_page(request, visit, name, answer)
@@ -214,7 +214,7 @@ async def save_route(request: Request) -> Response:
         },
     )
     clarion = access.console(request).clarion
-    await configuring.save_route(clarion, key, routes_api.change_of(body), actor=visit.operator.actor)
+    await provisioning.save_route(clarion, key, routes_api.change_of(body), actor=visit.operator.actor)
     return access.see_other(f"/console/providers?saved={key}")
 
 

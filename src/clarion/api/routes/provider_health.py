@@ -16,7 +16,7 @@ from pydantic import Field
 from clarion.api import deps, problems, views
 from clarion.api.routes.providers import Name
 from clarion.domain import approval
-from clarion.pipeline import configuring
+from clarion.pipeline import provisioning
 
 router = APIRouter(prefix="/v1/providers", tags=["providers"], dependencies=deps.AUTH)
 
@@ -67,4 +67,4 @@ class ProviderHealth(views.View):
 async def provider_health(clarion: deps.Services, caller: deps.Caller, name: str = Name) -> dict[str, Any]:
     """The health of one provider account, configured or built-in (``admin``)."""
     approval.require(caller.roles, approval.ADMINISTER)
-    return await configuring.provider_health(clarion, name)
+    return await provisioning.provider_health(clarion, name)

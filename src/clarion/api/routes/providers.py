@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors
-from clarion.pipeline import configuring
+from clarion.pipeline import provisioning
 from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import tables as t
@@ -37,7 +37,7 @@ async def put_provider(
     stored secret, as long as its destination (SMTP host, vendor URL origin) stays the same. The built-in names
     are reserved. Written to the audit log as ``provider.create`` or ``provider.update``."""
     approval.require(caller.roles, approval.ADMINISTER)
-    shown, created = await configuring.save_provider(
+    shown, created = await provisioning.save_provider(
         clarion,
         name,
         kind=body.kind,
@@ -57,14 +57,14 @@ async def get_provider(clarion: deps.Services, caller: deps.Caller, name: str = 
     row = await records.get_one(clarion.db, t.providers, name)
     if row is None:
         raise errors.NotFound("provider", name)
-    return configuring.provider_json(row)
+    return provisioning.provider_json(row)
 
 
 @router.get("", response_model=views.Providers, responses=problems.answers(403))
 async def list_providers(clarion: deps.Services, caller: deps.Caller) -> dict[str, Any]:
     """The provider accounts by name, their secrets masked (``admin``)."""
     approval.require(caller.roles, approval.ADMINISTER)
-    return {"providers": [configuring.provider_json(r) for r in await records.list_all(clarion.db, t.providers)]}
+    return {"providers": [provisioning.provider_json(r) for r in await records.list_all(clarion.db, t.providers)]}
 
 
 @router.delete("/{name}", status_code=204, responses=problems.answers(403, 404))
@@ -103,6 +103,6 @@ async def test_provider(
     not count toward the breaker. A disabled account can be tested before it is enabled. Audited as
     ``provider.test`` (the address is not recorded)."""
     approval.require(caller.roles, approval.ADMINISTER)
-    return await configuring.probe_provider(
+    return await provisioning.probe_provider(
         clarion, name, address=body.address, content=body.content, channel=body.channel, actor=caller.name
     )

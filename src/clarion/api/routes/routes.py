@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.api import deps, problems, schemas, views
 from clarion.domain import approval, errors, model, routing
-from clarion.pipeline import configuring
+from clarion.pipeline import provisioning
 from clarion.store import audit as audit_log
 from clarion.store import records
 from clarion.store import routes as store_routes
@@ -93,9 +93,9 @@ class RouteList(views.View):
     routes: list[Route]
 
 
-def change_of(body: RouteIn) -> configuring.RouteChange:
+def change_of(body: RouteIn) -> provisioning.RouteChange:
     """The route a validated ``RouteIn`` describes, as the use case takes it (the console posts the same)."""
-    return configuring.RouteChange(
+    return provisioning.RouteChange(
         channel=body.channel,
         match={f: str(v) for f, v in body.match.model_dump(mode="json", exclude_none=True).items()},
         providers=[(p.name, p.weight) for p in body.providers],
@@ -113,7 +113,7 @@ async def put_route(
     ``providers``, or a ``match`` that ties with another enabled route (``route_tie``, naming it in
     ``details[0].route``). Applies to deliveries sent from now on, queued ones included."""
     approval.require(caller.roles, approval.ADMINISTER)
-    shown, created = await configuring.save_route(clarion, key, change_of(body), actor=caller.name)
+    shown, created = await provisioning.save_route(clarion, key, change_of(body), actor=caller.name)
     response.status_code = 201 if created else 200
     return shown
 
