@@ -1,5 +1,5 @@
-"""``clarion api`` and ``clarion worker`` as real processes of their own, for the tests that need a second process
-or a real server's event loop (not a test module)."""
+"""``clarion api``, ``clarion worker`` and ``clarion segments serve`` as real processes of their own, for the
+tests that need a second process or a real server's event loop (not a test module)."""
 
 from __future__ import annotations
 
@@ -74,6 +74,38 @@ def worker_process(
         process.terminate()  # nothing to do if the test killed it
         try:
             process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def segments_process(env: Mapping[str, str], log: Path, *, start_timeout: float = 60) -> Iterator[str]:
+    """Start ``clarion segments serve`` (the deployment's segment holder) on a free loopback port with ``env``,
+    wait until ``/healthz`` answers 200 (it listens only once its index is built), yield its base URL, and stop
+    it afterwards. Run as ``python -m clarion.cli_segments serve``, the same command ``clarion segments serve``
+    runs. Its output goes to ``log``, shown if it exits before it is ready."""
+    port = free_port()
+    command = [sys.executable, "-m", "clarion.cli_segments", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, "--log-level", "warning"], env=dict(env), stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            assert process.poll() is None, f"segment holder exited: {log.read_text(errors='replace')}"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"segment holder did not start: {log.read_text(errors='replace')}"
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -22,6 +22,7 @@ from clarion.counters.redis import RedisCounters
 from clarion.domain import links, model, phones, retry
 from clarion.domain.policy.decision import Candidate
 from clarion.pipeline import alerting, catalog, experiments, fallback, intake, policies, polling
+from clarion.segments import remote
 from clarion.segments.service import SegmentService
 from clarion.settings import Settings
 from clarion.store import links as store_links
@@ -43,7 +44,8 @@ class Clarion:
     counters: counters_base.Counters
     policies: policies.PolicyStage
     secret_key: str
-    segments: SegmentService
+    #: the segment index held here, or the deployment's holder asked for it (CLARION_SEGMENTS_URL)
+    segments: SegmentService | remote.RemoteSegments
     campaigns: CampaignRunner
     #: asks polled vendors for receipts (``pipeline.polling``), beside the workers
     poller: polling.ReceiptPoller | None = None
@@ -168,7 +170,7 @@ def build(settings: Settings | None = None) -> Clarion:
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
     )
-    segments = SegmentService(db)
+    segments = _segments(settings, db, secret)
     poller = _receipt_poller(settings, db, providers, counters, dispatcher, the_catalog)
     return Clarion(
         settings,
@@ -186,7 +188,7 @@ def build(settings: Settings | None = None) -> Clarion:
         CampaignRunner(
             db,
             the_intake,
-            segments,
+            segments,  # type: ignore[arg-type]  # it asks only for Audiences
             batch_size=settings.campaign_batch,
             lease=timedelta(seconds=settings.campaign_lease_seconds),
             host=host,
@@ -207,6 +209,20 @@ def build(settings: Settings | None = None) -> Clarion:
             clock=lambda: dispatcher.clock(),
         ),
     )
+
+
+def _segments(settings: Settings, db: Database, secret: str) -> SegmentService | remote.RemoteSegments:
+    """The embedded index (built by this process), or, with ``CLARION_SEGMENTS_URL``, the deployment's holder."""
+    if settings.segments_url:
+        return remote.RemoteSegments(db, settings.segments_url, secret, timeout=settings.segments_timeout_seconds)
+    return SegmentService(db)
+
+
+def build_holder(settings: Settings) -> tuple[Clarion, SegmentService]:
+    """The services of ``clarion segments serve``: this process holds the index whatever CLARION_SEGMENTS_URL says."""
+    services = build(settings.model_copy(update={"segments_url": None}))
+    assert isinstance(services.segments, SegmentService)  # segments_url is unset just above
+    return services, services.segments
 
 
 def _receipt_poller(

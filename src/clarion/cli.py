@@ -24,6 +24,7 @@ from clarion import (
     cli_operators,
     cli_reconcile,
     cli_secrets,
+    cli_segments,
     cli_users,
 )
 from clarion.domain import errors, model
@@ -40,6 +41,7 @@ app.add_typer(cli_operators.app, name="operator")
 app.add_typer(cli_campaigns.app, name="campaign")
 app.add_typer(cli_copy.app, name="copy")
 app.add_typer(cli_reconcile.app, name="reconcile")
+app.add_typer(cli_segments.app, name="segments")
 app.command("consume")(cli_consume.consume)
 app.add_typer(cli_secrets.app, name="secrets")
 providers_cli = typer.Typer(help="Provider kinds.", no_args_is_help=True)

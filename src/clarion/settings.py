@@ -101,6 +101,17 @@ class Settings(BaseSettings):
     campaign_prices: dict[str, float] = Field(default_factory=lambda: {"sms": 0.045, "email": 0.0005})
     campaign_currency: str = "CNY"
 
+    #: the segment holder (``clarion segments serve``) this process asks for segment counts, samples and
+    #: audiences, e.g. ``http://10.0.0.5:8090``; unset, this process builds and follows its own index
+    #: (docs/segments-deployment.md)
+    segments_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    #: where ``clarion segments serve`` listens
+    segments_host: str = "127.0.0.1"
+    segments_port: int = Field(default=8090, ge=1, le=65535)
+    #: how long one answer of the holder may take (a count over 10^8 users takes up to ~0.4 s; an audience of
+    #: 10^7 ids streams in seconds); connecting takes at most 3 s, so a holder that is down is a 503 at once
+    segments_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+
     #: AI copy (``POST /v1/copy:generate``): an OpenAI-compatible Chat Completions endpoint (OpenAI, DeepSeek,
     #: Qwen's compatible mode, Moonshot, a local Ollama or vLLM), e.g. ``https://api.deepseek.com/v1``; unset,
     #: generation answers 503 saying how to configure one

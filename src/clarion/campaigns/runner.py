@@ -188,6 +188,9 @@ class CampaignRunner:
             definition.channels_for(template)
             audience = list(dict.fromkeys(await self.audiences.audience(definition.audience)))
         except errors.InvalidInput as exc:
+            if exc.status >= 500:  # a service it needs cannot answer now (the segment holder): the next poll tries
+                log.warning("campaign %s not started yet: %s", campaign.key, exc.message)
+                return None
             await self._refuse(campaign, run_id, exc, now)
             return None
         counts = empty_counts()
