@@ -9,11 +9,7 @@ count matches the file provider's outbox."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +20,7 @@ from clarion.settings import Settings
 from tests.acceptance.console_client import PASSWORD, make_operator
 from tests.browser.conftest import Screen
 from tests.conftest import API_KEY, sink
+from tests.processes import worker_process
 
 CITIES = ["Beijing", "Beijing", "Shanghai", "Beijing", "Shenzhen"]
 CUSTOMERS = 30
@@ -31,11 +28,11 @@ CUSTOMERS = 30
 VIPS_IN_BEIJING = [i for i in range(0, CUSTOMERS, 2) if CITIES[i % len(CITIES)] == "Beijing"]
 
 
-@contextlib.contextmanager
-def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``clarion worker`` over the test's database and outbox: it sends, and runs the campaigns that are due."""
+def worker_env(settings: Settings) -> dict[str, str]:
+    """What ``clarion worker`` runs with here: the test's database and outbox, so it sends, and runs the campaigns
+    that are due."""
     assert settings.api_key is not None and settings.secret_key is not None
-    env = {
+    return {
         **os.environ,
         "CLARION_DATABASE_URL": settings.database_url,
         "CLARION_DATA_DIR": settings.data_dir,
@@ -44,18 +41,6 @@ def worker_process(settings: Settings, log: Path) -> Iterator[subprocess.Popen[b
         "CLARION_SECRET_KEY": settings.secret_key.get_secret_value(),
         "CLARION_TUNE_GC": "false",
     }
-    clarion = Path(sys.executable).parent / "clarion"
-    with log.open("wb") as out:
-        process = subprocess.Popen([str(clarion), "worker", "--workers", "1"], env=env, stdout=out, stderr=out)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _put(api: httpx.AsyncClient, path: str, body: dict[str, Any]) -> None:
@@ -152,7 +137,7 @@ async def test_campaign(clarion: bootstrap.Clarion, settings: Settings, screen: 
         assert await page.inner_text("#campaign-status") == "approved"
         await page.click("#action-start")
         await page.wait_for_load_state()
-        with worker_process(settings, tmp_path / "worker.log"):
+        with worker_process(worker_env(settings), tmp_path / "worker.log", loops=1):
             await page.wait_for_selector("#run-progress", timeout=30_000)
             await screen.shoot("campaign-running")
             await page.wait_for_selector("#results", timeout=60_000)  # the page reloads when the run is over

@@ -7,13 +7,10 @@ both processes did send in the shared run."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -36,37 +33,11 @@ from tests.integration.test_rate_limit_dispatch import (
     stamped,
 )
 from tests.integration.test_routing_dispatch import quiet, users
+from tests.processes import worker_process
 
 LIMIT = 20
 WARM = 6  # deliveries sent before the measured 100
 BURST = ratelimit.Rate(per_second=LIMIT).buckets()[0].capacity
-
-
-@contextlib.contextmanager
-def worker_process(
-    env: Mapping[str, str], log: Path, *, start_timeout: float = 60
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``clarion worker`` (two dispatch loops) with ``env``, wait until its loops have started, yield it,
-    and stop it (SIGTERM: a graceful stop records its last outcomes) afterwards."""
-    clarion = Path(sys.executable).parent / "clarion"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(clarion), "worker", "--workers", "2", "--log-level", "info"], env=dict(env), stdout=out, stderr=out
-        )
-    try:
-        deadline = time.monotonic() + start_timeout
-        while log.read_text(errors="replace").count(" started") < 2:
-            assert process.poll() is None, f"clarion worker exited: {log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, f"clarion worker did not start: {log.read_text(errors='replace')}"
-            time.sleep(0.05)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def worker_env(settings: Settings, *, redis: bool) -> dict[str, str]:
