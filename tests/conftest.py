@@ -56,6 +56,19 @@ async def disconnect_redis(client: Any) -> None:
     await client.aclose()
 
 
+@pytest.fixture
+async def redis_db() -> AsyncIterator[None]:
+    """The Redis test database, emptied before and after the test."""
+    client = await connect_redis()
+    yield
+    await disconnect_redis(client)
+
+
+def shared_redis(settings: Settings) -> Settings:
+    """``settings`` with the Redis that several processes share, under a key prefix of this test's own."""
+    return settings.model_copy(update={"redis_url": REDIS_URL, "redis_prefix": f"clarion-{uuid.uuid4().hex[:8]}:"})
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "clarion.db"

@@ -7,7 +7,6 @@ Each "process" is a ``bootstrap.Clarion`` of its own over the same database and 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,22 +22,15 @@ from clarion.pipeline import intake
 from clarion.settings import Settings
 from clarion.store import idempotency
 from clarion.store import tables as t
-from tests.conftest import REDIS_URL, connect_redis, disconnect_redis, put_template, put_user, set_approval
+from tests.conftest import put_template, put_user, set_approval, shared_redis
 
 COMMAND = intake.SendCommand(template="notice", to=["u1"], data={"n": 1}, idempotency_key="order-7")
 
 
 @pytest.fixture
-async def redis_db() -> AsyncIterator[None]:
-    client = await connect_redis()
-    yield
-    await disconnect_redis(client)
-
-
-@pytest.fixture
 def settings(settings: Settings, redis_db: None) -> Settings:
     """The suite's settings with caps counted in Redis (a prefix of this test's own), as several processes count."""
-    return settings.model_copy(update={"redis_url": REDIS_URL, "redis_prefix": f"clarion-{uuid.uuid4().hex[:8]}:"})
+    return shared_redis(settings)
 
 
 @pytest.fixture

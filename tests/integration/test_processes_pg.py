@@ -14,8 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import sqlalchemy as sa
 from clarion import bootstrap, owners
 from clarion.settings import Settings
 from clarion.store import tables as t
-from tests.conftest import API_KEY, REDIS_URL, connect_redis, disconnect_redis, put_template, set_approval
+from tests.conftest import API_KEY, put_template, set_approval, shared_redis
 from tests.processes import api_process, worker_process
 
 pytestmark = [
@@ -47,16 +45,9 @@ UNFINISHED = ("accepted", "queued", "sending", "deferred")
 
 
 @pytest.fixture
-async def redis_db() -> AsyncIterator[None]:
-    client = await connect_redis()
-    yield
-    await disconnect_redis(client)
-
-
-@pytest.fixture
 def settings(settings: Settings, redis_db: None) -> Settings:
     """The suite's settings with the Redis every process shares (a prefix of this test's own)."""
-    return settings.model_copy(update={"redis_url": REDIS_URL, "redis_prefix": f"clarion-{uuid.uuid4().hex[:8]}:"})
+    return shared_redis(settings)
 
 
 def process_env(settings: Settings) -> dict[str, str]:

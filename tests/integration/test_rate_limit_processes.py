@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from clarion import bootstrap
 from clarion.domain import ratelimit
 from clarion.settings import Settings
 from clarion.store import tables as t
-from tests.conftest import REDIS_URL, connect_redis, disconnect_redis, put_template
+from tests.conftest import put_template, shared_redis
 from tests.integration.loopback import LoopbackServer
 from tests.integration.test_rate_limit_dispatch import (
     JITTER,
@@ -63,16 +61,9 @@ def worker_env(settings: Settings, *, redis: bool) -> dict[str, str]:
 
 
 @pytest.fixture
-async def redis_db() -> AsyncIterator[None]:
-    client = await connect_redis()
-    yield
-    await disconnect_redis(client)
-
-
-@pytest.fixture
 def settings(settings: Settings, redis_db: None) -> Settings:
     """The suite's settings, with the Redis the worker processes share (a prefix of this test's own)."""
-    return settings.model_copy(update={"redis_url": REDIS_URL, "redis_prefix": f"clarion-{uuid.uuid4().hex[:8]}:"})
+    return shared_redis(settings)
 
 
 async def more(api: httpx.AsyncClient, recipients: list[str], n: int) -> None:
