@@ -18,10 +18,10 @@ from clarion.settings import Settings
 from clarion.store import tables as t
 from tests.integration.loopback import LoopbackServer, Reply
 from tests.integration.test_rate_limit_dispatch import OK, put_sms, send_to
-from tests.integration.test_rate_limit_processes import redis_db, settings, until_sent, worker_env, worker_process
+from tests.integration.test_rate_limit_processes import settings, until_sent, worker_env, worker_process
 from tests.integration.test_routing_dispatch import quiet
 
-__all__ = ["redis_db", "settings"]  # the fixtures: the suite's settings with the Redis both processes share
+__all__ = ["settings"]  # the fixture: the suite's settings with the Redis both processes share
 
 COOL_DOWN = 10  # long enough for process B to start and send its batch while the breaker is still open
 
