@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     campaign_batch: int = Field(default=1000, ge=1, le=20_000)
     #: a campaign run's lease: another runner takes a run over this long after its runner stopped renewing it
     campaign_lease_seconds: float = Field(default=60.0, gt=0)
+    #: how often an idle campaign runner looks for due runs and for parts of running ones to advance
+    campaign_poll_seconds: float = Field(default=1.0, gt=0)
     #: the estimate judges every user of audiences up to this size, a random sample of larger ones
     campaign_estimate_exact: int = Field(default=10_000, ge=1)
     campaign_estimate_sample: int = Field(default=5_000, ge=100)

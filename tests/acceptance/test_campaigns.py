@@ -19,8 +19,10 @@ import pytest
 import sqlalchemy as sa
 
 from clarion import bootstrap
+from clarion.campaigns import runner as runner_module
 from clarion.campaigns.runner import CampaignRunner
 from clarion.pipeline import intake
+from clarion.store import campaigns as campaign_store
 from clarion.store import tables as t
 from tests.conftest import drain, put_template, put_user, set_approval, set_policies, sink
 
@@ -248,11 +250,13 @@ async def test_a_turn_pipelines_batches_and_each_commits_in_order(
         events.append(f"compose {batch.user_ids[0]}")
         return await prepare(batch)
 
-    async def writing(prepared: intake.PreparedBatch, progress: intake.Progress) -> intake.Tally:
+    async def writing(
+        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None
+    ) -> intake.Tally:
         first = prepared.rows[t.messages][0]["user_id"]
         events.append(f"write {first}")
         await asyncio.sleep(0.01)  # the transaction takes a while: the next batch is composed meanwhile
-        tally = await write(prepared, progress)
+        tally = await write(prepared, progress, counted)
         events.append(f"committed {first}")
         return tally
 
@@ -310,17 +314,19 @@ async def test_a_crash_in_the_middle_of_the_fan_out_resumes_without_sending_anyo
     real = clarion.intake.write_campaign_batch
     calls = 0
 
-    async def crashing(prepared: intake.PreparedBatch, progress: intake.Progress) -> intake.Tally:
+    async def crashing(
+        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None
+    ) -> intake.Tally:
         nonlocal calls
         calls += 1
         if calls < 3:
-            return await real(prepared, progress)
+            return await real(prepared, progress, counted)
 
         async def dying(conn: Any, tally: intake.Tally) -> None:
             await progress(conn, tally)
             raise RuntimeError("power cut")
 
-        return await real(prepared, dying)
+        return await real(prepared, dying, counted)
 
     clarion.intake.write_campaign_batch = crashing  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="power cut"):
@@ -349,6 +355,44 @@ async def test_a_crash_in_the_middle_of_the_fan_out_resumes_without_sending_anyo
     done = (await api.get("/v1/campaigns/spring")).json()
     assert done["status"] == "completed"
     assert (done["run"]["processed"], done["run"]["messages"], done["run"]["sent"]) == (23, 23, 23)
+
+
+async def test_two_runners_fan_one_run_out_together_each_user_once(
+    api: httpx.AsyncClient,
+    clarion: bootstrap.Clarion,
+    promo: None,
+    audience: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The run's audience is cut into parts: two runners (as the campaign loops of two worker processes) lease
+    different parts and advance them at the same time; the run's counts are the sum of both."""
+    monkeypatch.setattr(runner_module, "PART_BATCHES", 2)  # parts of 2 batches of 4: five parts of 40 users
+    ids = await launch_in_batches(api, clarion, audience, 40, 4, one_per_turn=True)
+    other = CampaignRunner(clarion.db, clarion.intake, clarion.segments, batch_size=4, slice_seconds=0)
+    (run_id,) = await clarion.campaigns.start_due()
+    async with clarion.db.read() as conn:
+        parts = await campaign_store.parts_of(conn, run_id)
+    assert [(p.start, p.stop) for p in parts] == [(0, 8), (8, 16), (16, 24), (24, 32), (32, 40)]
+
+    turns: Counter[str] = Counter()
+
+    async def turn(runner: CampaignRunner, owner: str) -> int:
+        done = await runner.run_once(owner)
+        turns[owner] += done
+        return done
+
+    for _ in range(40):
+        done = await asyncio.gather(turn(clarion.campaigns, "runner-a"), turn(other, "runner-b"))
+        if done == [0, 0]:
+            break
+    assert turns["runner-a"] > 0 and turns["runner-b"] > 0 and turns.total() == 40
+    messages = await campaign_messages(clarion, "spring")
+    assert sorted(m.user_id for m in messages) == sorted(ids)  # everyone exactly once
+    shown = (await api.get("/v1/campaigns/spring")).json()
+    assert shown["status"] == "completed"
+    assert (shown["run"]["processed"], shown["run"]["messages"], shown["run"]["queued"]) == (40, 40, 40)
+    async with clarion.db.read() as conn:
+        assert await campaign_store.parts_of(conn, run_id) == []  # a finished run's parts go
 
 
 async def test_a_cron_campaign_runs_again_and_skips_users_reached_recently(

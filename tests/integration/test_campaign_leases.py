@@ -1,6 +1,6 @@
-"""A campaign run leased to a runner process of this host that is gone is released at once, on SQLite and
-PostgreSQL: the next runner continues it without waiting for the lease to run out, and nothing else about the run
-changes. A run leased to a runner that runs, or that this host cannot judge, keeps its lease."""
+"""A campaign run's parts leased to a runner process of this host that is gone are released at once, on SQLite and
+PostgreSQL: the next runner continues them without waiting for the lease to run out, and nothing else about the
+run changes. Parts leased to a runner that runs, or that this host cannot judge, keep their lease."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from clarion.store import tables as t
 
 
 async def a_run(clarion: bootstrap.Clarion, key: str, owner: str, *, status: str = "running") -> str:
-    """A run of a new campaign ``key``, leased to ``owner`` for a minute."""
+    """A run of a new campaign ``key`` (one part, 4 of 10 users done), leased to ``owner`` for a minute."""
     now = datetime.now(UTC)
     run_id = f"run-{key}"
 
@@ -27,9 +27,12 @@ async def a_run(clarion: bootstrap.Clarion, key: str, owner: str, *, status: str
         campaign = await store.get(conn, key)
         await store.create_run(conn, run_id, campaign, audience=10, counts={}, now=now, next_run_at=None)
         await conn.execute(
-            t.campaign_runs.update()
-            .where(t.campaign_runs.c.id == run_id)
-            .values(lease_owner=owner, lease_until=now + timedelta(seconds=60), cursor=4, status=status)
+            t.campaign_runs.update().where(t.campaign_runs.c.id == run_id).values(cursor=4, status=status)
+        )
+        await conn.execute(
+            t.campaign_run_parts.update()
+            .where(t.campaign_run_parts.c.run_id == run_id)
+            .values(lease_owner=owner, lease_until=now + timedelta(seconds=60), cursor=4)
         )
 
     await clarion.db.write(job)
@@ -50,6 +53,12 @@ async def run_row(clarion: bootstrap.Clarion, run_id: str) -> Any:
         return (await conn.execute(sa.select(t.campaign_runs).where(t.campaign_runs.c.id == run_id))).one()
 
 
+async def part_row(clarion: bootstrap.Clarion, run_id: str) -> Any:
+    async with clarion.db.read() as conn:
+        (part,) = await store.parts_of(conn, run_id)
+        return part
+
+
 async def test_the_runs_of_a_killed_runner_are_released_at_once(clarion: bootstrap.Clarion) -> None:
     host = owners.Host()
     process = a_process()
@@ -66,19 +75,19 @@ async def test_the_runs_of_a_killed_runner_are_released_at_once(clarion: bootstr
     released = await clarion.db.write(lambda conn: store.release_runs(conn, gone=host.gone))
     reason = f"worker {host.hostname}:{process.pid} is not running"
     assert released == {running: reason, paused: reason}
-    row = await run_row(clarion, running)
-    assert (row.status, row.cursor, row.lease_owner, row.lease_until) == ("running", 4, None, None)
+    row, part = await run_row(clarion, running), await part_row(clarion, running)
+    assert (row.status, row.cursor, part.cursor, part.lease_owner, part.lease_until) == ("running", 4, 4, None, None)
     assert (await run_row(clarion, paused)).status == "paused"  # an operator's pause stands
-    assert (await run_row(clarion, alive)).lease_owner == host.owner("campaigns")
-    assert (await run_row(clarion, elsewhere)).lease_owner.startswith("another-host:")
+    assert (await part_row(clarion, alive)).lease_owner == host.owner("campaigns")
+    assert (await part_row(clarion, elsewhere)).lease_owner.startswith("another-host:")
 
     now = datetime.now(UTC)
     taken = await clarion.db.write(
-        lambda conn: store.lease_runs(
+        lambda conn: store.lease_parts(
             conn, owner="next", now=now, until=now + timedelta(seconds=60), limit=8, is_sqlite=clarion.db.is_sqlite
         )
     )
-    assert [r.id for r in taken] == [running]  # the next runner continues it long before its lease would expire
+    assert [(p.run_id, p.cursor) for p in taken] == [(running, 4)]  # continued long before its lease would expire
 
 
 async def test_a_runner_starting_releases_what_a_dead_one_held(clarion: bootstrap.Clarion) -> None:
@@ -87,4 +96,4 @@ async def test_a_runner_starting_releases_what_a_dead_one_held(clarion: bootstra
     assert await clarion.campaigns.release_gone() == {}
     stopped(process)
     assert list(await clarion.campaigns.release_gone()) == [run_id]
-    assert (await run_row(clarion, run_id)).lease_owner is None
+    assert (await part_row(clarion, run_id)).lease_owner is None

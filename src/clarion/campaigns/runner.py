@@ -2,11 +2,14 @@
 
 A run starts when its campaign is ``scheduled`` and due: the audience is evaluated once (less the users an
 earlier run reached within ``exclude_reached_days``) and frozen into ``campaign_audience`` in send order.
-Then the run is advanced a batch at a time by whichever runner holds its lease: each batch's messages are
-written in the same transaction as the run's cursor (``Intake.write_campaign_batch``), so after a crash the
-next runner continues exactly after the last committed batch: at once when the dead runner was a process of this
-host (its lease names host, pid and process start, see ``clarion.owners``), else once its lease has run out.
-Pausing stops the run after the batch in flight; the run's token bucket paces batches to the campaign's rate.
+The frozen audience is cut into parts of ``PART_BATCHES`` batches, and each part is advanced a batch at a time
+by whichever runner holds its lease, so the campaign loops of several ``clarion worker`` processes fan one run
+out together (a run with a rate or an A/B test is one part: its order and pace are one runner's). Each batch's
+messages are written in the same transaction as its part's cursor and the run's counts
+(``Intake.write_campaign_batch``), so after a crash the next runner continues exactly after the last committed
+batch of each part: at once when the dead runner was a process of this host (its lease names host, pid and
+process start, see ``clarion.owners``), else once its lease has run out. Pausing stops the run after the batches
+in flight; the run's token bucket paces batches to the campaign's rate.
 
 With ``send_time`` "optimal" each composed batch is placed in time before it is written (``_at_best_hours``):
 its users' responses are read in one query, and each user's waiting deliveries get ``run_at`` at the start of
@@ -38,7 +41,7 @@ from clarion.campaigns import definition as spec
 from clarion.domain import errors, ids, model, timewindows
 from clarion.domain.policy import config, quiet_hours
 from clarion.domain.policy.decision import ALLOW, Candidate
-from clarion.pipeline.intake import CampaignBatch, Intake, PreparedBatch, Tally
+from clarion.pipeline.intake import CampaignBatch, Intake, PreparedBatch, Progress, Tally
 from clarion.segments.service import SegmentService
 from clarion.store import activity
 from clarion.store import audit as audit_log
@@ -48,9 +51,15 @@ from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
+PART_BATCHES = 20  # batches per part of a run's audience (what one runner leases at a time)
+MAX_PARTS = 1_000
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
 WAITING = (model.DeliveryStatus.QUEUED.value, model.DeliveryStatus.DEFERRED.value)
+
+
+#: a batch's last write: the run's processed users and counts; True when the batch was the run's last
+Counted = Callable[[Any, Tally], Awaitable[bool]]
 
 
 class Audiences(Protocol):
@@ -122,19 +131,20 @@ class CampaignRunner:
         self._runs: dict[str, _Run] = {}
 
     async def run_once(self, owner: str) -> int:
-        """Start due runs and advance running ones by a batch each; returns how many audience users it
-        processed (0: nothing to do)."""
+        """Start due runs and advance a part of each running one by a batch or more; returns how many audience
+        users it processed (0: nothing to do)."""
         await self.start_due()
         now = self.clock()
 
-        async def lease(conn: Any) -> list[Any]:
-            return await store.lease_runs(
+        async def lease(conn: Any) -> list[tuple[Any, Any]]:
+            parts = await store.lease_parts(
                 conn, owner=owner, now=now, until=now + self.lease, limit=8, is_sqlite=self.db.is_sqlite
             )
+            return [(await store.run(conn, part.run_id), part) for part in parts]
 
         processed = 0
-        for run in await self.db.write(lease):
-            processed += await self._advance(owner, run)
+        for run, part in await self.db.write(lease):
+            processed += await self._advance(owner, run, part)
         return processed
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -160,6 +170,10 @@ class CampaignRunner:
         released = await self.db.write(lambda conn: store.release_runs(conn, gone=gone))
         for run_id, reason in released.items():
             log.info("campaign run %s taken back: %s", run_id, reason)
+        async with self.db.read() as conn:
+            done = await store.done_unfinished(conn)
+        for run_id, key in done:  # its runner stopped between the last batch and finishing it
+            await self._finish(run_id, key, "completed")
         return released
 
     # -- starting a run ------------------------------------------------------------------------------------
@@ -214,7 +228,14 @@ class CampaignRunner:
             async def create(conn: Any) -> None:
                 await store.insert_audience(conn, run_id, last, audience[last:])
                 await store.create_run(
-                    conn, run_id, campaign, audience=len(audience), counts=counts, now=now, next_run_at=next_run_at
+                    conn,
+                    run_id,
+                    campaign,
+                    audience=len(audience),
+                    counts=counts,
+                    now=now,
+                    next_run_at=next_run_at,
+                    parts=self._parts(len(audience), definition),
                 )
 
             await self.db.write(create)
@@ -225,6 +246,14 @@ class CampaignRunner:
         if not audience:
             await self._finish(run_id, campaign.key, "completed")
         return run_id
+
+    def _parts(self, audience: int, definition: spec.Definition) -> list[tuple[int, int]]:
+        """The parts a run's audience is cut into: ``PART_BATCHES`` batches each (at most ``MAX_PARTS``), or one
+        when the run has a rate or an A/B test."""
+        if definition.rate or definition.ab is not None:
+            return [(0, audience)]
+        size = max(self.batch_size * PART_BATCHES, -(-audience // MAX_PARTS))
+        return [(start, min(audience, start + size)) for start in range(0, audience, size)]
 
     async def _refuse(self, campaign: Any, run_id: str, exc: errors.InvalidInput, now: datetime) -> None:
         """A due campaign that cannot run (its template is gone or not approved, its audience unknown) gets a
@@ -251,13 +280,16 @@ class CampaignRunner:
             state = self._runs[run.id] = _Run(definition, bucket)
         return state
 
-    async def _advance(self, owner: str, run: Any) -> int:
-        """Fan out batches of ``run`` for up to ``slice_seconds``; returns how many audience users it processed.
+    async def _advance(self, owner: str, run: Any, part: Any) -> int:
+        """Fan out batches of ``part`` of ``run`` for up to ``slice_seconds``; returns how many audience users it
+        processed.
 
         Batches are pipelined: batch N+1 is read and composed while batch N's transaction is being written, and
-        N+1 is written only once N has committed (its cursor update expects N's), so the cursor still moves one
-        committed batch at a time. A batch whose write finds the run moved (paused, cancelled, taken over)
-        raises ``Moved``: the batch composed behind it is dropped unwritten."""
+        N+1 is written only once N has committed (its cursor update expects N's), so the part's cursor still
+        moves one committed batch at a time. A batch whose write finds the run moved (paused, cancelled, its
+        part taken over) raises ``Moved``: the batch composed behind it is dropped unwritten."""
+        if run is None or run.status != "running":
+            return 0
         if run.cursor >= run.audience:
             await self._finish(run.id, run.campaign_key, "completed")
             return 0
@@ -280,13 +312,12 @@ class CampaignRunner:
             log.warning("campaign %s run %s stopped: %s", run.campaign_key, run.id, exc.message)
             await self._finish(run.id, run.campaign_key, "failed", error={"code": exc.code, "message": exc.message})
             return 0
-        cursor, processed, counts = run.cursor, run.processed, run.counts
-        limit, split = run.audience, run.audience
-        if definition.ab is not None:
+        cursor, limit, split = part.cursor, part.stop, run.audience
+        if definition.ab is not None:  # one part: the whole audience, the test cohort first
             split = definition.ab.test_size(run.audience)
-            ab = dict(counts.get("ab") or abtest.testing(split))
+            ab = dict(run.counts.get("ab") or abtest.testing(split))
             if cursor < split:
-                limit = split  # the test cohort first
+                limit = min(limit, split)
             elif "winner" not in ab:
                 decided = await self._decide(run, definition.ab, template, ab, state)
                 if decided is None:
@@ -298,9 +329,9 @@ class CampaignRunner:
                 error = {"code": "invalid_campaign", "message": "ab: the template needs two variants with weight"}
                 await self._finish(run.id, run.campaign_key, "failed", error=error)
                 return 0
-            counts = {**counts, "ab": ab}
         writing: asyncio.Future[Any] | None = None
         done = 0
+        finished = False
         began = self.monotonic()
         try:
             while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
@@ -319,19 +350,17 @@ class CampaignRunner:
                 if definition.send_time == "optimal":
                     await self._at_best_hours(prepared, template, state)
                 if writing is not None:
-                    await writing
+                    finished = await writing
                     writing = None
                 to = cursor + len(user_ids)
-                processed += len(user_ids)
-                counts = add_tally(counts, prepared.tally)
-                if definition.ab is not None and to == split < run.audience:
-                    counts["ab"] = abtest.sent(counts["ab"], self.clock())
-                progress = self._progress(run.id, owner, cursor, to, processed, counts)
-                writing = asyncio.ensure_future(self.intake.write_campaign_batch(prepared, progress))
+                tested = definition.ab is not None and to == split < run.audience
+                progress, counted = self._progress(run.id, part.part, owner, cursor, to, len(user_ids), tested)
+                writing = asyncio.ensure_future(self._write(prepared, progress, counted))
                 cursor = to
                 done += len(user_ids)
             if writing is not None:
-                await writing
+                finished = await writing
+                writing = None
         except store.Moved:
             log.info("campaign run %s moved on under a batch; left to its new owner", run.id)
             return 0
@@ -339,9 +368,19 @@ class CampaignRunner:
             if writing is not None and not writing.done():  # another error: let the batch in flight finish
                 with contextlib.suppress(Exception):
                     await writing
-        if cursor >= run.audience:
+        if finished:
             await self._finish(run.id, run.campaign_key, "completed")
         return done
+
+    async def _write(self, prepared: PreparedBatch, progress: Progress, counted: Counted) -> bool:
+        """Write a batch with its progress; True when it was the run's last."""
+        done: list[bool] = []
+
+        async def count(conn: Any, tally: Tally) -> None:
+            done.append(await counted(conn, tally))
+
+        await self.intake.write_campaign_batch(prepared, progress, count)
+        return bool(done and done[0])
 
     async def _at_best_hours(self, prepared: PreparedBatch, template: model.Template, state: _Run) -> None:
         """Move the batch's waiting deliveries to their users' best hours (see the module's docstring), with
@@ -446,24 +485,28 @@ class CampaignRunner:
         return decided
 
     def _progress(
-        self, run_id: str, owner: str, cursor: int, to: int, processed: int, counts: dict[str, Any]
-    ) -> Callable[[Any, Tally], Awaitable[None]]:
-        """A batch's own write: the run's cursor from ``cursor`` to ``to``, its counts, a renewed lease."""
+        self, run_id: str, part: int, owner: str, cursor: int, to: int, users: int, tested: bool
+    ) -> tuple[Progress, Counted]:
+        """A batch's own writes: its part's cursor from ``cursor`` to ``to`` with a renewed lease (first: it
+        refuses a batch whose part moved), and the run's processed users and counts (last); ``tested``: the batch
+        completes an A/B test cohort, so the test's clock starts."""
         lease_until = self.clock() + self.lease
+        is_sqlite = self.db.is_sqlite
 
         async def progress(conn: Any, tally: Tally) -> None:
-            await store.advance(
-                conn,
-                run_id,
-                owner=owner,
-                cursor=cursor,
-                to=to,
-                processed=processed,
-                counts=counts,
-                lease_until=lease_until,
-            )
+            await store.advance_part(conn, run_id, part, owner=owner, cursor=cursor, to=to, lease_until=lease_until)
 
-        return progress
+        async def counted(conn: Any, tally: Tally) -> bool:
+            def merge(counts: Mapping[str, Any]) -> dict[str, Any]:
+                merged = add_tally(counts, tally)
+                if tested:
+                    merged["ab"] = abtest.sent(merged["ab"], self.clock())
+                return merged
+
+            now_at, audience = await store.add_progress(conn, run_id, users, merge, is_sqlite=is_sqlite)
+            return now_at >= audience
+
+        return progress, counted
 
     async def _finish(self, run_id: str, key: str, status: str, error: dict[str, Any] | None = None) -> None:
         """End a run; its campaign goes back to ``scheduled`` for a cron's next fire, else to ``completed``."""

@@ -373,13 +373,19 @@ class Intake:
         }
         return PreparedBatch(rows, tally)
 
-    async def write_campaign_batch(self, prepared: PreparedBatch, progress: Progress) -> Tally:
-        """A prepared batch's rows written in ONE transaction with ``progress`` (the run's cursor and counts), so a
-        crash leaves either the batch and its progress or neither."""
+    async def write_campaign_batch(
+        self, prepared: PreparedBatch, progress: Progress, counted: Progress | None = None
+    ) -> Tally:
+        """A prepared batch's rows written in ONE transaction with ``progress`` (the run's cursor, which may
+        refuse the batch, run first) and ``counted`` (the run's counts, run last: a row other runners' batches
+        update too, so it is locked only for the end of the transaction), so a crash leaves either the batch
+        and its progress or neither."""
 
         async def job(conn: Any) -> None:
             await progress(conn, prepared.tally)
             await Inserts(prepared.rows)(conn)
+            if counted is not None:
+                await counted(conn, prepared.tally)
 
         await self.db.write(job)
         if prepared.tally.queued:

@@ -1,9 +1,11 @@
 """Reads and writes of campaigns, their runs and the runs' frozen audiences. SQL in, rows out; the lifecycle's
 rules are ``clarion.campaigns.lifecycle``'s.
 
-A run's progress moves only through ``advance``, which the fan-out calls inside the transaction that writes a
-batch's messages: the cursor moves from the value the batch was read at, or the whole batch is rolled back.
-That one guard is what makes a resumed run exact."""
+A run's frozen audience is cut into parts (``campaign_run_parts``), each leased to one runner at a time, so several
+runners fan one run out together. A part's progress moves only through ``advance_part``, which the fan-out calls
+inside the transaction that writes a batch's messages: the part's cursor moves from the value the batch was read
+at, or the whole batch is rolled back. That one guard is what makes a resumed run exact. The run's own cursor,
+``processed`` and counts are the sums over its parts, added in the same transaction (``add_progress``)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from clarion.store.db import executemany, insert_of
 C = t.campaigns
 R = t.campaign_runs
 A = t.campaign_audience
+P = t.campaign_run_parts
 M = t.messages
 ACTIVE = ("running", "paused")
 NOT_REACHED = (model.MessageStatus.FILTERED.value, model.MessageStatus.FAILED.value)
@@ -109,9 +112,11 @@ async def create_run(
     counts: Mapping[str, Any],
     now: datetime,
     next_run_at: datetime | None,
+    parts: Sequence[tuple[int, int]] | None = None,
 ) -> None:
-    """The run's row, and the campaign moved to running — only if it is still the scheduled campaign that was
-    found due (another runner may have started it meanwhile): raises ``Moved`` otherwise."""
+    """The run's row and its parts (``(start, stop)`` positions; one part of the whole audience unless given),
+    and the campaign moved to running — only if it is still the scheduled campaign that was found due (another
+    runner may have started it meanwhile): raises ``Moved`` otherwise."""
     moved = await conn.execute(
         C.update()
         .where(C.c.key == campaign.key, C.c.status == "scheduled", C.c.next_run_at == campaign.next_run_at)
@@ -134,24 +139,70 @@ async def create_run(
             finished_at=None,
         )
     )
+    bounds = list(parts) if parts is not None else [(0, audience)]
+    if bounds and audience:
+        await executemany(
+            conn,
+            insert_of(P),
+            [
+                {
+                    "run_id": run_id,
+                    "part": i,
+                    "start": a,
+                    "stop": b,
+                    "cursor": a,
+                    "lease_owner": None,
+                    "lease_until": None,
+                }
+                for i, (a, b) in enumerate(bounds)
+            ],
+        )
 
 
-async def lease_runs(
+async def lease_parts(
     conn: AsyncConnection, *, owner: str, now: datetime, until: datetime, limit: int, is_sqlite: bool
 ) -> list[Any]:
-    """Running runs this owner may advance: its own, unleased ones, and those whose lease ran out (their runner
-    died); their lease is taken or extended in the same statement."""
-    free = sa.or_(R.c.lease_owner.is_(None), R.c.lease_owner == owner, R.c.lease_until < now)
-    chosen = sa.select(R.c.id).where(R.c.status == "running", free).order_by(R.c.started_at).limit(limit)
-    if not is_sqlite:
-        chosen = chosen.with_for_update(skip_locked=True)
-    stmt = (
-        R.update()
-        .where(R.c.id.in_(chosen.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=until)
-        .returning(*R.c)
+    """Parts of running runs this owner may advance now — at most one per run, its own first, then unleased
+    ones and those whose lease ran out (their runner died), of up to ``limit`` runs in the order they started —
+    leased to it (taken or extended) in the same transaction. Several runners asking at once get different
+    parts (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; one writer on SQLite)."""
+    free = sa.or_(P.c.lease_owner.is_(None), P.c.lease_owner == owner, P.c.lease_until < now)
+    candidates = (
+        sa.select(P.c.run_id, P.c.part)
+        .join(R, R.c.id == P.c.run_id)
+        .where(R.c.status == "running", P.c.cursor < P.c.stop, free)
+        .order_by(R.c.started_at, R.c.id, sa.case((P.c.lease_owner == owner, 0), else_=1), P.c.part)
+        .limit(limit * 8)
     )
-    return sorted((await conn.execute(stmt)).all(), key=lambda r: (r.started_at, r.id))
+    if not is_sqlite:
+        candidates = candidates.with_for_update(of=P, skip_locked=True)
+    chosen: dict[str, int] = {}
+    for row in (await conn.execute(candidates)).all():
+        if row.run_id not in chosen and len(chosen) < limit:
+            chosen[row.run_id] = row.part
+    leased = []
+    for run_id, part in chosen.items():
+        row = (
+            await conn.execute(
+                P.update()
+                .where(P.c.run_id == run_id, P.c.part == part)
+                .values(lease_owner=owner, lease_until=until)
+                .returning(*P.c)
+            )
+        ).one()
+        leased.append(row)
+    return leased
+
+
+async def parts_of(conn: AsyncConnection, run_id: str) -> list[Any]:
+    return list((await conn.execute(sa.select(P).where(P.c.run_id == run_id).order_by(P.c.part))).all())
+
+
+async def done_unfinished(conn: AsyncConnection) -> list[Any]:
+    """Running runs whose every user is processed but that were not finished (their runner stopped between the
+    last batch and finishing the run)."""
+    query = sa.select(R.c.id, R.c.campaign_key).where(R.c.status == "running", R.c.cursor >= R.c.audience)
+    return list((await conn.execute(query)).all())
 
 
 async def audience_slice(conn: AsyncConnection, run_id: str, start: int, size: int) -> list[str]:
@@ -163,26 +214,49 @@ async def audience_slice(conn: AsyncConnection, run_id: str, start: int, size: i
     return list((await conn.execute(query)).scalars())
 
 
-async def advance(
+async def advance_part(
     conn: AsyncConnection,
     run_id: str,
+    part: int,
     *,
     owner: str,
     cursor: int,
     to: int,
-    processed: int,
-    counts: Mapping[str, Any],
     lease_until: datetime,
 ) -> None:
-    """Move the run's cursor from ``cursor`` to ``to``, as the owner of its lease; raises ``Moved`` (rolling
-    the batch back) when it is not there any more."""
+    """Move a part's cursor from ``cursor`` to ``to``, as the owner of its lease; raises ``Moved`` (rolling the
+    batch back) when it is not there any more."""
     moved = await conn.execute(
-        R.update()
-        .where(R.c.id == run_id, R.c.cursor == cursor, R.c.lease_owner == owner)
-        .values(cursor=to, processed=processed, counts=dict(counts), lease_until=lease_until)
+        P.update()
+        .where(P.c.run_id == run_id, P.c.part == part, P.c.cursor == cursor, P.c.lease_owner == owner)
+        .values(cursor=to, lease_until=lease_until)
     )
     if not moved.rowcount:
-        raise Moved("the run moved on under this batch", details={"run": run_id, "cursor": cursor})
+        raise Moved("the run moved on under this batch", details={"run": run_id, "part": part, "cursor": cursor})
+
+
+async def add_progress(
+    conn: AsyncConnection,
+    run_id: str,
+    users: int,
+    merge: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+    *,
+    is_sqlite: bool,
+) -> tuple[int, int]:
+    """Add a written batch to its run: ``users`` more processed, its counts merged into the run's (``merge``
+    gets the run's counts as they are now, the row locked on PostgreSQL). Raises ``Moved`` when the run is
+    finished (cancelled meanwhile); returns the run's cursor after the batch, and its audience."""
+    query = sa.select(R.c.counts, R.c.cursor, R.c.audience).where(R.c.id == run_id, R.c.status.in_(ACTIVE))
+    found = (await conn.execute(query if is_sqlite else query.with_for_update())).first()
+    if found is None:
+        raise Moved("the run was finished under this batch", details={"run": run_id})
+    cursor = found.cursor + users
+    await conn.execute(
+        R.update()
+        .where(R.c.id == run_id)
+        .values(cursor=cursor, processed=R.c.processed + users, counts=dict(merge(found.counts)))
+    )
+    return cursor, found.audience
 
 
 async def set_counts(conn: AsyncConnection, run_id: str, counts: Mapping[str, Any]) -> None:
@@ -191,19 +265,20 @@ async def set_counts(conn: AsyncConnection, run_id: str, counts: Mapping[str, An
 
 
 async def finish_run(conn: AsyncConnection, run_id: str, status: str, now: datetime, **values: Any) -> None:
+    """End the run; its parts go (a finished run is not advanced again)."""
     await conn.execute(
         R.update()
         .where(R.c.id == run_id)
         .values(status=status, finished_at=now, lease_owner=None, lease_until=None, **values)
     )
+    await conn.execute(P.delete().where(P.c.run_id == run_id))
 
 
 async def set_run_status(conn: AsyncConnection, run_id: str, status: str, *, keep_lease: bool = False) -> None:
-    """``keep_lease`` (a pause): the batch in flight still commits; otherwise any runner may take the run."""
-    values: dict[str, Any] = {"status": status}
+    """``keep_lease`` (a pause): the batches in flight still commit; otherwise any runner may take its parts."""
+    await conn.execute(R.update().where(R.c.id == run_id).values(status=status))
     if not keep_lease:
-        values.update(lease_owner=None, lease_until=None)
-    await conn.execute(R.update().where(R.c.id == run_id).values(values))
+        await conn.execute(P.update().where(P.c.run_id == run_id).values(lease_owner=None, lease_until=None))
 
 
 # -- who a campaign reached ----------------------------------------------------------------------------------
@@ -252,14 +327,16 @@ async def cancel_pending(conn: AsyncConnection, run_id: str, *, reason: str, now
     return len(rows)
 
 
-# A run's lease names its runner as ``clarion.owners`` does (host, pid, process start). When a runner process on
-# this host is known to have stopped, its runs are released so the next runner continues them straight away; the
+# A part's lease names its runner as ``clarion.owners`` does (host, pid, process start). When a runner process on
+# this host is known to have stopped, its parts are released so the next runner continues them straight away; the
 # run itself (status, cursor, counts) is not touched, so a pause or a cancel meanwhile stands. The deliveries'
 # own leases are taken back by ``outbox.reclaim_gone``.
 async def release_runs(conn: AsyncConnection, *, gone: Callable[[str], str | None]) -> dict[str, str]:
-    """Release the runs leased to an owner ``gone`` says has stopped; returns each released run's id → why."""
-    leased = sa.and_(R.c.status.in_(("running", "paused")), R.c.lease_owner.is_not(None))
-    owners: list[str] = list((await conn.execute(sa.select(R.c.lease_owner).where(leased).distinct())).scalars())
+    """Release the parts of runs leased to an owner ``gone`` says has stopped; returns the ids of the runs whose
+    parts were released → why."""
+    active = sa.select(R.c.id).where(R.c.status.in_(ACTIVE)).scalar_subquery()
+    leased = sa.and_(P.c.run_id.in_(active), P.c.lease_owner.is_not(None))
+    owners: list[str] = list((await conn.execute(sa.select(P.c.lease_owner).where(leased).distinct())).scalars())
     released: dict[str, str] = {}
     for owner in owners:
         reason = gone(owner)
@@ -267,10 +344,10 @@ async def release_runs(conn: AsyncConnection, *, gone: Callable[[str], str | Non
             continue
         ids = (
             await conn.execute(
-                R.update()
-                .where(leased, R.c.lease_owner == owner)
+                P.update()
+                .where(leased, P.c.lease_owner == owner)
                 .values(lease_owner=None, lease_until=None)
-                .returning(R.c.id)
+                .returning(P.c.run_id)
             )
         ).scalars()
         released.update(dict.fromkeys(ids, reason))

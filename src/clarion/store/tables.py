@@ -497,6 +497,21 @@ campaign_runs = sa.Table(
     sa.Column("finished_at", UTCDateTime()),
 )
 
+# A run's frozen audience in parts, each advanced by one runner at a time (its lease), so several runners — the
+# campaign loops of several ``clarion worker`` processes — fan one run out together. ``cursor`` is the next
+# position of the part to write; it moves in the transaction that writes the batch, as the run's counts do.
+campaign_run_parts = sa.Table(
+    "campaign_run_parts",
+    metadata,
+    sa.Column("run_id", Id, primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("start", sa.Integer, nullable=False),
+    sa.Column("stop", sa.Integer, nullable=False),
+    sa.Column("cursor", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_until", UTCDateTime()),
+)
+
 # The frozen audience of a run, in the order it is sent.
 campaign_audience = sa.Table(
     "campaign_audience",
