@@ -55,6 +55,62 @@ async def configure(api: httpx.AsyncClient) -> None:
     text = "【Clarion】{name}, spring offers in ${user.city} this week"
     await put_notification(api, "spring", "Spring", text)
     await put(api, "/v1/campaigns/spring", {"template": "spring", "audience": {"segment": "everyone"}})
+    login = {
+        "name": "Login code",
+        "category": "verification",
+        "priority": "urgent",
+        "channels": {"sms": {"text": "【Clarion】Your code is {code}"}},
+    }
+    await put(api, "/v1/templates/login", login)
+
+
+async def urgent_sends(api: httpx.AsyncClient, every: float, stop: asyncio.Event, offset: int) -> list[float]:
+    """A verification code to a different user every ``every`` seconds until ``stop``; returns the seconds each
+    took to be accepted (202)."""
+    accepted: list[float] = []
+    i = offset
+    while not stop.is_set():
+        began = time.perf_counter()
+        body = {"template": "login", "to": [f"u{i}"], "data": {"code": f"{i % 1_000_000:06d}"}}
+        r = await api.post("/v1/messages", json=body)
+        assert r.status_code == 202, r.text
+        accepted.append(time.perf_counter() - began)
+        i += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+    return accepted
+
+
+async def urgent_latencies(clarion: bootstrap.Clarion) -> dict[str, list[float]]:
+    """Accepted → handed to the provider (seconds) of every verification code sent, before and during the run."""
+    d, m = t.deliveries, t.messages
+    query = (
+        sa.select(m.c.user_id, d.c.created_at, d.c.sent_at)
+        .join(m, m.c.id == d.c.message_id)
+        .where(m.c.template_key == "login")
+    )
+    async with clarion.db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    out: dict[str, list[float]] = {"idle": [], "during": []}
+    for user_id, created, sent in rows:
+        if sent is not None:
+            out["idle" if int(user_id[1:]) >= IDLE_OFFSET else "during"].append((sent - created).total_seconds())
+    return out
+
+
+def quantiles_ms(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
+
+    return {"n": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1] * 1000, 1)}
+
+
+IDLE_CODES = 20
+IDLE_OFFSET = 10**9  # the idle codes go to users from here on (unknown users fail; see run: they are created)
 
 
 def bare_sqlite(db: Path, rows: int) -> float:
@@ -131,6 +187,17 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as api:
             await configure(api)
+            idle_accepts: list[float] = []
+            if args.urgent_every:  # the same codes on an idle server first, for comparison
+                for i in range(IDLE_CODES):
+                    user_id = f"u{IDLE_OFFSET + i}"
+                    await put(api, f"/v1/users/{user_id}", {"addresses": {"sms": f"+86137{i:08d}"}})
+                stop_idle = asyncio.Event()
+                idle = asyncio.create_task(urgent_sends(api, args.urgent_every, stop_idle, IDLE_OFFSET))
+                await asyncio.sleep(args.urgent_every * (IDLE_CODES - 0.5))
+                stop_idle.set()
+                idle_accepts = await idle
+                await asyncio.sleep(0.5)
             for action in ("submit", "approve", "start"):
                 if action == "approve":
                     await clarion.keys.create("reviewer", ("approver",), key="clk_bench_reviewer")
@@ -144,6 +211,13 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
         timeline: list[list[float]] = []
         fanout_done: float | None = None
         vacuuming = asyncio.create_task(stand_in_autovacuum(args, url)) if args.postgres else None
+        stop_urgent = asyncio.Event()
+        urgent_client = httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers)
+        urgent = (
+            asyncio.create_task(urgent_sends(urgent_client, args.urgent_every, stop_urgent, 0))
+            if args.urgent_every
+            else None
+        )
         while True:
             await asyncio.sleep(1.0)
             now = time.perf_counter() - started
@@ -152,11 +226,15 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
             timeline.append([round(now, 1), processed, sent])
             if run_row and run_row[0] == "completed" and fanout_done is None:
                 fanout_done = now
+                stop_urgent.set()
             if run_row and run_row[0] == "completed" and pending == 0:
                 break
             if now > args.timeout:
                 break
         cpu = time.process_time() - cpu_started
+        stop_urgent.set()
+        during_accepts = await urgent if urgent is not None else []
+        await urgent_client.aclose()
         if vacuuming is not None:
             vacuuming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,6 +243,7 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
         async with clarion.db.read() as conn:
             last_sent = (await conn.execute(sa.select(sa.func.max(d.c.sent_at), sa.func.min(d.c.created_at)))).first()
             counts = dict((await conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))).all())
+        codes = await urgent_latencies(clarion)
     finally:
         await clarion.close()
     total = timeline[-1][0] if timeline else 0.0
@@ -188,6 +267,19 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
         "batch": args.batch,
         "claim_batch": args.claim_batch,
         "timeline": timeline,
+        **(
+            {
+                "urgent_every_s": args.urgent_every,
+                # accepted → handed to the provider, of a verification code sent every --urgent-every seconds
+                "urgent_sent_ms_idle": quantiles_ms(codes["idle"]),
+                "urgent_sent_ms_during_fanout": quantiles_ms(codes["during"]),
+                # the POST's answer (202), as its client saw it
+                "urgent_accept_ms_idle": quantiles_ms(idle_accepts),
+                "urgent_accept_ms_during_fanout": quantiles_ms(during_accepts),
+            }
+            if args.urgent_every
+            else {}
+        ),
     }
 
 
@@ -229,6 +321,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="CLARION_CAMPAIGN_BATCH")
     parser.add_argument("--claim-batch", type=int, default=200, help="CLARION_CLAIM_BATCH")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--urgent-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also send a verification code (urgent) this often during the fan-out, and report its latency",
+    )
     parser.add_argument("--postgres", metavar="ADMIN_URL", help="run on PostgreSQL (+ Redis counters) instead")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument(

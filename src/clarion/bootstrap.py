@@ -76,6 +76,8 @@ class Clarion:
             for i in range(count)
         ]
         if count:
+            urgent = self.dispatcher.run_urgent(self._stop)
+            self._workers.append(asyncio.create_task(urgent, name="clarion-worker-urgent"))
             self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
             if self.poller is not None:
                 self._workers.append(asyncio.create_task(self.poller.run(self._stop), name="clarion-receipt-poll"))
@@ -169,6 +171,7 @@ def build(settings: Settings | None = None) -> Clarion:
         ],
         idempotency_window=timedelta(hours=settings.idempotency_hours),
         on_queued=dispatcher.notify,
+        on_urgent=dispatcher.notify_urgent,
     )
     segments = _segments(settings, db, secret)
     poller = _receipt_poller(settings, db, providers, counters, dispatcher, the_catalog)

@@ -78,6 +78,9 @@ class Dispatcher:
         # a process that is gone.
         self.host = host or owners.Host()
         self.wakeup = asyncio.Event()
+        self.urgent_wakeup = asyncio.Event()
+        #: deliveries the urgent lane's own loop claims at once (it never grows: urgent sends come a few at a time)
+        self.urgent_batch_size = min(batch_size, 50)
         self._last_reap = float("-inf")  # the first cycle takes back what a previous process left leased
 
     @property
@@ -100,6 +103,10 @@ class Dispatcher:
         """Intake calls this when it queued deliveries, so idle workers wake without waiting a poll."""
         self.wakeup.set()
 
+    def notify_urgent(self) -> None:
+        """Intake calls this when it queued deliveries of the urgent lane: its own loop wakes."""
+        self.urgent_wakeup.set()
+
     async def run_once(self, owner: str) -> int:
         """One claim → send → record cycle, recorded when it returns; returns how many deliveries it handled."""
         recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk)
@@ -121,11 +128,12 @@ class Dispatcher:
 
         return await self.db.write(job)
 
-    async def _cycle(self, recorder: Recorder) -> int:
+    async def _cycle(self, recorder: Recorder, *, urgent: bool = False) -> int:
         """Claim a batch and send it, handing its outcomes to ``recorder`` as they come; returns how many
-        deliveries were handled (their last outcomes may still be being written)."""
+        deliveries were handled (their last outcomes may still be being written). ``urgent``: the urgent lane
+        only, a small batch, its writes ahead of others waiting."""
         now = self.clock()
-        if time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
+        if not urgent and time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
             self._last_reap = time.monotonic()
             if reaped := await self.reap(now):
                 log.info("worker %s: put %d deliveries left leased back in the queue", recorder.owner, reaped)
@@ -142,12 +150,14 @@ class Dispatcher:
                 limit=limit,
                 is_sqlite=self.db.is_sqlite,
                 expired=expired,
+                urgent=urgent,
             )
 
-        limit = self._limit or self.batch_size
-        batch = await self.db.write(claim)
+        limit = self.urgent_batch_size if urgent else self._limit or self.batch_size
+        batch = await self.db.write(claim, urgent=urgent)
         handled = len(batch) + len(expired)
-        self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if handled >= limit else None
+        if not urgent:
+            self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if handled >= limit else None
         if not batch:
             return handled
         if self.recheck is not None:
@@ -180,6 +190,27 @@ class Dispatcher:
                 await self._pause(stop, self.linger)
         await recorder.drain()  # a graceful stop records the last outcomes
         log.info("worker %s stopped", owner)
+
+    async def run_urgent(self, stop: asyncio.Event) -> None:
+        """The urgent lane's own loop (beside ``run``'s): it claims only urgent deliveries, a few at a time, woken
+        by intake as they are queued, so a verification code is not sent after the campaign batch a busy loop is
+        sending; its claims and outcomes are written before the fan-out's waiting writes."""
+        owner = self.host.owner("urgent")
+        log.info("urgent worker %s started", owner)
+        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk, urgent=True)
+        while not stop.is_set():
+            self.urgent_wakeup.clear()  # before the claim: a send queued during it wakes the next wait
+            try:
+                handled = await self._cycle(recorder, urgent=True)
+                recorder.failures.clear()
+            except Exception:
+                log.exception("urgent worker %s: cycle failed", owner)
+                handled = 0
+                await asyncio.sleep(1)
+            if handled == 0:
+                await self._pause(stop, self.poll_interval, self.urgent_wakeup)
+        await recorder.drain()
+        log.info("urgent worker %s stopped", owner)
 
     @staticmethod
     async def _pause(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> None:

@@ -395,6 +395,34 @@ async def test_two_runners_fan_one_run_out_together_each_user_once(
         assert await campaign_store.parts_of(conn, run_id) == []  # a finished run's parts go
 
 
+async def test_batches_are_short_while_urgent_sends_arrive(
+    api: httpx.AsyncClient,
+    clarion: bootstrap.Clarion,
+    promo: None,
+    audience: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An urgent send's write waits for the transaction in flight: while codes are being accepted, the fan-out's
+    transactions are short."""
+    await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
+    monkeypatch.setattr(runner_module, "URGENT_BATCH", 3)
+    await launch_in_batches(api, clarion, audience, 20, 10, one_per_turn=True)
+    sizes: list[int] = []
+    prepare = clarion.intake.prepare_campaign_batch
+
+    async def preparing(batch: intake.CampaignBatch) -> intake.PreparedBatch:
+        sizes.append(len(batch.user_ids))
+        return await prepare(batch)
+
+    clarion.intake.prepare_campaign_batch = preparing  # type: ignore[method-assign]
+    assert await clarion.campaigns.run_once("r") == 10
+    r = await api.post("/v1/messages", json={"template": "code", "to": ["u19"], "data": {"code": "1234"}})
+    assert r.status_code == 202, r.text
+    assert await run_all(clarion.campaigns, "r") == 10
+    assert sizes == [10, 3, 3, 3, 1]
+    assert len(await campaign_messages(clarion, "spring")) == 20
+
+
 async def test_a_cron_campaign_runs_again_and_skips_users_reached_recently(
     api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:

@@ -105,3 +105,27 @@ async def test_the_first_write_waits_for_a_lock_held_elsewhere_instead_of_failin
     finally:
         other.close()
         await db.close()
+
+
+async def test_an_urgent_write_goes_before_the_writes_waiting_ahead_of_it_in_a_group_of_its_own(tmp_path) -> None:
+    db = await fresh(tmp_path / "w.db")
+    groups: list[list[str]] = []  # the jobs of each transaction, in commit order
+    try:
+        await db.write(deliveries(1, "first"))
+
+        def job(name: str) -> Any:
+            async def run(conn: AsyncConnection) -> str:
+                if not groups or conn is not groups[-1][0]:
+                    groups.append([conn])  # type: ignore[list-item]
+                groups[-1].append(name)
+                await conn.execute(t.deliveries.select().limit(1))
+                return name
+
+            return run
+
+        waiting = [asyncio.ensure_future(db.write(job(f"normal{i}"))) for i in range(5)]
+        urgent = asyncio.ensure_future(db.write(job("urgent"), urgent=True))
+        assert await asyncio.gather(*waiting, urgent) == [*(f"normal{i}" for i in range(5)), "urgent"]
+    finally:
+        await db.close()
+    assert [g[1:] for g in groups] == [["urgent"], [f"normal{i}" for i in range(5)]]

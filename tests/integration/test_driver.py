@@ -115,9 +115,9 @@ async def test_claim_returns_and_changes_what_sqlalchemy_does(tmp_path) -> None:
 
         async def claim(conn: Any, name: str = name) -> Any:
             if name == "driver":
-                assert driver._plan(conn.dialect, outbox._CLAIM[True], tuple(params), False) is not None
-                return await fetch(conn, outbox._CLAIM[True], params)
-            return (await conn.execute(outbox._CLAIM[True], params)).all()
+                assert driver._plan(conn.dialect, outbox._CLAIM[True, False], tuple(params), False) is not None
+                return await fetch(conn, outbox._CLAIM[True, False], params)
+            return (await conn.execute(outbox._CLAIM[True, False], params)).all()
 
         paths[name] = tmp_path / f"{name}.db"
         db = await fresh(paths[name], {t.deliveries: deliveries})

@@ -207,9 +207,9 @@ async def test_a_send_without_a_key_is_one_write_and_a_keyed_one_leaves_only_its
     writes: list[Any] = []
     write = clarion.db.write
 
-    async def counted(job: Any) -> Any:
+    async def counted(job: Any, *, urgent: bool = False) -> Any:
         writes.append(job)
-        return await write(job)
+        return await write(job, urgent=urgent)
 
     clarion.db.write = counted  # type: ignore[method-assign]
     await clarion.intake.send(intake.SendCommand(template="notice", to=["u1"], data={"n": 1}))

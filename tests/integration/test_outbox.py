@@ -205,6 +205,41 @@ async def test_urgent_overtakes_a_marketing_backlog_in_the_first_batch(
     assert len(sink(clarion)) == 321
 
 
+async def test_the_urgent_loop_sends_a_code_while_the_others_are_busy_with_a_backlog(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """The urgent lane's own loop claims only urgent deliveries, woken by intake as the code is accepted."""
+    await set_policies(clarion, send_windows={})
+    await sms_template(api, "digest", "notification", "normal")
+    await sms_template(api, "code", "verification", "urgent")
+    users = [f"n{i:03d}" for i in range(120)]
+    await seed_users(clarion, [*users, "v1"])
+    backlog = await queue(clarion, "digest", users)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(clarion.dispatcher.run_urgent(stop))
+    try:
+        await asyncio.sleep(0.05)  # idle: it claimed nothing of the backlog
+        assert sink(clarion) == []
+        r = await api.post("/v1/messages", json={"template": "code", "to": ["v1"]})
+        assert r.status_code == 202, r.text
+        for _ in range(200):
+            if sink(clarion):
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        stop.set()
+        await loop
+    [handed] = sink(clarion)
+    assert handed["user_id"] == "v1"
+    status = Counter(r.status for r in await deliveries(clarion) if r.id in set(backlog))
+    assert status == {"queued": 120}  # the backlog is the other loops' to claim
+    e = t.delivery_events
+    async with clarion.db.read() as conn:
+        query = sa.select(e.c.detail).where(e.c.delivery_id == handed["delivery_id"], e.c.status == "sending")
+        [claimed] = (await conn.execute(query)).scalars()
+    assert claimed["worker"].endswith(":urgent")
+
+
 # -- due times and leases ----------------------------------------------------------------------------------
 
 

@@ -52,6 +52,10 @@ from clarion.store.db import Database
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
 PART_BATCHES = 20  # batches per part of a run's audience (what one runner leases at a time)
+# While urgent sends (verification codes) are being accepted — one in the last URGENT_SECONDS — batches are at
+# most URGENT_BATCH users: an urgent send's write waits for the transaction in flight, which this keeps short.
+URGENT_SECONDS = 10.0
+URGENT_BATCH = 250
 MAX_PARTS = 1_000
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
@@ -335,6 +339,8 @@ class CampaignRunner:
         began = self.monotonic()
         try:
             while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
+                if time.monotonic() - self.intake.urgent_at < URGENT_SECONDS:
+                    size = min(size, URGENT_BATCH)  # urgent sends are arriving: short transactions ahead of them
                 async with self.db.read() as conn:
                     user_ids = await store.audience_slice(conn, run.id, cursor, min(size, limit - cursor))
                 if not user_ids:

@@ -64,11 +64,14 @@ class Recorder:
     chunks have been handed to providers and not recorded: what a SIGKILL would have sent twice. A write that
     fails is logged; its deliveries stay leased and are sent again once the lease is taken back."""
 
-    def __init__(self, db: Database, owner: str, clock: Callable[[], datetime], chunk: int) -> None:
+    def __init__(
+        self, db: Database, owner: str, clock: Callable[[], datetime], chunk: int, *, urgent: bool = False
+    ) -> None:
         self.db = db
         self.owner = owner
         self.clock = clock
         self.chunk = chunk
+        self.urgent = urgent  # the urgent lane's outcomes: written before other waiting writes
         self.failures: list[BaseException] = []
         self._waiting: list[outbox.Outcome] = []
         self._writing: asyncio.Future[int] | None = None
@@ -91,7 +94,7 @@ class Recorder:
                 await addresses.remove_dead(conn, dead, done)
             return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
 
-        self._writing = asyncio.ensure_future(self.db.write(complete))
+        self._writing = asyncio.ensure_future(self.db.write(complete, urgent=self.urgent))
         self._writing.add_done_callback(self._written)
 
     def _written(self, write: asyncio.Future[int]) -> None:

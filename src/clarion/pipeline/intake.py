@@ -37,7 +37,11 @@ from clarion.store import tables as t
 from clarion.store.db import Database, Inserts
 
 S = model.DeliveryStatus
+URGENT_LANE = model.Priority.URGENT.lane
 PAUSE_AFTER = 0.002  # seconds of rendering or rule evaluation before other requests get the loop back
+#: a campaign batch's messages go through the policies and rendering this many at a time, the event loop's other
+#: work (an urgent send's request) getting a turn in between: a slice is a few milliseconds of the loop
+COMPOSE_SLICE = 100
 
 
 #: who hands sends and events to intake, as the timeline's ``accepted`` reason names it: "api" unless the caller
@@ -179,6 +183,7 @@ class Intake:
         claim_lease: timedelta = timedelta(seconds=30),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_queued: Callable[[int], None] = lambda n: None,
+        on_urgent: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.users = policies.users
@@ -189,6 +194,8 @@ class Intake:
         self.claim_lease = claim_lease  # how long a key's claim waits for its answer before it may be taken over
         self.clock = clock
         self.on_queued = on_queued
+        self.on_urgent = on_urgent  # deliveries of the urgent lane were queued: its own dispatch loop wakes
+        self.urgent_at = float("-inf")  # when (monotonic seconds) the last urgent send was accepted
         self._keys: dict[str, list[Any]] = {}  # idempotency key → [its lock, requests holding or awaiting it]
 
     # -- entry points ------------------------------------------------------------------------------------
@@ -352,7 +359,11 @@ class Intake:
         users = await self.users.load_many(recipients)
         plan = _Plan(batch.run_id, self.clock())
         source = f"campaign {batch.campaign} run {batch.run_id}"
+        since = time.perf_counter()
         for user_id in recipients:
+            if time.perf_counter() - since > PAUSE_AFTER:
+                await asyncio.sleep(0)
+                since = time.perf_counter()
             self._plan_message(
                 plan,
                 batch.template,
@@ -363,7 +374,9 @@ class Intake:
                 source,
                 campaign=(batch.campaign, batch.run_id),
             )
-        await self._compose(plan)
+        for start in range(0, len(plan.drafts), COMPOSE_SLICE):  # the loop's other work gets a turn in between
+            await self._compose(plan, plan.drafts[start : start + COMPOSE_SLICE])
+            await asyncio.sleep(0)
         tally = _tally(plan, users=len(batch.user_ids), skipped=len(batch.user_ids) - len(recipients))
         rows = {
             t.messages: plan.messages,
@@ -445,9 +458,10 @@ class Intake:
         ]
         plan.drafts.append(draft)
 
-    async def _compose(self, plan: _Plan) -> None:
-        """Policies, rendering and routing for every planned message of the request, as one batch."""
-        drafts = [d for d in plan.drafts if d.user is not None]
+    async def _compose(self, plan: _Plan, drafts: Sequence[_Draft] | None = None) -> None:
+        """Policies, rendering and routing for every planned message of the request (or those ``drafts`` of it),
+        as one batch."""
+        drafts = [d for d in (plan.drafts if drafts is None else drafts) if d.user is not None]
         if not drafts:
             return
         await self._hold_fallbacks(drafts)
@@ -605,13 +619,17 @@ class Intake:
                 **plan.extra,
             }
         )
+        urgent = any(d["lane"] == URGENT_LANE and d["status"] == S.QUEUED for d in plan.deliveries)
         try:
-            await self.db.write(inserts)
+            await self.db.write(inserts, urgent=urgent)  # an urgent send's write does not wait behind a fan-out's
         except IntegrityError:
             if key and (await idempotency.find(self.db, key)).answer is not None:
                 raise _Answered(key) from None
             raise
         queued = sum(1 for d in plan.deliveries if d["status"] == S.QUEUED)
+        if urgent:
+            self.urgent_at = time.monotonic()
+            self.on_urgent()
         if queued:
             self.on_queued(queued)
         return Accepted(response)

@@ -2,7 +2,8 @@
 
 Every write in a process goes through ``Database.write``: one writer task drains the jobs waiting, runs them
 in one transaction (``BEGIN IMMEDIATE`` on SQLite) and commits once — group commit. A caller's ``await``
-returns only after its job is committed, so an API answer is never ahead of the disk. If a grouped
+returns only after its job is committed, so an API answer is never ahead of the disk. Urgent jobs (the urgent
+lane's sends, claims and outcomes) are taken before the others waiting, in groups of their own. If a grouped
 transaction fails, its jobs are re-run one by one so that one bad job fails alone. Concurrent ``Inserts``
 are merged into one ``executemany`` per table.
 
@@ -18,6 +19,7 @@ SQLite mode is for one process; several processes share PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import sqlite3
@@ -146,7 +148,11 @@ class Database:
         parsed = sa.make_url(url)
         self.dialect = parsed.get_backend_name()
         self._batch_max = batch_max
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future[Any]]] | None = None
+        # jobs waiting for the writer: urgent ones (an urgent lane's accept, claim and outcomes) go first, in a
+        # group of their own, so they wait at most for the transaction in flight, never behind a fan-out's backlog
+        self._waiting: collections.deque[tuple[Job, asyncio.Future[Any]]] = collections.deque()
+        self._urgent: collections.deque[tuple[Job, asyncio.Future[Any]]] = collections.deque()
+        self._ready: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
         if self.dialect == "sqlite":
             self._sqlite_writer = _sqlite_engine(parsed, immediate=True)
@@ -188,23 +194,30 @@ class Database:
 
     # -- writes ------------------------------------------------------------------------------------------
 
-    async def write(self, job: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``job(conn)`` inside a write transaction shared with concurrent jobs; return once committed."""
+    async def write(self, job: Callable[[Any], Awaitable[T]], *, urgent: bool = False) -> T:
+        """Run ``job(conn)`` inside a write transaction shared with concurrent jobs; return once committed.
+        ``urgent`` jobs are written before any other job waiting, grouped only with each other."""
         if self._writer_task is None or self._writer_task.done():
-            self._queue = asyncio.Queue()
+            self._ready = asyncio.Event()
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
-        assert self._queue is not None
+        assert self._ready is not None
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((job, future))  # unbounded: never waits
+        (self._urgent if urgent else self._waiting).append((job, future))  # unbounded: never waits
+        self._ready.set()
         return await future
 
     async def _writer(self) -> None:
-        assert self._queue is not None
-        queue = self._queue
+        assert self._ready is not None
+        ready = self._ready
         while True:
-            group = [await queue.get()]
-            while len(group) < self._batch_max and not queue.empty():
-                group.append(queue.get_nowait())
+            queue = self._urgent or self._waiting
+            if not queue:
+                ready.clear()
+                await ready.wait()
+                continue
+            group = [queue.popleft()]
+            while len(group) < self._batch_max and queue:
+                group.append(queue.popleft())
             group = [(job, fut) for job, fut in group if not fut.cancelled()]
             if not group:
                 continue

@@ -79,7 +79,7 @@ def event_row(
     }
 
 
-def _claim_statement(*, skip_locked: bool) -> Any:
+def _claim_statement(*, skip_locked: bool, urgent: bool = False) -> Any:
     d = t.deliveries
     due = (
         sa.select(d.c.id)
@@ -87,6 +87,8 @@ def _claim_statement(*, skip_locked: bool) -> Any:
         .order_by(d.c.lane, d.c.run_at)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
+    if urgent:  # the urgent lane's own loop (``Dispatcher.run_urgent``)
+        due = due.where(d.c.lane == sa.literal(model.Priority.URGENT.lane))
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
     return (
@@ -117,7 +119,11 @@ def _claim_statement(*, skip_locked: bool) -> Any:
 
 # by "is SQLite"; PostgreSQL skips rows another worker has locked, so workers in several processes never take
 # the same row
-_CLAIM = {sqlite: _claim_statement(skip_locked=not sqlite) for sqlite in (True, False)}
+_CLAIM = {
+    (sqlite, urgent): _claim_statement(skip_locked=not sqlite, urgent=urgent)
+    for sqlite in (True, False)
+    for urgent in (True, False)
+}
 
 
 async def claim(
@@ -129,14 +135,15 @@ async def claim(
     limit: int,
     is_sqlite: bool,
     expired: list[Claimed] | None = None,
+    urgent: bool = False,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due deliveries to ``owner``, lanes first. Those claimed past their ``expires_at``
-    become ``expired`` (``ttl_expired`` on the timeline; added to ``expired`` when given) in the same
-    transaction instead of being handed out: whatever held a delivery up (an outage, a breaker, a backlog,
-    retries), it is never sent late. Judging the claimed rows costs nothing more on the queue's index, where a
-    separate sweep would read every due row."""
+    """Lease up to ``limit`` due deliveries to ``owner``, lanes first (``urgent``: of the urgent lane only).
+    Those claimed past their ``expires_at`` become ``expired`` (``ttl_expired`` on the timeline; added to
+    ``expired`` when given) in the same transaction instead of being handed out: whatever held a delivery up (an
+    outage, a breaker, a backlog, retries), it is never sent late. Judging the claimed rows costs nothing more
+    on the queue's index, where a separate sweep would read every due row."""
     parameters = {"owner": owner, "now": now, "lease_until": lease_until, "limit": limit}
-    rows = await fetch(conn, _CLAIM[is_sqlite], parameters)
+    rows = await fetch(conn, _CLAIM[is_sqlite, urgent], parameters)
     claimed = [Claimed(*row) for row in rows]
     late = [c for c in claimed if c.expires_at is not None and c.expires_at <= now]
     if late:
