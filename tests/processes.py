@@ -73,7 +73,7 @@ def api_process(env: Mapping[str, str], log: Path, *, start_timeout: float = 60)
 
 @contextlib.contextmanager
 def worker_process(
-    env: Mapping[str, str], log: Path, *, loops: int = 2, start_timeout: float = 60
+    env: Mapping[str, str], log: Path, *, loops: int = 2, start_timeout: float = 60, args: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``clarion worker`` with ``loops`` dispatch loops and ``env``, wait until every loop has logged that it
     started, yield the process (its ``pid`` is what a test kills), and stop it afterwards with SIGTERM, the
@@ -83,7 +83,7 @@ def worker_process(
     def ready() -> bool:
         return len(re.findall(r"worker \S+ started", log.read_text(errors="replace"))) >= loops
 
-    command = [CLARION, "worker", "--workers", str(loops), "--log-level", "info"]
+    command = [CLARION, "worker", "--workers", str(loops), "--log-level", "info", *args]
     with started(command, env, log, ready, start_timeout=start_timeout, stop_timeout=15) as process:
         yield process
 

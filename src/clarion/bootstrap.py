@@ -193,6 +193,7 @@ def build(settings: Settings | None = None) -> Clarion:
             the_intake,
             segments,  # type: ignore[arg-type]  # it asks only for Audiences
             batch_size=settings.campaign_batch,
+            urgent_batch=settings.campaign_urgent_batch,
             lease=timedelta(seconds=settings.campaign_lease_seconds),
             poll_interval=settings.campaign_poll_seconds,
             host=host,

@@ -26,6 +26,7 @@ from clarion import (
     cli_secrets,
     cli_segments,
     cli_users,
+    metrics,
 )
 from clarion.domain import errors, model
 from clarion.pipeline import intake
@@ -156,6 +157,10 @@ def api(
 @app.command()
 def worker(
     workers: Annotated[int, typer.Option(min=1, max=64, help="concurrent dispatch loops")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="serve Prometheus /metrics (this process's sends) here")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="the address /metrics listens on")] = "127.0.0.1",
     log_level: LogLevel = "info",
 ) -> None:
     """Run delivery workers only: claim from the outbox, send, record. Stops gracefully on SIGTERM/SIGINT."""
@@ -168,6 +173,8 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopped.set)
+        if metrics_port is not None:
+            metrics.serve(services.metrics, metrics_port, metrics_host)
         await services.start(workers=workers)
         await stopped.wait()
         await services.close()

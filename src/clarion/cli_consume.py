@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from clarion import bootstrap
+from clarion import bootstrap, metrics
 from clarion.consume import running
 from clarion.consume.config import Broker, ConsumeSettings
 from clarion.domain import errors
@@ -70,7 +70,7 @@ async def _consume(settings: Settings, consume_settings: ConsumeSettings, worker
     try:
         name = await running.authorized(services, consume_settings)
         if consume_settings.metrics_port is not None:
-            _serve_metrics(services, consume_settings.metrics_port)
+            metrics.serve(services.metrics, consume_settings.metrics_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -81,12 +81,6 @@ async def _consume(settings: Settings, consume_settings: ConsumeSettings, worker
         await consumer.run(stop)
     finally:
         await services.close()
-
-
-def _serve_metrics(services: Any, port: int) -> None:
-    from prometheus_client import start_http_server
-
-    start_http_server(port, addr="127.0.0.1", registry=services.metrics.registry)
 
 
 if __name__ == "__main__":

@@ -105,3 +105,11 @@ class Metrics:
             ["broker", "source"],
             registry=self.registry,
         )
+
+
+def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``metrics`` as Prometheus text on ``http://host:port/metrics`` from a thread of this process (the
+    processes without the API — ``clarion worker``, ``clarion consume`` — have no other endpoint)."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host, registry=metrics.registry)

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     #: campaigns: audience users per fan-out batch (one transaction each: messages, deliveries and progress)
     campaign_batch: int = Field(default=1000, ge=1, le=20_000)
+    #: campaigns: users per batch while urgent sends are arriving (one in the last 10 s): an urgent send's write
+    #: waits for the transaction in flight, so smaller is faster for codes and slower for the campaign
+    campaign_urgent_batch: int = Field(default=250, ge=1, le=20_000)
     #: a campaign run's lease: another runner takes a run over this long after its runner stopped renewing it
     campaign_lease_seconds: float = Field(default=60.0, gt=0)
     #: how often an idle campaign runner looks for due runs and for parts of running ones to advance

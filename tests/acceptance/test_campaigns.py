@@ -396,16 +396,12 @@ async def test_two_runners_fan_one_run_out_together_each_user_once(
 
 
 async def test_batches_are_short_while_urgent_sends_arrive(
-    api: httpx.AsyncClient,
-    clarion: bootstrap.Clarion,
-    promo: None,
-    audience: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion, promo: None, audience: Any
 ) -> None:
     """An urgent send's write waits for the transaction in flight: while codes are being accepted, the fan-out's
     transactions are short."""
     await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
-    monkeypatch.setattr(runner_module, "URGENT_BATCH", 3)
+    clarion.campaigns.urgent_batch = 3
     await launch_in_batches(api, clarion, audience, 20, 10, one_per_turn=True)
     sizes: list[int] = []
     prepare = clarion.intake.prepare_campaign_batch

@@ -53,9 +53,8 @@ log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
 PART_BATCHES = 20  # batches per part of a run's audience (what one runner leases at a time)
 # While urgent sends (verification codes) are being accepted — one in the last URGENT_SECONDS — batches are at
-# most URGENT_BATCH users: an urgent send's write waits for the transaction in flight, which this keeps short.
+# most ``urgent_batch`` users: an urgent send's write waits for the transaction in flight, which this keeps short.
 URGENT_SECONDS = 10.0
-URGENT_BATCH = 250
 MAX_PARTS = 1_000
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
@@ -110,6 +109,7 @@ class CampaignRunner:
         segments: SegmentService,
         *,
         batch_size: int = 1000,
+        urgent_batch: int = 250,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
         slice_seconds: float = 1.0,
@@ -124,6 +124,7 @@ class CampaignRunner:
         self.segments = segments
         self.audiences = cast(Audiences, segments)
         self.batch_size = batch_size
+        self.urgent_batch = urgent_batch
         self.lease = lease
         self.poll_interval = poll_interval
         self.slice_seconds = slice_seconds  # how long one run is advanced before the others get a turn
@@ -340,7 +341,7 @@ class CampaignRunner:
         try:
             while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
                 if time.monotonic() - self.intake.urgent_at < URGENT_SECONDS:
-                    size = min(size, URGENT_BATCH)  # urgent sends are arriving: short transactions ahead of them
+                    size = min(size, self.urgent_batch)  # urgent sends are arriving: short transactions ahead of them
                 async with self.db.read() as conn:
                     user_ids = await store.audience_slice(conn, run.id, cursor, min(size, limit - cursor))
                 if not user_ids:
