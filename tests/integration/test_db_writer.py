@@ -129,3 +129,32 @@ async def test_an_urgent_write_goes_before_the_writes_waiting_ahead_of_it_in_a_g
     finally:
         await db.close()
     assert [g[1:] for g in groups] == [["urgent"], [f"normal{i}" for i in range(5)]]
+
+
+async def test_on_postgres_an_urgent_write_commits_while_the_group_in_flight_is_still_running(
+    pg_database: str,
+) -> None:
+    db = Database(pg_database)
+    order: list[str] = []
+    release = asyncio.Event()
+    try:
+
+        async def long_fan_out_batch(conn: AsyncConnection) -> None:
+            await conn.execute(t.deliveries.select().limit(1))
+            await release.wait()  # a batch transaction still being written
+            order.append("batch")
+
+        async def urgent_accept(conn: AsyncConnection) -> None:
+            await conn.execute(t.deliveries.select().limit(1))
+            order.append("urgent")
+
+        batch = asyncio.ensure_future(db.write(long_fan_out_batch))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(db.write(urgent_accept, urgent=True), timeout=5)
+        assert order == ["urgent"]  # committed, the batch still open
+        release.set()
+        await batch
+        assert order == ["urgent", "batch"]
+    finally:
+        release.set()
+        await db.close()

@@ -3,7 +3,8 @@
 Every write in a process goes through ``Database.write``: one writer task drains the jobs waiting, runs them
 in one transaction (``BEGIN IMMEDIATE`` on SQLite) and commits once — group commit. A caller's ``await``
 returns only after its job is committed, so an API answer is never ahead of the disk. Urgent jobs (the urgent
-lane's sends, claims and outcomes) are taken before the others waiting, in groups of their own. If a grouped
+lane's sends, claims and outcomes) are taken before the others waiting, in groups of their own (on PostgreSQL
+they do not wait for the writer at all: each runs in its own transaction at once). If a grouped
 transaction fails, its jobs are re-run one by one so that one bad job fails alone. Concurrent ``Inserts``
 are merged into one ``executemany`` per table.
 
@@ -196,7 +197,12 @@ class Database:
 
     async def write(self, job: Callable[[Any], Awaitable[T]], *, urgent: bool = False) -> T:
         """Run ``job(conn)`` inside a write transaction shared with concurrent jobs; return once committed.
-        ``urgent`` jobs are written before any other job waiting, grouped only with each other."""
+        ``urgent`` jobs are written before any other job waiting, grouped only with each other — on SQLite, whose
+        one writer they wait for; on PostgreSQL each runs at once in a transaction of its own, beside the group
+        in flight."""
+        if urgent and not self.is_sqlite:
+            async with self._engine.begin() as conn:
+                return await job(conn)
         if self._writer_task is None or self._writer_task.done():
             self._ready = asyncio.Event()
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
