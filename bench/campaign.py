@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,20 @@ async def stand_in_autovacuum(args: argparse.Namespace, url: str) -> None:
         await conn.close()
 
 
+@contextlib.contextmanager
+def fresh_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, migrated database on ``admin_url``'s server (its asyncpg URL), dropped afterwards."""
+    name = f"{prefix}_{time.time_ns()}"
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(admin_url).set(drivername="postgresql+asyncpg", database=name)
+    try:
+        url_text = url.render_as_string(hide_password=False)
+        migrate.upgrade(url_text)
+        yield url_text
+    finally:
+        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 async def _admin(url: str, sql: str) -> None:
     import asyncpg
 
@@ -347,15 +362,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clarion-campaign-bench-") as tmp:
         if args.postgres:
-            name = f"clarion_bench_{int(time.time())}"
-            asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
-            url = sa.make_url(args.postgres).set(drivername="postgresql+asyncpg", database=name)
-            url_text = url.render_as_string(hide_password=False)
-            try:
-                migrate.upgrade(url_text)
+            with fresh_postgres(args.postgres, "clarion_bench") as url_text:
                 result = asyncio.run(run(args, Path(tmp), url_text))
-            finally:
-                asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         else:
             migrate.upgrade(f"sqlite+aiosqlite:///{tmp}/clarion.db")
             generate_users(Path(tmp) / "clarion.db", args.users, datetime.now(UTC) - IMPORTED_AGO)

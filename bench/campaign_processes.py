@@ -51,10 +51,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from campaign import KEY, _admin, configure, generate_users_sql, progress, stand_in_autovacuum
+from campaign import KEY, _admin, configure, fresh_postgres, generate_users_sql, progress, stand_in_autovacuum
 from clarion import bootstrap
 from clarion.settings import Settings
-from clarion.store import migrate
 from clarion.store import tables as t
 
 CLARION = str(Path(sys.executable).parent / "clarion")
@@ -315,16 +314,11 @@ async def forget_redis(redis_url: str, prefix: str) -> None:
 
 def one_run(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     """A fresh database for one measurement, dropped afterwards."""
-    name = f"clarion_bench_proc_{time.time_ns()}"
-    asyncio.run(_admin(args.postgres, f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(args.postgres).set(drivername="postgresql+asyncpg", database=name)
-    url_text = url.render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(url_text)
-        with tempfile.TemporaryDirectory(prefix="clarion-campaign-processes-") as tmp:
-            return asyncio.run(measure(args, url_text, name, workers, Path(tmp)))
-    finally:
-        asyncio.run(_admin(args.postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with (
+        fresh_postgres(args.postgres, "clarion_bench_proc") as url,
+        tempfile.TemporaryDirectory(prefix="clarion-campaign-processes-") as tmp,
+    ):
+        return asyncio.run(measure(args, url, sa.make_url(url).database or "", workers, Path(tmp)))
 
 
 def sqlite_reference(args: argparse.Namespace) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class Clarion:
             for i in range(count)
         ]
         if count:
-            urgent = self.dispatcher.run_urgent(self._stop)
+            urgent = self.dispatcher.run(self._stop, urgent=True)
             self._workers.append(asyncio.create_task(urgent, name="clarion-worker-urgent"))
             self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
             if self.poller is not None:

@@ -169,48 +169,33 @@ class Dispatcher:
         await self.stage.send(batch, recorder)
         return handled
 
-    async def run(self, stop: asyncio.Event, *, index: int = 0) -> None:
-        owner = self.host.owner(str(index))
-        log.info("worker %s started", owner)
+    async def run(self, stop: asyncio.Event, *, index: int = 0, urgent: bool = False) -> None:
+        """A dispatch loop. ``urgent``: the urgent lane's own loop (one per process, beside the others): it claims
+        only urgent deliveries, a few at a time, woken by intake as they are queued, so a verification code is
+        not sent after the campaign batch a busy loop is sending; its claims and outcomes are written before the
+        fan-out's waiting writes."""
+        owner = self.host.owner("urgent" if urgent else str(index))
+        name = "urgent worker" if urgent else "worker"
+        wakeup = self.urgent_wakeup if urgent else self.wakeup
+        log.info("%s %s started", name, owner)
         # Outcomes are written while the next chunk is sent and the next batch claimed (the last chunk's write and
         # the next claim share a group commit); the recorder keeps one write in flight at a time.
-        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk)
+        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk, urgent=urgent)
         while not stop.is_set():
+            wakeup.clear()  # before the claim: a send queued during it wakes the wait that follows an empty one
             try:
-                handled = await self._cycle(recorder)
+                handled = await self._cycle(recorder, urgent=urgent)
                 recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
             except Exception:
-                log.exception("worker %s: cycle failed", owner)
+                log.exception("%s %s: cycle failed", name, owner)
                 handled = 0
                 await asyncio.sleep(1)
             if handled == 0:
-                self.wakeup.clear()
-                await self._pause(stop, self.poll_interval, self.wakeup)
-            elif self._limit is None and self.linger > 0:  # it took everything due: let the next ones gather
+                await self._pause(stop, self.poll_interval, wakeup)
+            elif not urgent and self._limit is None and self.linger > 0:  # it took all that was due: let more gather
                 await self._pause(stop, self.linger)
         await recorder.drain()  # a graceful stop records the last outcomes
-        log.info("worker %s stopped", owner)
-
-    async def run_urgent(self, stop: asyncio.Event) -> None:
-        """The urgent lane's own loop (beside ``run``'s): it claims only urgent deliveries, a few at a time, woken
-        by intake as they are queued, so a verification code is not sent after the campaign batch a busy loop is
-        sending; its claims and outcomes are written before the fan-out's waiting writes."""
-        owner = self.host.owner("urgent")
-        log.info("urgent worker %s started", owner)
-        recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk, urgent=True)
-        while not stop.is_set():
-            self.urgent_wakeup.clear()  # before the claim: a send queued during it wakes the next wait
-            try:
-                handled = await self._cycle(recorder, urgent=True)
-                recorder.failures.clear()
-            except Exception:
-                log.exception("urgent worker %s: cycle failed", owner)
-                handled = 0
-                await asyncio.sleep(1)
-            if handled == 0:
-                await self._pause(stop, self.poll_interval, self.urgent_wakeup)
-        await recorder.drain()
-        log.info("urgent worker %s stopped", owner)
+        log.info("%s %s stopped", name, owner)
 
     @staticmethod
     async def _pause(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> None:

@@ -216,7 +216,7 @@ async def test_the_urgent_loop_sends_a_code_while_the_others_are_busy_with_a_bac
     await seed_users(clarion, [*users, "v1"])
     backlog = await queue(clarion, "digest", users)
     stop = asyncio.Event()
-    loop = asyncio.create_task(clarion.dispatcher.run_urgent(stop))
+    loop = asyncio.create_task(clarion.dispatcher.run(stop, urgent=True))
     try:
         await asyncio.sleep(0.05)  # idle: it claimed nothing of the backlog
         assert sink(clarion) == []

@@ -52,17 +52,13 @@ from clarion.store.db import Database
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
 PART_BATCHES = 20  # batches per part of a run's audience (what one runner leases at a time)
+MAX_PARTS = 1_000
 # While urgent sends (verification codes) are being accepted — one in the last URGENT_SECONDS — batches are at
 # most ``urgent_batch`` users: an urgent send's write waits for the transaction in flight, which this keeps short.
 URGENT_SECONDS = 10.0
-MAX_PARTS = 1_000
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
 WAITING = (model.DeliveryStatus.QUEUED.value, model.DeliveryStatus.DEFERRED.value)
-
-
-#: a batch's last write: the run's processed users and counts; True when the batch was the run's last
-Counted = Callable[[Any, Tally], Awaitable[bool]]
 
 
 class Audiences(Protocol):
@@ -336,7 +332,6 @@ class CampaignRunner:
                 return 0
         writing: asyncio.Future[Any] | None = None
         done = 0
-        finished = False
         began = self.monotonic()
         try:
             while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
@@ -357,16 +352,16 @@ class CampaignRunner:
                 if definition.send_time == "optimal":
                     await self._at_best_hours(prepared, template, state)
                 if writing is not None:
-                    finished = await writing
+                    await writing
                     writing = None
                 to = cursor + len(user_ids)
                 tested = definition.ab is not None and to == split < run.audience
                 progress, counted = self._progress(run.id, part.part, owner, cursor, to, len(user_ids), tested)
-                writing = asyncio.ensure_future(self._write(prepared, progress, counted))
+                writing = asyncio.ensure_future(self.intake.write_campaign_batch(prepared, progress, counted))
                 cursor = to
                 done += len(user_ids)
             if writing is not None:
-                finished = await writing
+                await writing
                 writing = None
         except store.Moved:
             log.info("campaign run %s moved on under a batch; left to its new owner", run.id)
@@ -375,19 +370,12 @@ class CampaignRunner:
             if writing is not None and not writing.done():  # another error: let the batch in flight finish
                 with contextlib.suppress(Exception):
                     await writing
-        if finished:
-            await self._finish(run.id, run.campaign_key, "completed")
+        if cursor >= part.stop:  # this part is done: the run is, once every other part is
+            async with self.db.read() as conn:
+                current = await store.run(conn, run.id)
+            if current is not None and current.cursor >= current.audience:
+                await self._finish(run.id, run.campaign_key, "completed")
         return done
-
-    async def _write(self, prepared: PreparedBatch, progress: Progress, counted: Counted) -> bool:
-        """Write a batch with its progress; True when it was the run's last."""
-        done: list[bool] = []
-
-        async def count(conn: Any, tally: Tally) -> None:
-            done.append(await counted(conn, tally))
-
-        await self.intake.write_campaign_batch(prepared, progress, count)
-        return bool(done and done[0])
 
     async def _at_best_hours(self, prepared: PreparedBatch, template: model.Template, state: _Run) -> None:
         """Move the batch's waiting deliveries to their users' best hours (see the module's docstring), with
@@ -493,7 +481,7 @@ class CampaignRunner:
 
     def _progress(
         self, run_id: str, part: int, owner: str, cursor: int, to: int, users: int, tested: bool
-    ) -> tuple[Progress, Counted]:
+    ) -> tuple[Progress, Progress]:
         """A batch's own writes: its part's cursor from ``cursor`` to ``to`` with a renewed lease (first: it
         refuses a batch whose part moved), and the run's processed users and counts (last); ``tested``: the batch
         completes an A/B test cohort, so the test's clock starts."""
@@ -503,15 +491,14 @@ class CampaignRunner:
         async def progress(conn: Any, tally: Tally) -> None:
             await store.advance_part(conn, run_id, part, owner=owner, cursor=cursor, to=to, lease_until=lease_until)
 
-        async def counted(conn: Any, tally: Tally) -> bool:
+        async def counted(conn: Any, tally: Tally) -> None:
             def merge(counts: Mapping[str, Any]) -> dict[str, Any]:
                 merged = add_tally(counts, tally)
                 if tested:
                     merged["ab"] = abtest.sent(merged["ab"], self.clock())
                 return merged
 
-            now_at, audience = await store.add_progress(conn, run_id, users, merge, is_sqlite=is_sqlite)
-            return now_at >= audience
+            await store.add_progress(conn, run_id, users, merge, is_sqlite=is_sqlite)
 
         return progress, counted
 

@@ -242,21 +242,19 @@ async def add_progress(
     merge: Callable[[Mapping[str, Any]], Mapping[str, Any]],
     *,
     is_sqlite: bool,
-) -> tuple[int, int]:
+) -> None:
     """Add a written batch to its run: ``users`` more processed, its counts merged into the run's (``merge``
     gets the run's counts as they are now, the row locked on PostgreSQL). Raises ``Moved`` when the run is
-    finished (cancelled meanwhile); returns the run's cursor after the batch, and its audience."""
-    query = sa.select(R.c.counts, R.c.cursor, R.c.audience).where(R.c.id == run_id, R.c.status.in_(ACTIVE))
+    finished (cancelled meanwhile)."""
+    query = sa.select(R.c.counts).where(R.c.id == run_id, R.c.status.in_(ACTIVE))
     found = (await conn.execute(query if is_sqlite else query.with_for_update())).first()
     if found is None:
         raise Moved("the run was finished under this batch", details={"run": run_id})
-    cursor = found.cursor + users
     await conn.execute(
         R.update()
         .where(R.c.id == run_id)
-        .values(cursor=cursor, processed=R.c.processed + users, counts=dict(merge(found.counts)))
+        .values(cursor=R.c.cursor + users, processed=R.c.processed + users, counts=dict(merge(found.counts)))
     )
-    return cursor, found.audience
 
 
 async def set_counts(conn: AsyncConnection, run_id: str, counts: Mapping[str, Any]) -> None:

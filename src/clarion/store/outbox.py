@@ -87,7 +87,7 @@ def _claim_statement(*, skip_locked: bool, urgent: bool = False) -> Any:
         .order_by(d.c.lane, d.c.run_at)
         .limit(sa.bindparam("limit", type_=sa.Integer))
     )
-    if urgent:  # the urgent lane's own loop (``Dispatcher.run_urgent``)
+    if urgent:  # the urgent lane's own loop (``Dispatcher.run(urgent=True)``)
         due = due.where(d.c.lane == sa.literal(model.Priority.URGENT.lane))
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
