@@ -373,7 +373,8 @@ def main() -> None:
             # R: start → last sent over the bare write of one row per user, both in this run
             result["ratio_R"] = round(result["seconds_to_last_sent"] * result["bare_sqlite_rows_per_s"] / args.users, 1)
     result["rows_written_per_user"] = (
-        "message + delivery + 2 events at fan-out; 2 events + 3 delivery updates + 1 message update at dispatch"
+        "message + delivery (written leased) + 3 events at fan-out; 1 event + 2 delivery updates + 1 message"
+        " update at the outcome"
     )
     print(json.dumps(result), file=sys.stdout)
     sys.stdout.flush()

@@ -78,6 +78,7 @@ class Clarion:
         if count:
             urgent = self.dispatcher.run(self._stop, urgent=True)
             self._workers.append(asyncio.create_task(urgent, name="clarion-worker-urgent"))
+            self.campaigns.handoff = self.dispatcher  # its batches are sent by this process's dispatcher
             self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
             if self.poller is not None:
                 self._workers.append(asyncio.create_task(self.poller.run(self._stop), name="clarion-receipt-poll"))

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import owners
 from clarion.channels.registry import ProviderRegistry
-from clarion.domain import retry
+from clarion.domain import model, retry
 from clarion.domain.policy.decision import Drop
 from clarion.metrics import Metrics
 from clarion.pipeline import dispatch
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: the deliveries of a batch to judge again (their ids → why each is dropped now)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
+HANDED_IN_FLIGHT = 2  # batches handed over by their writer (``Dispatcher.take``) being sent at once, at most
+S = model.DeliveryStatus
 
 
 class Dispatcher:
@@ -82,6 +84,10 @@ class Dispatcher:
         #: deliveries the urgent lane's own loop claims at once (it never grows: urgent sends come a few at a time)
         self.urgent_batch_size = min(batch_size, 50)
         self._last_reap = float("-inf")  # the first cycle takes back what a previous process left leased
+        # batches handed over by their writer (``take``) and being sent, and the recorder of their outcomes
+        self._handing = asyncio.Semaphore(HANDED_IN_FLIGHT)
+        self._handed: set[asyncio.Future[None]] = set()
+        self._handoff_recorder: Recorder | None = None
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -158,8 +164,12 @@ class Dispatcher:
         handled = len(batch) + len(expired)
         if not urgent:
             self._limit = min(limit * 2, max(self.batch_size, self.max_batch_size)) if handled >= limit else None
-        if not batch:
-            return handled
+        if batch:
+            await self._send_claimed(batch, recorder, now)
+        return handled
+
+    async def _send_claimed(self, batch: list[outbox.Claimed], recorder: Recorder, now: datetime) -> None:
+        """Send a batch leased to ``recorder.owner``; those that waited are judged again first (``recheck``)."""
         if self.recheck is not None:
             waited = [c for c in batch if now - c.created_at > WAITED]
             drops = await self.recheck(waited, now) if waited else {}
@@ -167,7 +177,50 @@ class Dispatcher:
                 batch = [c for c in batch if c.id not in drops]
                 recorder.add([dispatch.dropped(c, drops[c.id]) for c in waited if c.id in drops])
         await self.stage.send(batch, recorder)
-        return handled
+
+    @property
+    def handoff_owner(self) -> str:
+        """The lease owner of deliveries handed to this dispatcher by their writer (``take``)."""
+        return self.host.owner("handoff")
+
+    async def take(self, batch: list[outbox.Claimed]) -> None:
+        """Send ``batch`` — deliveries their writer leased to ``handoff_owner`` in the transaction that wrote
+        them (``outbox.lease_new``), now committed — as if this dispatcher had claimed them: routed, rate-limited,
+        judged again if they waited, sent, recorded. Returns once the batch is being sent; while
+        ``HANDED_IN_FLIGHT`` batches are, it waits, so the writer goes no faster than its batches are sent."""
+        await self._handing.acquire()
+        sending = asyncio.ensure_future(self._send_handed(batch))
+        self._handed.add(sending)
+        sending.add_done_callback(self._handed_done)
+
+    async def _send_handed(self, batch: list[outbox.Claimed]) -> None:
+        recorder = self._handoff_recorder
+        if recorder is None:
+            chunk = self.stage.record_chunk
+            recorder = self._handoff_recorder = Recorder(self.db, self.handoff_owner, self.clock, chunk)
+        recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
+        now = self.clock()
+        late = [c for c in batch if c.expires_at is not None and c.expires_at <= now]
+        if late:  # held up past the template's ttl before it could be sent: never sent late
+            reason = f"{outbox.TTL_EXPIRED}: not handed to a provider within the template's ttl"
+            recorder.add([outbox.Outcome(c.id, c.message_id, S.EXPIRED, reason, attempted=False) for c in late])
+            batch = [c for c in batch if c not in late]
+        if batch:
+            await self._send_claimed(batch, recorder, now)
+
+    def _handed_done(self, sending: asyncio.Future[None]) -> None:
+        self._handed.discard(sending)
+        self._handing.release()
+        if not sending.cancelled() and (exc := sending.exception()) is not None:
+            owner = self.handoff_owner
+            log.error("worker %s: sending a handed batch failed, its leases will be taken back: %r", owner, exc)
+
+    async def drain_handed(self) -> None:
+        """Return once every batch handed over so far is sent and its outcomes written (or failed)."""
+        while self._handed:
+            await asyncio.wait(set(self._handed))
+        if self._handoff_recorder is not None:
+            await self._handoff_recorder.drain()
 
     async def run(self, stop: asyncio.Event, *, index: int = 0, urgent: bool = False) -> None:
         """A dispatch loop. ``urgent``: the urgent lane's own loop (one per process, beside the others): it claims

@@ -43,7 +43,7 @@ from clarion.domain.policy import config, quiet_hours
 from clarion.domain.policy.decision import ALLOW, Candidate
 from clarion.pipeline.intake import CampaignBatch, Intake, PreparedBatch, Progress, Tally
 from clarion.segments.service import SegmentService
-from clarion.store import activity
+from clarion.store import activity, outbox
 from clarion.store import audit as audit_log
 from clarion.store import campaigns as store
 from clarion.store import tables as t
@@ -97,6 +97,21 @@ class _Run:
     last_look: float = float("-inf")
 
 
+class Handoff(Protocol):
+    """Where a runner's written batches are sent from memory (``worker.Dispatcher``): their due deliveries are
+    written leased to ``handoff_owner`` (``outbox.lease_new``) and given to ``take`` once committed."""
+
+    @property
+    def handoff_owner(self) -> str: ...
+
+    @property
+    def lease(self) -> timedelta: ...
+
+    async def take(self, batch: list[outbox.Claimed]) -> None: ...
+
+    async def drain_handed(self) -> None: ...
+
+
 class CampaignRunner:
     def __init__(
         self,
@@ -130,6 +145,9 @@ class CampaignRunner:
         self.host = host or owners.Host()
         self.ab_look_seconds = ab_look_seconds  # how often a waiting A/B test looks at its cohort's results
         self._runs: dict[str, _Run] = {}
+        # A process that sends (``clarion serve``, ``clarion worker``) hands its batches' due deliveries to its own
+        # dispatcher instead of leaving them to be claimed back from the outbox (set by ``Clarion.start``).
+        self.handoff: Handoff | None = None
 
     async def run_once(self, owner: str) -> int:
         """Start due runs and advance a part of each running one by a batch or more; returns how many audience
@@ -164,6 +182,8 @@ class CampaignRunner:
             if processed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
+        if self.handoff is not None:  # a graceful stop sends what it wrote
+            await self.handoff.drain_handed()
 
     async def release_gone(self) -> dict[str, str]:
         """Release the runs whose runner is a process of this host that has stopped (``store.release_runs``)."""
@@ -357,7 +377,7 @@ class CampaignRunner:
                 to = cursor + len(user_ids)
                 tested = definition.ab is not None and to == split < run.audience
                 progress, counted = self._progress(run.id, part.part, owner, cursor, to, len(user_ids), tested)
-                writing = asyncio.ensure_future(self.intake.write_campaign_batch(prepared, progress, counted))
+                writing = asyncio.ensure_future(self._write(prepared, progress, counted))
                 cursor = to
                 done += len(user_ids)
             if writing is not None:
@@ -376,6 +396,25 @@ class CampaignRunner:
             if current is not None and current.cursor >= current.audience:
                 await self._finish(run.id, run.campaign_key, "completed")
         return done
+
+    async def _write(self, prepared: PreparedBatch, progress: Progress, counted: Progress) -> None:
+        """Write a composed batch; with a ``handoff``, its due deliveries are written leased to it and handed to
+        it once committed, so they are sent from memory, never claimed back from the outbox (a crash before
+        they are recorded leaves leases that are taken back, and they are sent under the same ids)."""
+        handoff, handed = self.handoff, []
+        if handoff is not None:
+            now = self.clock()
+            rows = prepared.rows
+            handed = outbox.lease_new(
+                rows[t.deliveries],
+                rows[t.delivery_events],
+                owner=handoff.handoff_owner,
+                now=now,
+                lease_until=now + handoff.lease,
+            )
+        await self.intake.write_campaign_batch(prepared, progress, counted, handed=len(handed))
+        if handoff is not None and handed:
+            await handoff.take(handed)
 
     async def _at_best_hours(self, prepared: PreparedBatch, template: model.Template, state: _Run) -> None:
         """Move the batch's waiting deliveries to their users' best hours (see the module's docstring), with

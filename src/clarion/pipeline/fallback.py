@@ -116,6 +116,8 @@ def _held_row(
         "lane": candidate.template.priority.lane,
         "run_at": now,
         "attempts": 0,
+        "lease_owner": None,
+        "lease_until": None,
         "segments": segments,
         "expires_at": now + timedelta(seconds=ttl) if ttl else None,
         "fallback_of": original_id,

@@ -387,12 +387,13 @@ class Intake:
         return PreparedBatch(rows, tally)
 
     async def write_campaign_batch(
-        self, prepared: PreparedBatch, progress: Progress, counted: Progress | None = None
+        self, prepared: PreparedBatch, progress: Progress, counted: Progress | None = None, *, handed: int = 0
     ) -> Tally:
         """A prepared batch's rows written in ONE transaction with ``progress`` (the run's cursor, which may
         refuse the batch, run first) and ``counted`` (the run's counts, run last: a row other runners' batches
         update too, so it is locked only for the end of the transaction), so a crash leaves either the batch
-        and its progress or neither."""
+        and its progress or neither. ``handed``: how many of its queued deliveries were leased to the writer,
+        which sends them itself (``outbox.lease_new``): the dispatchers are woken only for the others."""
 
         async def job(conn: Any) -> None:
             await progress(conn, prepared.tally)
@@ -401,8 +402,8 @@ class Intake:
                 await counted(conn, prepared.tally)
 
         await self.db.write(job)
-        if prepared.tally.queued:
-            self.on_queued(prepared.tally.queued)
+        if prepared.tally.queued > handed:
+            self.on_queued(prepared.tally.queued - handed)
         return prepared.tally
 
     # -- stages ------------------------------------------------------------------------------------------
@@ -551,6 +552,8 @@ class Intake:
             "lane": candidate.template.priority.lane,
             "run_at": run_at,
             "attempts": 0,
+            "lease_owner": None,  # set when its writer sends it itself (``outbox.lease_new``)
+            "lease_until": None,
             "segments": segments,
             "expires_at": now + timedelta(seconds=ttl) if ttl else None,
             "fallback_of": None,

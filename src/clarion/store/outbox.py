@@ -164,6 +164,44 @@ async def claim(
     return claimed
 
 
+def lease_new(
+    deliveries: Sequence[dict[str, Any]],
+    events: list[dict[str, Any]],
+    *,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claimed]:
+    """Delivery rows not yet written, leased to ``owner`` as a claim would lease them once written: each queued
+    and due one becomes ``sending`` (attempt 1, its ``sending`` entry added to ``events``), and is returned as
+    claimed. Written so, the rows are the claim: whoever wrote them sends them from memory once they have
+    committed (``worker.Dispatcher.take``), with no claim statement and no second write of each row; one that
+    is never completed is taken back like any lease (``reclaim_gone``, ``reap_expired``)."""
+    claimed = []
+    queued, due = S.QUEUED.value, now
+    for row in deliveries:
+        if row["status"] != queued or row["run_at"] > due:
+            continue
+        row.update(status=S.SENDING.value, lease_owner=owner, lease_until=lease_until, attempts=1, updated_at=now)
+        events.append(event_row(row["message_id"], row["id"], S.SENDING, "attempt 1", now, {"worker": owner}))
+        claimed.append(
+            Claimed(
+                row["id"],
+                row["message_id"],
+                row["user_id"],
+                row["channel"],
+                row["provider"],
+                row["address"],
+                row["content"],
+                1,
+                row["lane"],
+                row["created_at"],
+                row["expires_at"],
+            )
+        )
+    return claimed
+
+
 TTL_EXPIRED = "ttl_expired"
 
 
