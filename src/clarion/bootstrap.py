@@ -79,6 +79,7 @@ class Clarion:
             urgent = self.dispatcher.run(self._stop, urgent=True)
             self._workers.append(asyncio.create_task(urgent, name="clarion-worker-urgent"))
             self.campaigns.handoff = self.dispatcher  # its batches are sent by this process's dispatcher
+            self.intake.handoff = self.dispatcher  # and the urgent sends it accepts
             self._workers.append(asyncio.create_task(self.campaigns.run(self._stop), name="clarion-campaigns"))
             if self.poller is not None:
                 self._workers.append(asyncio.create_task(self.poller.run(self._stop), name="clarion-receipt-poll"))

@@ -88,6 +88,7 @@ class Dispatcher:
         self._handing = asyncio.Semaphore(HANDED_IN_FLIGHT)
         self._handed: set[asyncio.Future[None]] = set()
         self._handoff_recorder: Recorder | None = None
+        self._urgent_recorder: Recorder | None = None
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -193,11 +194,29 @@ class Dispatcher:
         self._handed.add(sending)
         sending.add_done_callback(self._handed_done)
 
-    async def _send_handed(self, batch: list[outbox.Claimed]) -> None:
-        recorder = self._handoff_recorder
+    @property
+    def urgent_owner(self) -> str:
+        """The lease owner of urgent deliveries handed to this dispatcher as they are accepted (``take_urgent``)."""
+        return self.host.owner("urgent-handoff")
+
+    def take_urgent(self, batch: list[outbox.Claimed]) -> None:
+        """Send ``batch`` — urgent deliveries intake leased to ``urgent_owner`` in the transaction that accepted
+        them, now committed — at once, their outcomes written ahead of other waiting writes: a verification code
+        does not wait for a claim (a write of its own, behind the transaction in flight) before it is sent."""
+        sending = asyncio.ensure_future(self._send_handed(batch, urgent=True))
+        self._handed.add(sending)
+        sending.add_done_callback(self._handed.discard)
+        sending.add_done_callback(self._logged)
+
+    async def _send_handed(self, batch: list[outbox.Claimed], *, urgent: bool = False) -> None:
+        recorder = self._urgent_recorder if urgent else self._handoff_recorder
         if recorder is None:
-            chunk = self.stage.record_chunk
-            recorder = self._handoff_recorder = Recorder(self.db, self.handoff_owner, self.clock, chunk)
+            owner, chunk = (self.urgent_owner if urgent else self.handoff_owner), self.stage.record_chunk
+            recorder = Recorder(self.db, owner, self.clock, chunk, urgent=urgent)
+            if urgent:
+                self._urgent_recorder = recorder
+            else:
+                self._handoff_recorder = recorder
         recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
         now = self.clock()
         late = [c for c in batch if c.expires_at is not None and c.expires_at <= now]
@@ -211,16 +230,19 @@ class Dispatcher:
     def _handed_done(self, sending: asyncio.Future[None]) -> None:
         self._handed.discard(sending)
         self._handing.release()
+        self._logged(sending)
+
+    def _logged(self, sending: asyncio.Future[None]) -> None:
         if not sending.cancelled() and (exc := sending.exception()) is not None:
-            owner = self.handoff_owner
-            log.error("worker %s: sending a handed batch failed, its leases will be taken back: %r", owner, exc)
+            log.error("worker %s: sending a handed batch failed, its leases will be taken back: %r", self.host, exc)
 
     async def drain_handed(self) -> None:
         """Return once every batch handed over so far is sent and its outcomes written (or failed)."""
         while self._handed:
             await asyncio.wait(set(self._handed))
-        if self._handoff_recorder is not None:
-            await self._handoff_recorder.drain()
+        for recorder in (self._handoff_recorder, self._urgent_recorder):
+            if recorder is not None:
+                await recorder.drain()
 
     async def run(self, stop: asyncio.Event, *, index: int = 0, urgent: bool = False) -> None:
         """A dispatch loop. ``urgent``: the urgent lane's own loop (one per process, beside the others): it claims

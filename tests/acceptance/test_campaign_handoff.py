@@ -2,7 +2,8 @@
 their due deliveries are written already leased (``outbox.lease_new``) and sent from memory once committed, never
 claimed back from the outbox. The timeline reads as for a claimed delivery; a batch written but never sent (the
 process killed) is taken back like any lease and sent once, under the same ids; one that waited is judged again;
-and the runner goes no faster than its batches are sent."""
+and the runner goes no faster than its batches are sent. An urgent triggered send is handed over the same way
+as it is accepted."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from clarion.store import outbox
 from clarion.store import tables as t
 from tests.acceptance import test_campaigns as campaigns
 from tests.acceptance.test_campaigns import launch_in_batches, run_all
-from tests.conftest import drain, sink
+from tests.conftest import drain, put_template, put_user, sink
 
 # the campaign tests' fixtures: policies and review out of the way, a fake audience, the "promo" template
 _setup, audience, promo = campaigns._setup, campaigns.audience, campaigns.promo
@@ -162,3 +163,54 @@ async def test_take_waits_while_two_handed_batches_are_being_sent(clarion: boots
     await asyncio.wait_for(third, 1)
     await clarion.dispatcher.drain_handed()
     assert started == [1, 1, 1]
+
+
+# -- urgent triggered sends --------------------------------------------------------------------------------------
+
+
+async def test_an_urgent_send_is_handed_over_as_accepted_and_a_normal_one_is_left_to_the_queue(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
+    await put_template(api, "note", category="transactional", channels={"sms": {"text": "shipped"}})
+    await put_user(api, "u1", addresses={"sms": "+8613800138001"})
+    clarion.intake.handoff = clarion.dispatcher
+    code = await api.post("/v1/messages", json={"template": "code", "to": ["u1"], "data": {"code": "4321"}})
+    note = await api.post("/v1/messages", json={"template": "note", "to": ["u1"]})
+    assert code.status_code == note.status_code == 202, (code.text, note.text)
+    await clarion.dispatcher.drain_handed()  # nothing was claimed: the code was sent from memory
+
+    [code_id] = [m["id"] for m in code.json()["messages"]]
+    entries = await timeline(api, code_id)
+    assert [e["status"] for e in entries] == ["queued", "sending", "sent"]
+    assert entries[1]["detail"] == {"worker": clarion.dispatcher.urgent_owner}
+    assert [line["content"]["text"] for line in sink(clarion)] == ["4321"]
+    [note_id] = [m["id"] for m in note.json()["messages"]]
+    assert [e["status"] for e in await timeline(api, note_id)] == ["queued"]  # the dispatch loops' to claim
+    assert await drain(clarion) == 1
+    assert [e["status"] for e in await timeline(api, note_id)] == ["queued", "sending", "sent"]
+
+
+async def test_an_urgent_send_handed_over_but_never_sent_is_taken_back(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
+    await put_user(api, "u1", addresses={"sms": "+8613800138001"})
+    handed: list[list[outbox.Claimed]] = []
+
+    class Dead:  # accepts the hand-off and dies before sending
+        urgent_owner = "gone-process"
+        lease = timedelta(0)
+
+        def take_urgent(self, batch: list[outbox.Claimed]) -> None:
+            handed.append(batch)
+
+    clarion.intake.handoff = Dead()
+    code = await api.post("/v1/messages", json={"template": "code", "to": ["u1"], "data": {"code": "4321"}})
+    assert code.status_code == 202, code.text
+    [[claimed]] = handed
+    assert sink(clarion) == []
+    assert await drain(clarion) == 1  # its lease reaped first, then claimed and sent
+    assert [line["delivery_id"] for line in sink(clarion)] == [claimed.id]
+    statuses = [e["status"] for e in await timeline(api, claimed.message_id)]
+    assert statuses == ["queued", "sending", "queued", "sending", "sent"]

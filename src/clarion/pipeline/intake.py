@@ -171,6 +171,19 @@ def _fingerprint(command: Any) -> str:
     return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class UrgentHandoff(Protocol):
+    """Where the urgent deliveries a process accepts are sent from memory (``worker.Dispatcher``): written leased
+    to ``urgent_owner`` (``outbox.lease_new``), given to ``take_urgent`` once committed."""
+
+    @property
+    def urgent_owner(self) -> str: ...
+
+    @property
+    def lease(self) -> timedelta: ...
+
+    def take_urgent(self, batch: list[outbox.Claimed]) -> None: ...
+
+
 class Intake:
     def __init__(
         self,
@@ -196,6 +209,9 @@ class Intake:
         self.on_queued = on_queued
         self.on_urgent = on_urgent  # deliveries of the urgent lane were queued: its own dispatch loop wakes
         self.urgent_at = float("-inf")  # when (monotonic seconds) the last urgent send was accepted
+        # A process that sends hands the urgent deliveries it accepts to its own dispatcher as they commit, instead
+        # of leaving them to be claimed (set by ``Clarion.start``)
+        self.handoff: UrgentHandoff | None = None
         self._keys: dict[str, list[Any]] = {}  # idempotency key → [its lock, requests holding or awaiting it]
 
     # -- entry points ------------------------------------------------------------------------------------
@@ -623,6 +639,17 @@ class Intake:
             }
         )
         urgent = any(d["lane"] == URGENT_LANE and d["status"] == S.QUEUED for d in plan.deliveries)
+        handoff, handed = self.handoff, []
+        if urgent and handoff is not None:
+            until = plan.now + handoff.lease
+            handed = outbox.lease_new(
+                plan.deliveries,
+                plan.events,
+                owner=handoff.urgent_owner,
+                now=plan.now,
+                lease_until=until,
+                lane=URGENT_LANE,
+            )
         try:
             await self.db.write(inserts, urgent=urgent)  # an urgent send's write does not wait behind a fan-out's
         except IntegrityError:
@@ -632,7 +659,10 @@ class Intake:
         queued = sum(1 for d in plan.deliveries if d["status"] == S.QUEUED)
         if urgent:
             self.urgent_at = time.monotonic()
-            self.on_urgent()
+            if handed and handoff is not None:
+                handoff.take_urgent(handed)
+            if not handed:  # one not due yet is the urgent loop's
+                self.on_urgent()
         if queued:
             self.on_queued(queued)
         return Accepted(response)

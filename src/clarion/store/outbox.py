@@ -171,16 +171,18 @@ def lease_new(
     owner: str,
     now: datetime,
     lease_until: datetime,
+    lane: int | None = None,
 ) -> list[Claimed]:
     """Delivery rows not yet written, leased to ``owner`` as a claim would lease them once written: each queued
     and due one becomes ``sending`` (attempt 1, its ``sending`` entry added to ``events``), and is returned as
     claimed. Written so, the rows are the claim: whoever wrote them sends them from memory once they have
     committed (``worker.Dispatcher.take``), with no claim statement and no second write of each row; one that
-    is never completed is taken back like any lease (``reclaim_gone``, ``reap_expired``)."""
+    is never completed is taken back like any lease (``reclaim_gone``, ``reap_expired``). ``lane``: only the
+    deliveries of that lane."""
     claimed = []
     queued, due = S.QUEUED.value, now
     for row in deliveries:
-        if row["status"] != queued or row["run_at"] > due:
+        if row["status"] != queued or row["run_at"] > due or (lane is not None and row["lane"] != lane):
             continue
         row.update(status=S.SENDING.value, lease_owner=owner, lease_until=lease_until, attempts=1, updated_at=now)
         events.append(event_row(row["message_id"], row["id"], S.SENDING, "attempt 1", now, {"worker": owner}))
