@@ -14,6 +14,9 @@ frequency caps, a 1,000-word block list, a 100-word mask list and 1,000 address 
 ``both`` (the default): each run measures ``off`` then ``on`` on fresh servers, and ``on_vs_off`` gives the
 ratios of the two, run by run (medians over runs).
 
+``--priority urgent`` makes the code an urgent send (the urgent lane: each accepted send is handed to the
+server's dispatcher as it commits, instead of being claimed); the default is ``high``.
+
 Run: ``.venv/bin/python bench/triggered.py`` (or ``make bench``); ``--runs 3`` repeats and reports medians.
 """
 
@@ -69,11 +72,11 @@ async def wait_ready(base: str) -> None:
     raise RuntimeError("clarion serve did not become ready")
 
 
-async def setup(session: aiohttp.ClientSession, base: str, users: int) -> None:
+async def setup(session: aiohttp.ClientSession, base: str, users: int, priority: str = "high") -> None:
     template = {
         "name": "Code",
         "category": "verification",
-        "priority": "high",
+        "priority": priority,
         "channels": {"sms": {"text": "{name}, your code is ${data.code}"}},
     }
     async with session.put(f"{base}/v1/templates/code", json=template) as r:
@@ -239,7 +242,7 @@ async def measure(args: argparse.Namespace, base: str, tmpdir: Path, policies: b
     headers = {"Authorization": f"Bearer {KEY}"}
     connector = aiohttp.TCPConnector(limit=args.clients)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
-        await setup(session, base, args.users)
+        await setup(session, base, args.users, args.priority)
         await configure_policies(session, base, policies)
         await load(session, base, clients=args.clients, seconds=1.0, users=args.users, rate=None)  # warm-up
         cpu = cpu_seconds(pid)
@@ -278,6 +281,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--policies", choices=("off", "on", "both"), default="both")
+    parser.add_argument(
+        "--priority",
+        choices=("urgent", "high", "normal"),
+        default="high",
+        help="the code template's priority (urgent: the urgent lane, handed to the dispatcher as accepted)",
+    )
     args = parser.parse_args()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.policies]
     runs = [{("on" if mode else "off"): run_once(args, mode) for mode in modes} for _ in range(args.runs)]

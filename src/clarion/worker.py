@@ -89,6 +89,8 @@ class Dispatcher:
         self._handed: set[asyncio.Future[None]] = set()
         self._handoff_recorder: Recorder | None = None
         self._urgent_recorder: Recorder | None = None
+        self._urgent_waiting: list[outbox.Claimed] = []  # urgent deliveries handed over, not yet being sent
+        self._urgent_sender: asyncio.Future[None] | None = None
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -199,14 +201,35 @@ class Dispatcher:
         """The lease owner of urgent deliveries handed to this dispatcher as they are accepted (``take_urgent``)."""
         return self.host.owner("urgent-handoff")
 
+    @property
+    def urgent_idle(self) -> bool:
+        """No urgent delivery handed over is being sent: one handed over now goes at once. While some are (a
+        flood of codes), intake leaves the next to the urgent loop, whose claims take 50 at a time."""
+        return self._urgent_sender is None
+
     def take_urgent(self, batch: list[outbox.Claimed]) -> None:
         """Send ``batch`` — urgent deliveries intake leased to ``urgent_owner`` in the transaction that accepted
         them, now committed — at once, their outcomes written ahead of other waiting writes: a verification code
-        does not wait for a claim (a write of its own, behind the transaction in flight) before it is sent."""
-        sending = asyncio.ensure_future(self._send_handed(batch, urgent=True))
-        self._handed.add(sending)
-        sending.add_done_callback(self._handed.discard)
-        sending.add_done_callback(self._logged)
+        does not wait for a claim (a write of its own, behind the transaction in flight) before it is sent. One
+        sender takes them: what is handed over while it sends goes together in its next round, so a burst of
+        codes is sent in batches, not one provider call each."""
+        self._urgent_waiting.extend(batch)
+        if self._urgent_sender is None:
+            sender = self._urgent_sender = asyncio.ensure_future(self._send_urgent())
+            self._handed.add(sender)
+            sender.add_done_callback(self._handed.discard)
+            sender.add_done_callback(self._logged)
+
+    async def _send_urgent(self) -> None:
+        try:
+            while self._urgent_waiting:
+                # the accepts of one group commit resume in the same turn of the event loop: let them all hand
+                # over before this round is taken
+                await asyncio.sleep(0)
+                batch, self._urgent_waiting = self._urgent_waiting, []
+                await self._send_handed(batch, urgent=True)
+        finally:
+            self._urgent_sender = None
 
     async def _send_handed(self, batch: list[outbox.Claimed], *, urgent: bool = False) -> None:
         recorder = self._urgent_recorder if urgent else self._handoff_recorder

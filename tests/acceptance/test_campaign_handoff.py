@@ -8,6 +8,7 @@ as it is accepted."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,7 @@ async def test_a_handed_batch_is_sent_from_memory_and_reads_as_claimed(
     finally:
         outbox.claim = real_claim  # type: ignore[assignment]
     assert claims == 0  # nothing was claimed back from the outbox
+    assert time.monotonic() - clarion.intake.fanout_at < 5  # urgent sends are handed over meanwhile
     sent = await rows(clarion)
     assert [r.user_id for r in sent] == sorted(ids)
     assert {(r.status, r.attempts, r.lease_owner) for r in sent} == {("sent", 1, None)}
@@ -175,6 +177,7 @@ async def test_an_urgent_send_is_handed_over_as_accepted_and_a_normal_one_is_lef
     await put_template(api, "note", category="transactional", channels={"sms": {"text": "shipped"}})
     await put_user(api, "u1", addresses={"sms": "+8613800138001"})
     clarion.intake.handoff = clarion.dispatcher
+    clarion.intake.fanout_at = time.monotonic()  # a campaign batch was just written
     code = await api.post("/v1/messages", json={"template": "code", "to": ["u1"], "data": {"code": "4321"}})
     note = await api.post("/v1/messages", json={"template": "note", "to": ["u1"]})
     assert code.status_code == note.status_code == 202, (code.text, note.text)
@@ -201,11 +204,13 @@ async def test_an_urgent_send_handed_over_but_never_sent_is_taken_back(
     class Dead:  # accepts the hand-off and dies before sending
         urgent_owner = "gone-process"
         lease = timedelta(0)
+        urgent_idle = True
 
         def take_urgent(self, batch: list[outbox.Claimed]) -> None:
             handed.append(batch)
 
     clarion.intake.handoff = Dead()
+    clarion.intake.fanout_at = time.monotonic()
     code = await api.post("/v1/messages", json={"template": "code", "to": ["u1"], "data": {"code": "4321"}})
     assert code.status_code == 202, code.text
     [[claimed]] = handed
@@ -214,3 +219,55 @@ async def test_an_urgent_send_handed_over_but_never_sent_is_taken_back(
     assert [line["delivery_id"] for line in sink(clarion)] == [claimed.id]
     statuses = [e["status"] for e in await timeline(api, claimed.message_id)]
     assert statuses == ["queued", "sending", "queued", "sending", "sent"]
+
+
+async def test_urgent_sends_accepted_while_handed_ones_are_being_sent_go_to_the_urgent_loop(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """A flood of codes: while a round handed over is being sent, the next ones are left queued for the urgent
+    loop, which claims them in batches, rather than each handed over on its own."""
+    await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
+    for i in range(3):
+        await put_user(api, f"u{i}", addresses={"sms": f"+861380013800{i}"})
+    clarion.intake.handoff = clarion.dispatcher
+    clarion.intake.fanout_at = time.monotonic()  # a campaign batch was just written
+    release = asyncio.Event()
+    real_send = clarion.dispatcher.stage.send
+
+    async def slow(batch: list[outbox.Claimed], recorder: Any) -> None:
+        await release.wait()
+        await real_send(batch, recorder)
+
+    clarion.dispatcher.stage.send = slow  # type: ignore[method-assign]
+    ids = []
+    for i in range(3):
+        r = await api.post("/v1/messages", json={"template": "code", "to": [f"u{i}"], "data": {"code": f"{i}"}})
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["messages"][0]["id"])
+        assert not clarion.dispatcher.urgent_idle  # the first is being sent
+    assert [e["status"] for e in await timeline(api, ids[0])] == ["queued", "sending"]
+    for later in ids[1:]:
+        assert [e["status"] for e in await timeline(api, later)] == ["queued"]  # left to the urgent loop
+    release.set()
+    await clarion.dispatcher.drain_handed()
+    assert clarion.dispatcher.urgent_idle
+    assert await drain(clarion) == 2
+    assert sorted(line["content"]["text"] for line in sink(clarion)) == ["0", "1", "2"]
+
+
+async def test_an_urgent_send_with_no_fan_out_under_way_is_left_to_the_urgent_loop(
+    api: httpx.AsyncClient, clarion: bootstrap.Clarion
+) -> None:
+    """With no backlog to overtake, the urgent loop claims a code within milliseconds, and a few at a time."""
+    await put_template(api, "code", category="verification", priority="urgent", channels={"sms": {"text": "{code}"}})
+    await put_user(api, "u1", addresses={"sms": "+8613800138001"})
+    clarion.intake.handoff = clarion.dispatcher
+    clarion.intake.fanout_at = time.monotonic() - 60  # the last campaign batch was written a minute ago
+    code = await api.post("/v1/messages", json={"template": "code", "to": ["u1"], "data": {"code": "4321"}})
+    assert code.status_code == 202, code.text
+    await clarion.dispatcher.drain_handed()
+    [code_id] = [m["id"] for m in code.json()["messages"]]
+    assert [e["status"] for e in await timeline(api, code_id)] == ["queued"]
+    assert sink(clarion) == []
+    assert await drain(clarion) == 1
+    assert [line["content"]["text"] for line in sink(clarion)] == ["4321"]

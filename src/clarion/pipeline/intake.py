@@ -42,6 +42,10 @@ PAUSE_AFTER = 0.002  # seconds of rendering or rule evaluation before other requ
 #: a campaign batch's messages go through the policies and rendering this many at a time, the event loop's other
 #: work (an urgent send's request) getting a turn in between: a slice is a few milliseconds of the loop
 COMPOSE_SLICE = 100
+# An urgent send accepted within this long of a campaign batch's write is handed to the dispatcher as it
+# commits (``UrgentHandoff``): it overtakes the backlog without a claim of its own; otherwise the urgent loop's
+# claims, a few at a time, cost less per send.
+FANOUT_SECONDS = 2.0
 
 
 #: who hands sends and events to intake, as the timeline's ``accepted`` reason names it: "api" unless the caller
@@ -173,13 +177,18 @@ def _fingerprint(command: Any) -> str:
 
 class UrgentHandoff(Protocol):
     """Where the urgent deliveries a process accepts are sent from memory (``worker.Dispatcher``): written leased
-    to ``urgent_owner`` (``outbox.lease_new``), given to ``take_urgent`` once committed."""
+    to ``urgent_owner`` (``outbox.lease_new``), given to ``take_urgent`` once committed — while a campaign is
+    being fanned out (``FANOUT_SECONDS``) and the hand-off is ``urgent_idle``; otherwise, and for a flood of
+    codes, the urgent loop's claims take them a few at a time."""
 
     @property
     def urgent_owner(self) -> str: ...
 
     @property
     def lease(self) -> timedelta: ...
+
+    @property
+    def urgent_idle(self) -> bool: ...
 
     def take_urgent(self, batch: list[outbox.Claimed]) -> None: ...
 
@@ -212,6 +221,7 @@ class Intake:
         # A process that sends hands the urgent deliveries it accepts to its own dispatcher as they commit, instead
         # of leaving them to be claimed (set by ``Clarion.start``)
         self.handoff: UrgentHandoff | None = None
+        self.fanout_at = float("-inf")  # when (monotonic seconds) a campaign batch was last written
         self._keys: dict[str, list[Any]] = {}  # idempotency key → [its lock, requests holding or awaiting it]
 
     # -- entry points ------------------------------------------------------------------------------------
@@ -418,6 +428,7 @@ class Intake:
                 await counted(conn, prepared.tally)
 
         await self.db.write(job)
+        self.fanout_at = time.monotonic()
         if prepared.tally.queued > handed:
             self.on_queued(prepared.tally.queued - handed)
         return prepared.tally
@@ -640,7 +651,8 @@ class Intake:
         )
         urgent = any(d["lane"] == URGENT_LANE and d["status"] == S.QUEUED for d in plan.deliveries)
         handoff, handed = self.handoff, []
-        if urgent and handoff is not None:
+        fanning_out = time.monotonic() - self.fanout_at < FANOUT_SECONDS
+        if urgent and handoff is not None and fanning_out and handoff.urgent_idle:
             until = plan.now + handoff.lease
             handed = outbox.lease_new(
                 plan.deliveries,
