@@ -46,10 +46,9 @@ import sqlalchemy as sa
 
 from clarion import bootstrap
 from clarion.api.app import create_app
-from clarion.settings import Settings
 from clarion.store import migrate
 from clarion.store import tables as t
-from population import configure_policies, generate_users, put, put_notification, user
+from population import bench_settings, configure_policies, generate_users, put, put_notification, user
 
 KEY = "clk_bench_campaign_key"
 # The users were imported a while before the campaign (an import in the last seconds is re-read once by the
@@ -170,14 +169,12 @@ async def progress(clarion: bootstrap.Clarion) -> tuple[Any, int, int]:
 
 
 async def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
-    settings = Settings(
-        database_url=url,
+    settings = bench_settings(
+        tmp,
+        url,
+        KEY,
         redis_url=args.redis_url if args.postgres else None,
         redis_prefix=f"bench{int(time.time())}:",
-        data_dir=str(tmp / "var"),
-        outbox_dir=str(tmp / "var" / "outbox"),
-        api_key=KEY,
-        secret_key="bench",
         workers=args.workers,
         claim_batch=args.claim_batch,
         campaign_batch=args.batch,

@@ -42,10 +42,9 @@ from clarion import bootstrap
 from clarion.api.app import create_app
 from clarion.domain import ids, model
 from clarion.pipeline.intake import CampaignBatch
-from clarion.settings import Settings
 from clarion.store import migrate
 from clarion.store import tables as t
-from population import generate_users
+from population import bench_settings, generate_users
 
 
 def _value(value: Any) -> Any:
@@ -95,15 +94,7 @@ class CompactWriter:
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp}/clarion.db"
-    settings = Settings(
-        database_url=url,
-        data_dir=str(tmp / "var"),
-        outbox_dir=str(tmp / "var" / "outbox"),
-        api_key=KEY,
-        secret_key="bench",
-        workers=0,
-    )
-    clarion = bootstrap.build(settings)
+    clarion = bootstrap.build(bench_settings(tmp, url, KEY, workers=0))
     await clarion.start(workers=0)
     transport = httpx.ASGITransport(app=create_app(clarion=clarion))
     try:

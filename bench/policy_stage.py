@@ -44,9 +44,8 @@ from clarion.counters.memory import MemoryCounters
 from clarion.domain import model, render
 from clarion.domain.policy import config
 from clarion.domain.policy.decision import Candidate, Drop
-from clarion.settings import Settings
 from clarion.store import migrate
-from population import configure_policies, generate_users, put_notification
+from population import bench_settings, configure_policies, generate_users, put_notification
 
 KEY = "clk_bench_policy_stage_key"
 # 10:00 UTC: daytime or evening in every zone above, so nothing is held by a window.
@@ -94,14 +93,7 @@ async def run_path(
 
 
 async def measure(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
-    settings = Settings(
-        database_url=url,
-        data_dir=str(tmp / "var"),
-        outbox_dir=str(tmp / "var" / "outbox"),
-        api_key=KEY,
-        secret_key="bench",
-    )
-    clarion = bootstrap.build(settings)
+    clarion = bootstrap.build(bench_settings(tmp, url, KEY))
     await clarion.start(workers=0)
     try:
         transport = httpx.ASGITransport(app=create_app(clarion=clarion))

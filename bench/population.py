@@ -15,9 +15,24 @@ from typing import Any
 
 import httpx
 
+from clarion.settings import Settings
+
 POLICIES = ("consent", "suppression", "quiet_hours", "dedup", "keywords", "caps", "safety_valve")
 ZONES = ("Asia/Shanghai", "Europe/London", "America/New_York", None)
 USER_COLUMNS = ("user_id", "attributes", "tags", "timezone", "locale", "addresses", "created_at", "updated_at")
+
+
+def bench_settings(tmp: Path, url: str, key: str, **extra: Any) -> Settings:
+    """Clarion's settings for a benchmark's process: its database at ``url``, its data and file sink in ``tmp``,
+    ``key`` as its API key; ``extra`` settings on top."""
+    return Settings(
+        database_url=url,
+        data_dir=str(tmp / "var"),
+        outbox_dir=str(tmp / "var" / "outbox"),
+        api_key=key,
+        secret_key="bench",
+        **extra,
+    )
 
 
 def user(i: int, stamped: datetime) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion import owners
 from clarion.channels.registry import ProviderRegistry
-from clarion.domain import model, retry
+from clarion.domain import retry
 from clarion.domain.policy.decision import Drop
 from clarion.metrics import Metrics
 from clarion.pipeline import dispatch
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 Recheck = Callable[[list[outbox.Claimed], datetime], Awaitable[dict[str, Drop]]]
 WAITED = timedelta(seconds=1)  # claimed this long after it was queued: deferred, retried, or behind a backlog
 HANDED_IN_FLIGHT = 2  # batches handed over by their writer (``Dispatcher.take``) being sent at once, at most
-S = model.DeliveryStatus
 
 
 class Dispatcher:
@@ -84,11 +83,14 @@ class Dispatcher:
         #: deliveries the urgent lane's own loop claims at once (it never grows: urgent sends come a few at a time)
         self.urgent_batch_size = min(batch_size, 50)
         self._last_reap = float("-inf")  # the first cycle takes back what a previous process left leased
-        # batches handed over by their writer (``take``) and being sent, and the recorder of their outcomes
+        # batches handed over by their writer (``take``, ``take_urgent``) and being sent, and the recorders of their
+        # outcomes (by urgent); the clock is read through this dispatcher's, which may be replaced
         self._handing = asyncio.Semaphore(HANDED_IN_FLIGHT)
         self._handed: set[asyncio.Future[None]] = set()
-        self._handoff_recorder: Recorder | None = None
-        self._urgent_recorder: Recorder | None = None
+        self._handed_recorders = {
+            urgent: Recorder(db, owner, lambda: self.clock(), record_chunk, urgent=urgent)
+            for urgent, owner in ((False, self.handoff_owner), (True, self.urgent_owner))
+        }
         self._urgent_waiting: list[outbox.Claimed] = []  # urgent deliveries handed over, not yet being sent
         self._urgent_sender: asyncio.Future[None] | None = None
 
@@ -223,29 +225,18 @@ class Dispatcher:
     async def _send_urgent(self) -> None:
         try:
             while self._urgent_waiting:
-                # the accepts of one group commit resume in the same turn of the event loop: let them all hand
-                # over before this round is taken
-                await asyncio.sleep(0)
                 batch, self._urgent_waiting = self._urgent_waiting, []
                 await self._send_handed(batch, urgent=True)
         finally:
             self._urgent_sender = None
 
     async def _send_handed(self, batch: list[outbox.Claimed], *, urgent: bool = False) -> None:
-        recorder = self._urgent_recorder if urgent else self._handoff_recorder
-        if recorder is None:
-            owner, chunk = (self.urgent_owner if urgent else self.handoff_owner), self.stage.record_chunk
-            recorder = Recorder(self.db, owner, self.clock, chunk, urgent=urgent)
-            if urgent:
-                self._urgent_recorder = recorder
-            else:
-                self._handoff_recorder = recorder
+        recorder = self._handed_recorders[urgent]
         recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
         now = self.clock()
         late = [c for c in batch if c.expires_at is not None and c.expires_at <= now]
         if late:  # held up past the template's ttl before it could be sent: never sent late
-            reason = f"{outbox.TTL_EXPIRED}: not handed to a provider within the template's ttl"
-            recorder.add([outbox.Outcome(c.id, c.message_id, S.EXPIRED, reason, attempted=False) for c in late])
+            recorder.add(outbox.expired_outcomes(late))
             batch = [c for c in batch if c not in late]
         if batch:
             await self._send_claimed(batch, recorder, now)
@@ -255,17 +246,17 @@ class Dispatcher:
         self._handing.release()
         self._logged(sending)
 
-    def _logged(self, sending: asyncio.Future[None]) -> None:
+    @staticmethod
+    def _logged(sending: asyncio.Future[None]) -> None:
         if not sending.cancelled() and (exc := sending.exception()) is not None:
-            log.error("worker %s: sending a handed batch failed, its leases will be taken back: %r", self.host, exc)
+            log.error("sending a handed batch failed, its leases will be taken back: %r", exc)
 
     async def drain_handed(self) -> None:
         """Return once every batch handed over so far is sent and its outcomes written (or failed)."""
         while self._handed:
             await asyncio.wait(set(self._handed))
-        for recorder in (self._handoff_recorder, self._urgent_recorder):
-            if recorder is not None:
-                await recorder.drain()
+        for recorder in self._handed_recorders.values():
+            await recorder.drain()
 
     async def run(self, stop: asyncio.Event, *, index: int = 0, urgent: bool = False) -> None:
         """A dispatch loop. ``urgent``: the urgent lane's own loop (one per process, beside the others): it claims

@@ -251,12 +251,12 @@ async def test_a_turn_pipelines_batches_and_each_commits_in_order(
         return await prepare(batch)
 
     async def writing(
-        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None, **kw: int
+        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None
     ) -> intake.Tally:
         first = prepared.rows[t.messages][0]["user_id"]
         events.append(f"write {first}")
         await asyncio.sleep(0.01)  # the transaction takes a while: the next batch is composed meanwhile
-        tally = await write(prepared, progress, counted, **kw)
+        tally = await write(prepared, progress, counted)
         events.append(f"committed {first}")
         return tally
 
@@ -315,18 +315,18 @@ async def test_a_crash_in_the_middle_of_the_fan_out_resumes_without_sending_anyo
     calls = 0
 
     async def crashing(
-        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None, **kw: int
+        prepared: intake.PreparedBatch, progress: intake.Progress, counted: intake.Progress | None = None
     ) -> intake.Tally:
         nonlocal calls
         calls += 1
         if calls < 3:
-            return await real(prepared, progress, counted, **kw)
+            return await real(prepared, progress, counted)
 
         async def dying(conn: Any, tally: intake.Tally) -> None:
             await progress(conn, tally)
             raise RuntimeError("power cut")
 
-        return await real(prepared, dying, counted, **kw)
+        return await real(prepared, dying, counted)
 
     clarion.intake.write_campaign_batch = crashing  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="power cut"):

@@ -412,7 +412,7 @@ class CampaignRunner:
                 now=now,
                 lease_until=now + handoff.lease,
             )
-        await self.intake.write_campaign_batch(prepared, progress, counted, handed=len(handed))
+        await self.intake.write_campaign_batch(prepared, progress, counted)
         if handoff is not None and handed:
             await handoff.take(handed)
 

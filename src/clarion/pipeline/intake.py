@@ -413,13 +413,13 @@ class Intake:
         return PreparedBatch(rows, tally)
 
     async def write_campaign_batch(
-        self, prepared: PreparedBatch, progress: Progress, counted: Progress | None = None, *, handed: int = 0
+        self, prepared: PreparedBatch, progress: Progress, counted: Progress | None = None
     ) -> Tally:
         """A prepared batch's rows written in ONE transaction with ``progress`` (the run's cursor, which may
         refuse the batch, run first) and ``counted`` (the run's counts, run last: a row other runners' batches
         update too, so it is locked only for the end of the transaction), so a crash leaves either the batch
-        and its progress or neither. ``handed``: how many of its queued deliveries were leased to the writer,
-        which sends them itself (``outbox.lease_new``): the dispatchers are woken only for the others."""
+        and its progress or neither. The dispatchers are woken for the deliveries left queued, not for those
+        the writer leased to itself (``outbox.lease_new``)."""
 
         async def job(conn: Any) -> None:
             await progress(conn, prepared.tally)
@@ -429,8 +429,8 @@ class Intake:
 
         await self.db.write(job)
         self.fanout_at = time.monotonic()
-        if prepared.tally.queued > handed:
-            self.on_queued(prepared.tally.queued - handed)
+        if queued := _queued(prepared.rows[t.deliveries]):
+            self.on_queued(queued)
         return prepared.tally
 
     # -- stages ------------------------------------------------------------------------------------------
@@ -651,8 +651,12 @@ class Intake:
         )
         urgent = any(d["lane"] == URGENT_LANE and d["status"] == S.QUEUED for d in plan.deliveries)
         handoff, handed = self.handoff, []
-        fanning_out = time.monotonic() - self.fanout_at < FANOUT_SECONDS
-        if urgent and handoff is not None and fanning_out and handoff.urgent_idle:
+        if (
+            urgent
+            and handoff is not None
+            and handoff.urgent_idle
+            and time.monotonic() < self.fanout_at + FANOUT_SECONDS
+        ):
             until = plan.now + handoff.lease
             handed = outbox.lease_new(
                 plan.deliveries,
@@ -668,16 +672,20 @@ class Intake:
             if key and (await idempotency.find(self.db, key)).answer is not None:
                 raise _Answered(key) from None
             raise
-        queued = sum(1 for d in plan.deliveries if d["status"] == S.QUEUED)
         if urgent:
             self.urgent_at = time.monotonic()
             if handed and handoff is not None:
                 handoff.take_urgent(handed)
-            if not handed:  # one not due yet is the urgent loop's
+            else:  # no fan-out to overtake, or the hand-off is busy: the urgent loop claims it
                 self.on_urgent()
-        if queued:
+        if queued := _queued(plan.deliveries):
             self.on_queued(queued)
         return Accepted(response)
+
+
+def _queued(deliveries: Sequence[Mapping[str, Any]]) -> int:
+    """How many of ``deliveries`` wait in the queue for a dispatch loop's claim."""
+    return sum(1 for d in deliveries if d["status"] == S.QUEUED)
 
 
 class _Answered(Exception):

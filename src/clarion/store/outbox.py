@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +42,10 @@ class Claimed:
     created_at: datetime
     #: the template's ttl after acceptance: not handed to a provider by then, it expires (None: no ttl)
     expires_at: datetime | None = None
+
+
+#: the ``deliveries`` columns a claim returns: ``Claimed``'s fields, in order
+CLAIMED = tuple(f.name for f in fields(Claimed))
 
 
 @dataclass(slots=True)
@@ -101,19 +105,7 @@ def _claim_statement(*, skip_locked: bool, urgent: bool = False) -> Any:
             attempts=d.c.attempts + 1,
             updated_at=sa.bindparam("now"),
         )
-        .returning(
-            d.c.id,
-            d.c.message_id,
-            d.c.user_id,
-            d.c.channel,
-            d.c.provider,
-            d.c.address,
-            d.c.content,
-            d.c.attempts,
-            d.c.lane,
-            d.c.created_at,
-            d.c.expires_at,
-        )
+        .returning(*(d.c[name] for name in CLAIMED))
     )
 
 
@@ -153,15 +145,13 @@ async def claim(
         claimed = [c for c in claimed if c.expires_at is None or c.expires_at > now]
     claimed.sort(key=lambda c: (c.lane, c.id))
     if claimed:
-        await executemany(
-            conn,
-            insert_of(t.delivery_events),
-            [
-                event_row(c.message_id, c.id, S.SENDING, f"attempt {c.attempts}", now, {"worker": owner})
-                for c in claimed
-            ],
-        )
+        await executemany(conn, insert_of(t.delivery_events), [_sending(c, owner, now) for c in claimed])
     return claimed
+
+
+def _sending(claimed: Claimed, owner: str, now: datetime) -> dict[str, Any]:
+    """The timeline entry of a delivery leased to ``owner`` for an attempt."""
+    return event_row(claimed.message_id, claimed.id, S.SENDING, f"attempt {claimed.attempts}", now, {"worker": owner})
 
 
 def lease_new(
@@ -180,54 +170,45 @@ def lease_new(
     is never completed is taken back like any lease (``reclaim_gone``, ``reap_expired``). ``lane``: only the
     deliveries of that lane."""
     claimed = []
-    queued, due = S.QUEUED.value, now
     for row in deliveries:
-        if row["status"] != queued or row["run_at"] > due or (lane is not None and row["lane"] != lane):
+        if row["status"] != S.QUEUED or row["run_at"] > now or (lane is not None and row["lane"] != lane):
             continue
         row.update(status=S.SENDING.value, lease_owner=owner, lease_until=lease_until, attempts=1, updated_at=now)
-        events.append(event_row(row["message_id"], row["id"], S.SENDING, "attempt 1", now, {"worker": owner}))
-        claimed.append(
-            Claimed(
-                row["id"],
-                row["message_id"],
-                row["user_id"],
-                row["channel"],
-                row["provider"],
-                row["address"],
-                row["content"],
-                1,
-                row["lane"],
-                row["created_at"],
-                row["expires_at"],
-            )
-        )
+        leased = Claimed(*(row[name] for name in CLAIMED))
+        events.append(_sending(leased, owner, now))
+        claimed.append(leased)
     return claimed
 
 
 TTL_EXPIRED = "ttl_expired"
+NOT_HANDED_OVER = f"{TTL_EXPIRED}: not handed to a provider within the template's ttl"
+
+
+def expired_outcomes(late: Iterable[Claimed]) -> list[Outcome]:
+    """Leased deliveries past their ttl before they could be sent, as outcomes (their attempt not counted)."""
+    return [Outcome(c.id, c.message_id, S.EXPIRED, NOT_HANDED_OVER, detail=_expiry(c), attempted=False) for c in late]
+
+
+def _expiry(claimed: Claimed) -> dict[str, Any] | None:
+    return {"expires_at": claimed.expires_at.isoformat()} if claimed.expires_at is not None else None
 
 
 async def _expire(conn: AsyncConnection, late: Sequence[Claimed], now: datetime) -> None:
     """The claimed ``late`` deliveries expire instead of being sent (their claim is not counted as an attempt)."""
     d = t.deliveries
-    reason = f"{TTL_EXPIRED}: not handed to a provider within the template's ttl"
     await conn.execute(
         d.update()
         .where(d.c.id.in_([c.id for c in late]))
         .values(
             status=S.EXPIRED.value,
             attempts=d.c.attempts - 1,
-            last_error=reason,
+            last_error=NOT_HANDED_OVER,
             lease_owner=None,
             lease_until=None,
             updated_at=now,
         )
     )
-    events = [
-        event_row(c.message_id, c.id, S.EXPIRED, reason, now, {"expires_at": c.expires_at.isoformat()})
-        for c in late
-        if c.expires_at is not None
-    ]
+    events = [event_row(c.message_id, c.id, S.EXPIRED, NOT_HANDED_OVER, now, _expiry(c)) for c in late if c.expires_at]
     await rollups.append(conn, events)
     await refresh_messages(conn, {c.message_id for c in late}, now)
     await fallbacks.on_status(conn, dict.fromkeys((c.id for c in late), S.EXPIRED), now)
