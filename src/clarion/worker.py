@@ -165,6 +165,11 @@ class Dispatcher:
             )
 
         limit = self.urgent_batch_size if urgent else self._limit or self.batch_size
+        async with self.db.read() as conn:
+            if not await outbox.any_due(conn, now, urgent=urgent):
+                if not urgent:
+                    self._limit = None  # the backlog is gone
+                return 0
         batch = await self.db.write(claim, urgent=urgent)
         handled = len(batch) + len(expired)
         if not urgent:

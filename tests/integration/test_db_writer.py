@@ -1,5 +1,5 @@
 """The SQLite writer: a small group of inserts is written on the event loop's thread, anything else on the writer
-thread; and a write lock held by another process never blocks the loop."""
+thread; a write lock held by another process never blocks the loop; and bulk work gives way to urgent work."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clarion.store import tables as t
-from clarion.store.db import Database, Inserts
+from clarion.store.db import GIVE_WAY_MAX, Database, Inserts
 from tests.integration.test_db_inserts import sample_rows
 from tests.integration.test_driver import fresh
 
@@ -158,3 +159,82 @@ async def test_on_postgres_an_urgent_write_commits_while_the_group_in_flight_is_
     finally:
         release.set()
         await db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_bulk_work_gives_way_while_urgent_work_is_in_progress_and_resumes_after(
+    backend: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    db = await fresh(tmp_path / "w.db") if backend == "sqlite" else Database(request.getfixturevalue("pg_database"))
+    order: list[str] = []
+    try:
+
+        async def bulk() -> None:  # a campaign composing, slice after slice
+            for i in range(3):
+                await db.give_way()
+                order.append(f"slice{i}")
+
+        async def urgent_accept(conn: AsyncConnection) -> None:
+            await conn.execute(t.deliveries.select().limit(1))
+            order.append("urgent")
+
+        with db.urgent_work():  # an urgent send between its template's lookup and its write
+            composing = asyncio.ensure_future(bulk())
+            await asyncio.sleep(0.02)  # far less than GIVE_WAY_MAX
+            assert order == []  # the bulk work waits at its first pause
+            await db.write(urgent_accept, urgent=True)
+        await asyncio.wait_for(composing, timeout=5)
+        assert order == ["urgent", "slice0", "slice1", "slice2"]
+
+        # bounded: urgent work that never ends holds bulk work up GIVE_WAY_MAX at each pause, not for ever
+        order.clear()
+        with db.urgent_work():
+            began = time.monotonic()
+            await asyncio.wait_for(bulk(), timeout=5)
+            waited = time.monotonic() - began
+        assert order == ["slice0", "slice1", "slice2"]
+        assert 3 * GIVE_WAY_MAX * 0.9 <= waited < 3 * GIVE_WAY_MAX + 1.0  # (a timer may fire a hair early)
+
+        # no urgent work: a pause is one turn of the loop
+        began = time.monotonic()
+        await bulk()
+        assert time.monotonic() - began < GIVE_WAY_MAX
+    finally:
+        await db.close()
+
+
+async def test_heavy_jobs_share_no_transaction_while_urgent_writes_are_arriving(tmp_path: Any) -> None:
+    db = await fresh(tmp_path / "w.db")
+    groups: list[list[str]] = []
+    try:
+
+        def job(name: str) -> Any:
+            async def run(conn: AsyncConnection) -> str:
+                if not groups or conn is not groups[-1][0]:
+                    groups.append([conn])  # type: ignore[list-item]
+                groups[-1].append(name)
+                await conn.execute(t.deliveries.select().limit(1))
+                return name
+
+            return run
+
+        async def burst(tag: str) -> None:  # four writes asked for at once: they wait for the writer together
+            await asyncio.gather(
+                db.write(job(f"{tag}-light")),
+                db.write(job(f"{tag}-batch"), heavy=True),
+                db.write(job(f"{tag}-outcomes"), heavy=True),
+                db.write(job(f"{tag}-light2")),
+            )
+
+        await burst("quiet")  # no urgent write lately: one group commit for all that waited
+        await db.write(job("code"), urgent=True)
+        await burst("codes")
+    finally:
+        await db.close()
+    names = [g[1:] for g in groups]
+    assert names == [
+        ["quiet-light", "quiet-batch", "quiet-outcomes", "quiet-light2"],  # no urgent write lately: one commit
+        ["code"],
+        ["codes-light", "codes-batch"],
+        ["codes-outcomes", "codes-light2"],  # a light job still joins a heavy one
+    ]

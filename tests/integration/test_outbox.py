@@ -240,6 +240,41 @@ async def test_the_urgent_loop_sends_a_code_while_the_others_are_busy_with_a_bac
     assert claimed["worker"].endswith(":urgent")
 
 
+async def test_a_poll_that_finds_nothing_due_writes_nothing(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
+    """A dispatch loop's poll reads the claim's index first: with nothing due it costs no write, so it never waits
+    for the writer (nor, for the urgent loop, makes a campaign's composing give way)."""
+    await set_policies(clarion, send_windows={})
+    await sms_template(api, "code", "verification", "urgent")
+    await seed_users(clarion, ["v1"])
+    assert await clarion.dispatcher.run_once("w1") == 0  # the first cycle's reap, out of the way
+    writes: list[bool] = []
+    real_write = clarion.db.write
+
+    async def counting(job: Any, *, urgent: bool = False) -> Any:
+        writes.append(urgent)
+        return await real_write(job, urgent=urgent)
+
+    clarion.db.write = counting  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    loop = asyncio.create_task(clarion.dispatcher.run(stop, urgent=True))
+    try:
+        await asyncio.sleep(6 * clarion.dispatcher.poll_interval)  # several polls of the urgent loop
+        assert await clarion.dispatcher.run_once("w1") == 0  # and of another
+        assert writes == []
+        r = await api.post("/v1/messages", json={"template": "code", "to": ["v1"]})
+        assert r.status_code == 202, r.text
+        for _ in range(200):
+            if sink(clarion):
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        stop.set()
+        await loop
+    [handed] = sink(clarion)
+    assert handed["user_id"] == "v1"
+    assert writes[:2] == [True, True]  # the accept, then the claim: what was due is claimed at once
+
+
 # -- due times and leases ----------------------------------------------------------------------------------
 
 

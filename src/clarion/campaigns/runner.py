@@ -47,7 +47,7 @@ from clarion.store import activity, outbox
 from clarion.store import audit as audit_log
 from clarion.store import campaigns as store
 from clarion.store import tables as t
-from clarion.store.db import Database
+from clarion.store.db import URGENT_SECONDS, Database
 
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
@@ -55,7 +55,6 @@ PART_BATCHES = 20  # batches per part of a run's audience (what one runner lease
 MAX_PARTS = 1_000
 # While urgent sends (verification codes) are being accepted — one in the last URGENT_SECONDS — batches are at
 # most ``urgent_batch`` users: an urgent send's write waits for the transaction in flight, which this keeps short.
-URGENT_SECONDS = 10.0
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
 WAITING = (model.DeliveryStatus.QUEUED.value, model.DeliveryStatus.DEFERRED.value)

@@ -34,6 +34,7 @@ from clarion.store.db import Database
 log = logging.getLogger(__name__)
 S = model.DeliveryStatus
 RECORD_CHUNK = 500  # outcomes sent to a provider and recorded together, at most
+HEAVY_OUTCOMES = 50  # outcomes written together that make a heavy write (``Database.write``)
 ROUTE_WAIT = timedelta(seconds=10)  # a delivery none of whose route's providers can send is tried again after
 MISCONFIGURED_WAIT = timedelta(seconds=1)  # a delivery a misconfigured account refused is routed again after
 RATE_HOLD = timedelta(seconds=0.5)  # a delivery whose token comes within this waits for it in the worker
@@ -94,7 +95,8 @@ class Recorder:
                 await addresses.remove_dead(conn, dead, done)
             return await outbox.complete(conn, owner=owner, now=done, outcomes=outcomes)
 
-        self._writing = asyncio.ensure_future(self.db.write(complete, urgent=self.urgent))
+        heavy = len(outcomes) >= HEAVY_OUTCOMES
+        self._writing = asyncio.ensure_future(self.db.write(complete, urgent=self.urgent, heavy=heavy))
         self._writing.add_done_callback(self._written)
 
     def _written(self, write: asyncio.Future[int]) -> None:
@@ -241,8 +243,8 @@ class Stage:
         """One provider's part of a batch, a chunk at a time, each chunk's outcomes recorded as it returns."""
         size = self.record_chunk
         for start in range(0, len(items), size):
-            if start:
-                await asyncio.sleep(0)  # the writer takes the chunk before: it commits while this one is sent
+            if start:  # the writer takes the chunk before: it commits while this one is sent
+                await (asyncio.sleep(0) if recorder.urgent else recorder.db.give_way())
                 await recorder.room()
             recorder.add(await self._send_group(name, items[start : start + size]))
 

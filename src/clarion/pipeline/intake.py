@@ -128,6 +128,7 @@ class _Plan:
     drafts: list[_Draft] = field(default_factory=list)
     extra: dict[sa.Table, list[dict[str, Any]]] = field(default_factory=dict)  # rows the finishers add
     prefix: str | None = None
+    bulk: bool = False  # a campaign batch: its pauses give way to urgent work (``Database.give_way``)
 
 
 @dataclass(slots=True)
@@ -328,6 +329,14 @@ class Intake:
         template = template or await self.catalog.template(command.template)
         if template is None:
             raise errors.NotFound("template", command.template)
+        if template.priority is model.Priority.URGENT:  # a campaign's composing and sending give way to it
+            with self.db.urgent_work():
+                return await self._send_of(command, template, prefix, request_id)
+        return await self._send_of(command, template, prefix, request_id)
+
+    async def _send_of(
+        self, command: SendCommand, template: model.Template, prefix: str | None, request_id: str
+    ) -> Accepted:
         channels = template.channels_for(command.channels)
         recipients = list(dict.fromkeys(command.to))
         users = await self.users.load_many(recipients)
@@ -383,12 +392,12 @@ class Intake:
             held = await campaign_store.holding_message(conn, batch.run_id, batch.user_ids)
         recipients = [u for u in dict.fromkeys(batch.user_ids) if u not in held]
         users = await self.users.load_many(recipients)
-        plan = _Plan(batch.run_id, self.clock())
+        plan = _Plan(batch.run_id, self.clock(), bulk=True)
         source = f"campaign {batch.campaign} run {batch.run_id}"
         since = time.perf_counter()
         for user_id in recipients:
             if time.perf_counter() - since > PAUSE_AFTER:
-                await asyncio.sleep(0)
+                await self.db.give_way()
                 since = time.perf_counter()
             self._plan_message(
                 plan,
@@ -402,7 +411,7 @@ class Intake:
             )
         for start in range(0, len(plan.drafts), COMPOSE_SLICE):  # the loop's other work gets a turn in between
             await self._compose(plan, plan.drafts[start : start + COMPOSE_SLICE])
-            await asyncio.sleep(0)
+            await self.db.give_way()
         tally = _tally(plan, users=len(batch.user_ids), skipped=len(batch.user_ids) - len(recipients))
         rows = {
             t.messages: plan.messages,
@@ -427,7 +436,7 @@ class Intake:
             if counted is not None:
                 await counted(conn, prepared.tally)
 
-        await self.db.write(job)
+        await self.db.write(job, heavy=True)
         self.fanout_at = time.monotonic()
         if queued := _queued(prepared.rows[t.deliveries]):
             self.on_queued(queued)
@@ -508,7 +517,7 @@ class Intake:
             try:
                 for c, d in zip(draft.candidates, mine, strict=True):
                     if time.perf_counter() - since > PAUSE_AFTER:  # each render is a few ms at most
-                        await asyncio.sleep(0)
+                        await (self.db.give_way() if plan.bulk else asyncio.sleep(0))
                         since = time.perf_counter()
                     drop = isinstance(d, Drop)
                     rendered.append(

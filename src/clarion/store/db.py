@@ -8,6 +8,12 @@ they do not wait for the writer at all: each runs in its own transaction at once
 transaction fails, its jobs are re-run one by one so that one bad job fails alone. Concurrent ``Inserts``
 are merged into one ``executemany`` per table.
 
+What an urgent write waits for is the transaction in flight, so while urgent writes are arriving the others
+keep theirs short: two ``heavy`` jobs (a campaign batch, a batch's outcomes) never share one. And bulk work on
+the event loop (a campaign's composing, a batch's sending) pauses at its ``give_way`` while urgent work is in
+progress (``urgent_work``: an urgent send from its template's lookup to its hand-off), leaving the loop — and
+on SQLite the interpreter, to the writer thread — to it.
+
 SQLite is embedded: a query on a warm page cache takes microseconds, far less than handing it to a driver
 thread and back. So on SQLite, reads run synchronously on the event loop's thread, and each write group runs
 in one hop on a dedicated writer thread (which keeps a waiting lock off the loop) — except a small group of
@@ -24,7 +30,8 @@ import collections
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -44,9 +51,14 @@ __all__ = ["Conn", "Database", "InlineConnection", "Inserts", "ListStatement", "
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = Callable[[Any], Awaitable[Any]]
+_Queued = tuple[Job, "asyncio.Future[Any]", bool]  # a job waiting for the writer, its future, whether heavy
 _IDLE_READERS = 4  # SQLite read connections kept open between reads
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite write waits for another process's write lock
 _INLINE_ROWS = 64  # a group of inserts this small is written on the event loop's thread (see _transaction)
+GIVE_WAY_MAX = 0.1  # seconds bulk work waits at most for urgent work (see Database.give_way)
+#: urgent writes arrived in the last this many seconds: bulk work keeps its transactions short (``heavy`` jobs
+#: alone; a campaign's batches smaller), for an urgent write waits for the transaction in flight
+URGENT_SECONDS = 10.0
 
 
 def _small_inserts(jobs: list[Job]) -> bool:
@@ -151,10 +163,14 @@ class Database:
         self._batch_max = batch_max
         # jobs waiting for the writer: urgent ones (an urgent lane's accept, claim and outcomes) go first, in a
         # group of their own, so they wait at most for the transaction in flight, never behind a fan-out's backlog
-        self._waiting: collections.deque[tuple[Job, asyncio.Future[Any]]] = collections.deque()
-        self._urgent: collections.deque[tuple[Job, asyncio.Future[Any]]] = collections.deque()
+        self._waiting: collections.deque[_Queued] = collections.deque()
+        self._urgent: collections.deque[_Queued] = collections.deque()
+        self.urgent_at = float("-inf")  # when (monotonic seconds) the last urgent write was asked for
         self._ready: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        # urgent work in progress (an urgent send's accept, an urgent write): bulk work gives way (``give_way``)
+        self._urgent_work = 0
+        self._urgent_done: asyncio.Event | None = None
         if self.dialect == "sqlite":
             self._sqlite_writer = _sqlite_engine(parsed, immediate=True)
             self._sqlite_reader = _sqlite_engine(parsed, immediate=False)
@@ -193,13 +209,49 @@ class Database:
             async with self._engine.connect() as conn:
                 yield conn
 
+    # -- urgent work first --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def urgent_work(self) -> Iterator[None]:
+        """Mark urgent work in progress on this process (an urgent send from its template's lookup to its
+        hand-off; every urgent write): bulk work waits for it at its next ``give_way``."""
+        if not self._urgent_work:
+            self._urgent_done = asyncio.Event()
+        self._urgent_work += 1
+        try:
+            yield
+        finally:
+            self._urgent_work -= 1
+            if not self._urgent_work and self._urgent_done is not None:
+                self._urgent_done.set()
+
+    async def give_way(self) -> None:
+        """Where bulk work (a campaign's composing, a batch's sending) pauses between slices: the loop's other
+        work gets a turn, and while urgent work is in progress the bulk work waits for it to end (at most
+        ``GIVE_WAY_MAX``), leaving it the loop — and on SQLite the interpreter to the writer thread, whose
+        transaction in flight is what an urgent write waits for."""
+        await asyncio.sleep(0)
+        done = self._urgent_done
+        if self._urgent_work and done is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), GIVE_WAY_MAX)
+
     # -- writes ------------------------------------------------------------------------------------------
 
-    async def write(self, job: Callable[[Any], Awaitable[T]], *, urgent: bool = False) -> T:
+    async def write(self, job: Callable[[Any], Awaitable[T]], *, urgent: bool = False, heavy: bool = False) -> T:
         """Run ``job(conn)`` inside a write transaction shared with concurrent jobs; return once committed.
         ``urgent`` jobs are written before any other job waiting, grouped only with each other — on SQLite, whose
         one writer they wait for; on PostgreSQL each runs at once in a transaction of its own, beside the group
-        in flight."""
+        in flight. ``heavy``: a job of hundreds of rows (a campaign batch, a batch's outcomes); while urgent writes
+        are arriving (``URGENT_SECONDS``) no two share a transaction, which would keep an urgent write waiting
+        for both."""
+        if urgent:
+            self.urgent_at = time.monotonic()
+            with self.urgent_work():
+                return await self._write(job, urgent=True, heavy=False)
+        return await self._write(job, urgent=False, heavy=heavy)
+
+    async def _write(self, job: Callable[[Any], Awaitable[T]], *, urgent: bool, heavy: bool) -> T:
         if urgent and not self.is_sqlite:
             async with self._engine.begin() as conn:
                 return await job(conn)
@@ -208,7 +260,7 @@ class Database:
             self._writer_task = asyncio.create_task(self._writer(), name="clarion-db-writer")
         assert self._ready is not None
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        (self._urgent if urgent else self._waiting).append((job, future))  # unbounded: never waits
+        (self._urgent if urgent else self._waiting).append((job, future, heavy))  # unbounded: never waits
         self._ready.set()
         return await future
 
@@ -222,13 +274,18 @@ class Database:
                 await ready.wait()
                 continue
             group = [queue.popleft()]
+            heavy = group[0][2]
+            alone = time.monotonic() - self.urgent_at < URGENT_SECONDS  # heavy jobs one per transaction
             while len(group) < self._batch_max and queue:
+                if alone and heavy and queue[0][2]:
+                    break
+                heavy = heavy or queue[0][2]
                 group.append(queue.popleft())
-            group = [(job, fut) for job, fut in group if not fut.cancelled()]
+            group = [entry for entry in group if not entry[1].cancelled()]
             if not group:
                 continue
-            outcomes = await _grouped([job for job, _ in group], self._transaction)
-            for (_, fut), (ok, value) in zip(group, outcomes, strict=True):
+            outcomes = await _grouped([job for job, _, _ in group], self._transaction)
+            for (_, fut, _), (ok, value) in zip(group, outcomes, strict=True):
                 if fut.done():
                     continue
                 if ok:

@@ -173,7 +173,8 @@ async def _dims(
         for row in await fetch(conn, _DELIVERY_DIMS.on(conn), {"ids": chunk}):
             by_delivery[row.id] = row._asdict()
             rows.setdefault(row.message_id, row._asdict())
-    missing_m = {e["message_id"] for e, _, _ in staged} - rows.keys() - known.keys()
+    # membership tests, not ``- known.keys()``: a set minus a keys view walks the whole view
+    missing_m = {m for e, _, _ in staged if (m := e["message_id"]) not in rows and m not in known}
     for chunk in _chunks(missing_m):
         rows.update((row.id, row._asdict()) for row in await fetch(conn, _MESSAGE_DIMS.on(conn), {"ids": chunk}))
     older = {m["template_key"] for m in rows.values() if m.get("department", "") is None}
