@@ -177,6 +177,19 @@ async def drain(clarion: bootstrap.Clarion, *, rounds: int = 50) -> int:
     return total
 
 
+def record_writes(clarion: bootstrap.Clarion) -> list[tuple[Any, dict[str, Any]]]:
+    """Every job handed to ``clarion.db.write`` from now on, with its keywords (``urgent``, ``heavy``)."""
+    writes: list[tuple[Any, dict[str, Any]]] = []
+    write = clarion.db.write
+
+    async def recorded(job: Any, **options: Any) -> Any:
+        writes.append((job, options))
+        return await write(job, **options)
+
+    clarion.db.write = recorded  # type: ignore[method-assign]
+    return writes
+
+
 def sink(clarion: bootstrap.Clarion, channel: str = "sms") -> list[dict[str, Any]]:
     """The JSON lines the built-in file provider wrote for ``channel``, in the order it wrote them."""
     path = Path(clarion.settings.outbox_dir) / f"{channel}.jsonl"

@@ -139,10 +139,12 @@ class Dispatcher:
 
         return await self.db.write(job)
 
-    async def _cycle(self, recorder: Recorder, *, urgent: bool = False) -> int:
+    async def _cycle(self, recorder: Recorder, *, urgent: bool = False, probe: bool = False) -> int:
         """Claim a batch and send it, handing its outcomes to ``recorder`` as they come; returns how many
         deliveries were handled (their last outcomes may still be being written). ``urgent``: the urgent lane
-        only, a small batch, its writes ahead of others waiting."""
+        only, a small batch, its writes ahead of others waiting. ``probe``: a blind poll, which mostly finds
+        nothing — a read on the claim's index first (``outbox.any_due``), and no claim (no write, no wait for
+        the writer) when nothing is due."""
         now = self.clock()
         if not urgent and time.monotonic() - self._last_reap > self.lease.total_seconds() / 4:
             self._last_reap = time.monotonic()
@@ -165,11 +167,12 @@ class Dispatcher:
             )
 
         limit = self.urgent_batch_size if urgent else self._limit or self.batch_size
-        async with self.db.read() as conn:
-            if not await outbox.any_due(conn, now, urgent=urgent):
-                if not urgent:
-                    self._limit = None  # the backlog is gone
-                return 0
+        if probe:
+            async with self.db.read() as conn:
+                if not await outbox.any_due(conn, now, urgent=urgent):
+                    if not urgent:
+                        self._limit = None  # the backlog is gone
+                    return 0
         batch = await self.db.write(claim, urgent=urgent)
         handled = len(batch) + len(expired)
         if not urgent:
@@ -275,28 +278,31 @@ class Dispatcher:
         # Outcomes are written while the next chunk is sent and the next batch claimed (the last chunk's write and
         # the next claim share a group commit); the recorder keeps one write in flight at a time.
         recorder = Recorder(self.db, owner, self.clock, self.stage.record_chunk, urgent=urgent)
+        blind = True  # the first cycle, and each after a poll interval that nothing woke, probes before claiming
         while not stop.is_set():
             wakeup.clear()  # before the claim: a send queued during it wakes the wait that follows an empty one
             try:
-                handled = await self._cycle(recorder, urgent=urgent)
+                handled = await self._cycle(recorder, urgent=urgent, probe=blind)
                 recorder.failures.clear()  # logged as they happened; their deliveries' leases will be taken back
             except Exception:
                 log.exception("%s %s: cycle failed", name, owner)
                 handled = 0
                 await asyncio.sleep(1)
+            blind = False
             if handled == 0:
-                await self._pause(stop, self.poll_interval, wakeup)
+                blind = not await self._pause(stop, self.poll_interval, wakeup)
             elif not urgent and self._limit is None and self.linger > 0:  # it took all that was due: let more gather
                 await self._pause(stop, self.linger)
         await recorder.drain()  # a graceful stop records the last outcomes
         log.info("%s %s stopped", name, owner)
 
     @staticmethod
-    async def _pause(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> None:
-        """Wait ``seconds``, or less if ``stop`` (or ``wakeup``) is set."""
+    async def _pause(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> bool:
+        """Wait ``seconds``, or less if ``stop`` (or ``wakeup``) is set; whether one was."""
         waits = {asyncio.ensure_future(stop.wait())}
         if wakeup is not None:
             waits.add(asyncio.ensure_future(wakeup.wait()))
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         for waiting in waits:
             waiting.cancel()
+        return bool(done)

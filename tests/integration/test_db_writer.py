@@ -43,6 +43,26 @@ def count(path: Any) -> int:
         raw.close()
 
 
+class Transactions:
+    """Jobs that note, by name, which transaction ran them: ``groups`` lists each transaction's jobs, in commit
+    order."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self._connections: list[Any] = []
+
+    def job(self, name: str) -> Any:
+        async def run(conn: AsyncConnection) -> str:
+            if not self._connections or conn is not self._connections[-1]:
+                self._connections.append(conn)
+                self.groups.append([])
+            self.groups[-1].append(name)
+            await conn.execute(t.deliveries.select().limit(1))
+            return name
+
+        return run
+
+
 async def test_small_insert_groups_stay_on_the_loop_and_the_rest_go_to_the_writer_thread(tmp_path) -> None:
     db = await fresh(tmp_path / "w.db")
     handed = hops(db)
@@ -110,26 +130,16 @@ async def test_the_first_write_waits_for_a_lock_held_elsewhere_instead_of_failin
 
 async def test_an_urgent_write_goes_before_the_writes_waiting_ahead_of_it_in_a_group_of_its_own(tmp_path) -> None:
     db = await fresh(tmp_path / "w.db")
-    groups: list[list[str]] = []  # the jobs of each transaction, in commit order
+    transactions = Transactions()
+    job = transactions.job
     try:
         await db.write(deliveries(1, "first"))
-
-        def job(name: str) -> Any:
-            async def run(conn: AsyncConnection) -> str:
-                if not groups or conn is not groups[-1][0]:
-                    groups.append([conn])  # type: ignore[list-item]
-                groups[-1].append(name)
-                await conn.execute(t.deliveries.select().limit(1))
-                return name
-
-            return run
-
         waiting = [asyncio.ensure_future(db.write(job(f"normal{i}"))) for i in range(5)]
         urgent = asyncio.ensure_future(db.write(job("urgent"), urgent=True))
         assert await asyncio.gather(*waiting, urgent) == [*(f"normal{i}" for i in range(5)), "urgent"]
     finally:
         await db.close()
-    assert [g[1:] for g in groups] == [["urgent"], [f"normal{i}" for i in range(5)]]
+    assert transactions.groups == [["urgent"], [f"normal{i}" for i in range(5)]]
 
 
 async def test_on_postgres_an_urgent_write_commits_while_the_group_in_flight_is_still_running(
@@ -205,18 +215,9 @@ async def test_bulk_work_gives_way_while_urgent_work_is_in_progress_and_resumes_
 
 async def test_heavy_jobs_share_no_transaction_while_urgent_writes_are_arriving(tmp_path: Any) -> None:
     db = await fresh(tmp_path / "w.db")
-    groups: list[list[str]] = []
+    transactions = Transactions()
+    job = transactions.job
     try:
-
-        def job(name: str) -> Any:
-            async def run(conn: AsyncConnection) -> str:
-                if not groups or conn is not groups[-1][0]:
-                    groups.append([conn])  # type: ignore[list-item]
-                groups[-1].append(name)
-                await conn.execute(t.deliveries.select().limit(1))
-                return name
-
-            return run
 
         async def burst(tag: str) -> None:  # four writes asked for at once: they wait for the writer together
             await asyncio.gather(
@@ -231,8 +232,7 @@ async def test_heavy_jobs_share_no_transaction_while_urgent_writes_are_arriving(
         await burst("codes")
     finally:
         await db.close()
-    names = [g[1:] for g in groups]
-    assert names == [
+    assert transactions.groups == [
         ["quiet-light", "quiet-batch", "quiet-outcomes", "quiet-light2"],  # no urgent write lately: one commit
         ["code"],
         ["codes-light", "codes-batch"],

@@ -22,7 +22,7 @@ from clarion.pipeline import intake
 from clarion.settings import Settings
 from clarion.store import idempotency
 from clarion.store import tables as t
-from tests.conftest import put_template, put_user, set_approval, shared_redis
+from tests.conftest import put_template, put_user, record_writes, set_approval, shared_redis
 
 COMMAND = intake.SendCommand(template="notice", to=["u1"], data={"n": 1}, idempotency_key="order-7")
 
@@ -204,14 +204,7 @@ async def test_a_request_that_fails_gives_its_claim_up(
 async def test_a_send_without_a_key_is_one_write_and_a_keyed_one_leaves_only_its_answer(
     clarion: bootstrap.Clarion, setup: None
 ) -> None:
-    writes: list[Any] = []
-    write = clarion.db.write
-
-    async def counted(job: Any, *, urgent: bool = False) -> Any:
-        writes.append(job)
-        return await write(job, urgent=urgent)
-
-    clarion.db.write = counted  # type: ignore[method-assign]
+    writes = record_writes(clarion)
     await clarion.intake.send(intake.SendCommand(template="notice", to=["u1"], data={"n": 1}))
     assert len(writes) == 1
     keyed = await clarion.intake.send(intake.SendCommand(template="notice", to=["u1"], idempotency_key="k"))

@@ -27,7 +27,7 @@ from clarion.pipeline import intake
 from clarion.store import outbox
 from clarion.store import tables as t
 from clarion.store.db import Database
-from tests.conftest import drain, put_template, set_approval, set_policies, sink
+from tests.conftest import drain, put_template, record_writes, set_approval, set_policies, sink
 
 S = model.DeliveryStatus
 PHONE = "+8613800138000"
@@ -220,59 +220,62 @@ async def test_the_urgent_loop_sends_a_code_while_the_others_are_busy_with_a_bac
     try:
         await asyncio.sleep(0.05)  # idle: it claimed nothing of the backlog
         assert sink(clarion) == []
-        r = await api.post("/v1/messages", json={"template": "code", "to": ["v1"]})
-        assert r.status_code == 202, r.text
-        for _ in range(200):
-            if sink(clarion):
-                break
-            await asyncio.sleep(0.005)
+        await code_sent(api, clarion, "v1")
     finally:
         stop.set()
         await loop
     [handed] = sink(clarion)
-    assert handed["user_id"] == "v1"
     status = Counter(r.status for r in await deliveries(clarion) if r.id in set(backlog))
     assert status == {"queued": 120}  # the backlog is the other loops' to claim
-    e = t.delivery_events
-    async with clarion.db.read() as conn:
-        query = sa.select(e.c.detail).where(e.c.delivery_id == handed["delivery_id"], e.c.status == "sending")
-        [claimed] = (await conn.execute(query)).scalars()
+    [claimed] = await claimed_by(clarion, handed["delivery_id"])
     assert claimed["worker"].endswith(":urgent")
 
 
 async def test_a_poll_that_finds_nothing_due_writes_nothing(api: httpx.AsyncClient, clarion: bootstrap.Clarion) -> None:
-    """A dispatch loop's poll reads the claim's index first: with nothing due it costs no write, so it never waits
-    for the writer (nor, for the urgent loop, makes a campaign's composing give way)."""
+    """A dispatch loop's poll that nothing woke reads the claim's index first: with nothing due it costs no write,
+    so it never waits for the writer (nor, for the urgent loop, makes a campaign's composing give way). Woken by a
+    code's accept, the urgent loop claims at once."""
     await set_policies(clarion, send_windows={})
     await sms_template(api, "code", "verification", "urgent")
     await seed_users(clarion, ["v1"])
     assert await clarion.dispatcher.run_once("w1") == 0  # the first cycle's reap, out of the way
-    writes: list[bool] = []
-    real_write = clarion.db.write
-
-    async def counting(job: Any, *, urgent: bool = False) -> Any:
-        writes.append(urgent)
-        return await real_write(job, urgent=urgent)
-
-    clarion.db.write = counting  # type: ignore[method-assign]
-    stop = asyncio.Event()
-    loop = asyncio.create_task(clarion.dispatcher.run(stop, urgent=True))
+    writes = record_writes(clarion)
+    stop, stop_other = asyncio.Event(), asyncio.Event()
+    urgent = asyncio.create_task(clarion.dispatcher.run(stop, urgent=True))
+    other = asyncio.create_task(clarion.dispatcher.run(stop_other, index=0))
     try:
-        await asyncio.sleep(6 * clarion.dispatcher.poll_interval)  # several polls of the urgent loop
-        assert await clarion.dispatcher.run_once("w1") == 0  # and of another
+        await asyncio.sleep(6 * clarion.dispatcher.poll_interval)  # several polls of each loop
         assert writes == []
-        r = await api.post("/v1/messages", json={"template": "code", "to": ["v1"]})
-        assert r.status_code == 202, r.text
-        for _ in range(200):
-            if sink(clarion):
-                break
-            await asyncio.sleep(0.005)
+        stop_other.set()  # the code is the urgent loop's alone to claim (the others would race it for it)
+        await other
+        await code_sent(api, clarion, "v1")
     finally:
         stop.set()
-        await loop
+        stop_other.set()
+        await asyncio.gather(urgent, other)
+    assert [options.get("urgent", False) for _, options in writes[:2]] == [True, True]  # the accept, the claim
+    [claimed] = await claimed_by(clarion, sink(clarion)[0]["delivery_id"])
+    assert claimed["worker"].endswith(":urgent")
+
+
+async def code_sent(api: httpx.AsyncClient, clarion: bootstrap.Clarion, user_id: str) -> None:
+    """Send the urgent ``code`` template to ``user_id`` and wait (at most a second) for the loop running to send it."""
+    r = await api.post("/v1/messages", json={"template": "code", "to": [user_id]})
+    assert r.status_code == 202, r.text
+    for _ in range(200):
+        if sink(clarion):
+            break
+        await asyncio.sleep(0.005)
     [handed] = sink(clarion)
-    assert handed["user_id"] == "v1"
-    assert writes[:2] == [True, True]  # the accept, then the claim: what was due is claimed at once
+    assert handed["user_id"] == user_id
+
+
+async def claimed_by(clarion: bootstrap.Clarion, delivery_id: str) -> list[Any]:
+    """The ``detail`` of each ``sending`` entry on the timeline of ``delivery_id``: who claimed it."""
+    e = t.delivery_events
+    async with clarion.db.read() as conn:
+        query = sa.select(e.c.detail).where(e.c.delivery_id == delivery_id, e.c.status == "sending")
+        return list((await conn.execute(query)).scalars())
 
 
 # -- due times and leases ----------------------------------------------------------------------------------

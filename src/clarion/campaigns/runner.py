@@ -47,14 +47,14 @@ from clarion.store import activity, outbox
 from clarion.store import audit as audit_log
 from clarion.store import campaigns as store
 from clarion.store import tables as t
-from clarion.store.db import URGENT_SECONDS, Database
+from clarion.store.db import Database
 
 log = logging.getLogger(__name__)
 AUDIENCE_CHUNK = 50_000  # frozen-audience rows per write while a run starts
 PART_BATCHES = 20  # batches per part of a run's audience (what one runner leases at a time)
 MAX_PARTS = 1_000
-# While urgent sends (verification codes) are being accepted — one in the last URGENT_SECONDS — batches are at
-# most ``urgent_batch`` users: an urgent send's write waits for the transaction in flight, which this keeps short.
+# While urgent sends (verification codes) are arriving (``Database.urgent_lately``) batches are at most
+# ``urgent_batch`` users: an urgent send's write waits for the transaction in flight, which this keeps short.
 RESPONSES_SINCE = timedelta(weeks=4)  # how far back a user's responses tell their hour
 SEND_WITHIN = timedelta(hours=24)  # an optimal send goes out within this long of its batch
 WAITING = (model.DeliveryStatus.QUEUED.value, model.DeliveryStatus.DEFERRED.value)
@@ -354,7 +354,7 @@ class CampaignRunner:
         began = self.monotonic()
         try:
             while cursor < limit and (done == 0 or self.monotonic() - began < self.slice_seconds):
-                if time.monotonic() - self.intake.urgent_at < URGENT_SECONDS:
+                if self.db.urgent_lately():
                     size = min(size, self.urgent_batch)  # urgent sends are arriving: short transactions ahead of them
                 async with self.db.read() as conn:
                     user_ids = await store.audience_slice(conn, run.id, cursor, min(size, limit - cursor))

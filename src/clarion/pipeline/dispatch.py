@@ -244,7 +244,7 @@ class Stage:
         size = self.record_chunk
         for start in range(0, len(items), size):
             if start:  # the writer takes the chunk before: it commits while this one is sent
-                await (asyncio.sleep(0) if recorder.urgent else recorder.db.give_way())
+                await recorder.db.give_way(bulk=not recorder.urgent)
                 await recorder.room()
             recorder.add(await self._send_group(name, items[start : start + size]))
 

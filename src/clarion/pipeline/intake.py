@@ -218,7 +218,6 @@ class Intake:
         self.clock = clock
         self.on_queued = on_queued
         self.on_urgent = on_urgent  # deliveries of the urgent lane were queued: its own dispatch loop wakes
-        self.urgent_at = float("-inf")  # when (monotonic seconds) the last urgent send was accepted
         # A process that sends hands the urgent deliveries it accepts to its own dispatcher as they commit, instead
         # of leaving them to be claimed (set by ``Clarion.start``)
         self.handoff: UrgentHandoff | None = None
@@ -517,7 +516,7 @@ class Intake:
             try:
                 for c, d in zip(draft.candidates, mine, strict=True):
                     if time.perf_counter() - since > PAUSE_AFTER:  # each render is a few ms at most
-                        await (self.db.give_way() if plan.bulk else asyncio.sleep(0))
+                        await self.db.give_way(bulk=plan.bulk)
                         since = time.perf_counter()
                     drop = isinstance(d, Drop)
                     rendered.append(
@@ -682,7 +681,6 @@ class Intake:
                 raise _Answered(key) from None
             raise
         if urgent:
-            self.urgent_at = time.monotonic()
             if handed and handoff is not None:
                 handoff.take_urgent(handed)
             else:  # no fan-out to overtake, or the hand-off is busy: the urgent loop claims it

@@ -225,14 +225,20 @@ class Database:
             if not self._urgent_work and self._urgent_done is not None:
                 self._urgent_done.set()
 
-    async def give_way(self) -> None:
-        """Where bulk work (a campaign's composing, a batch's sending) pauses between slices: the loop's other
-        work gets a turn, and while urgent work is in progress the bulk work waits for it to end (at most
+    def urgent_lately(self) -> bool:
+        """Whether an urgent write was asked for in the last ``URGENT_SECONDS``: codes are arriving, so bulk
+        writes are kept short."""
+        return time.monotonic() - self.urgent_at < URGENT_SECONDS
+
+    async def give_way(self, *, bulk: bool = True) -> None:
+        """Where work pauses between slices: the loop's other work gets a turn, and while urgent work is in
+        progress ``bulk`` work (a campaign's composing, a batch's sending) waits for it to end (at most
         ``GIVE_WAY_MAX``), leaving it the loop — and on SQLite the interpreter to the writer thread, whose
-        transaction in flight is what an urgent write waits for."""
+        transaction in flight is what an urgent write waits for. Not ``bulk`` (an urgent send's own slices): a
+        turn of the loop only."""
         await asyncio.sleep(0)
         done = self._urgent_done
-        if self._urgent_work and done is not None:
+        if bulk and self._urgent_work and done is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), GIVE_WAY_MAX)
 
@@ -275,7 +281,7 @@ class Database:
                 continue
             group = [queue.popleft()]
             heavy = group[0][2]
-            alone = time.monotonic() - self.urgent_at < URGENT_SECONDS  # heavy jobs one per transaction
+            alone = self.urgent_lately()  # heavy jobs one per transaction
             while len(group) < self._batch_max and queue:
                 if alone and heavy and queue[0][2]:
                     break

@@ -83,16 +83,16 @@ def event_row(
     }
 
 
+def _due(*, urgent: bool) -> Any:
+    """The ids of the deliveries due now (``urgent``: of the urgent lane only, for its own loop)."""
+    d = t.deliveries
+    due = sa.select(d.c.id).where(d.c.status.in_([sa.literal(v) for v in CLAIMABLE]), d.c.run_at <= sa.bindparam("now"))
+    return due.where(d.c.lane == sa.literal(model.Priority.URGENT.lane)) if urgent else due
+
+
 def _claim_statement(*, skip_locked: bool, urgent: bool = False) -> Any:
     d = t.deliveries
-    due = (
-        sa.select(d.c.id)
-        .where(d.c.status.in_([sa.literal(v) for v in CLAIMABLE]), d.c.run_at <= sa.bindparam("now"))
-        .order_by(d.c.lane, d.c.run_at)
-        .limit(sa.bindparam("limit", type_=sa.Integer))
-    )
-    if urgent:  # the urgent lane's own loop (``Dispatcher.run(urgent=True)``)
-        due = due.where(d.c.lane == sa.literal(model.Priority.URGENT.lane))
+    due = _due(urgent=urgent).order_by(d.c.lane, d.c.run_at).limit(sa.bindparam("limit", type_=sa.Integer))
     if skip_locked:
         due = due.with_for_update(skip_locked=True)
     return (
@@ -109,21 +109,13 @@ def _claim_statement(*, skip_locked: bool, urgent: bool = False) -> Any:
     )
 
 
-def _due_statement(*, urgent: bool) -> Any:
-    d = t.deliveries
-    due = sa.select(d.c.id).where(d.c.status.in_([sa.literal(v) for v in CLAIMABLE]), d.c.run_at <= sa.bindparam("now"))
-    if urgent:
-        due = due.where(d.c.lane == sa.literal(model.Priority.URGENT.lane))
-    return due.limit(1)
-
-
-_DUE = {urgent: _due_statement(urgent=urgent) for urgent in (True, False)}
+_ANY_DUE = {urgent: _due(urgent=urgent).limit(1) for urgent in (True, False)}
 
 
 async def any_due(conn: AsyncConnection, now: datetime, *, urgent: bool = False) -> bool:
     """Whether a delivery (``urgent``: of the urgent lane) waits to be claimed: a read on the claim's index, so
     that a dispatch loop's polls cost no write — and no wait for the writer — while there is nothing to claim."""
-    return bool(await fetch(conn, _DUE[urgent], {"now": now}))
+    return bool(await fetch(conn, _ANY_DUE[urgent], {"now": now}))
 
 
 # by "is SQLite"; PostgreSQL skips rows another worker has locked, so workers in several processes never take
